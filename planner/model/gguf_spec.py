@@ -1,0 +1,96 @@
+"""GGUF header -> ModelSpec with the file's exact tensors and types (llama-model.cpp hparams)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.model.gguf_header import GGUFHeader
+from planner.model.spec import LayerSpec, MLASpec, ModelSpec, MoESpec, TensorSpec
+
+# Default SWA pattern per architecture when the file does not carry one (models/<arch>.cpp:
+# load_swa_pattern(ml, n)); window defaults where llama.cpp hard-codes one.
+SWA_DEFAULTS = {"gemma2": (2, 4096), "gemma3": (6, None), "gpt-oss": (2, None), "cohere2": (4, None),
+                "gemma3n": (5, None)}
+LLAMA_FTYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+                11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+                17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
+                23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
+                29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE"}
+
+
+def _per_layer(v: Any, n: int, default: int) -> list[int]:
+    if v is None:
+        return [default] * n
+    if isinstance(v, list):
+        return [int(x) for x in v] + [int(v[-1]) if v else default] * (n - len(v))
+    return [int(v)] * n
+
+
+def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
+    arch = h.get("general.architecture", "llama")
+    k = lambda key, default=None: h.get(f"{arch}.{key}", default)  # noqa: E731
+    n_layers = int(k("block_count", 0))
+    n_embd = int(k("embedding_length", 0))
+    heads = _per_layer(k("attention.head_count"), n_layers, 0)
+    n_head = max(heads) if heads else 0
+    kv_heads = _per_layer(k("attention.head_count_kv"), n_layers, n_head)
+    ff = _per_layer(k("feed_forward_length"), n_layers, 0)
+    hd_k = int(k("attention.key_length", n_embd // n_head if n_head else 0))
+    hd_v = int(k("attention.value_length", hd_k))
+    tensors = [TensorSpec(name=t.name, shape=t.shape, type=t.type) for t in h.tensors]
+    by_name = {t.name: t for t in tensors}
+    vocab = h.array_lengths.get("tokenizer.ggml.tokens") or len(h.get("tokenizer.ggml.tokens") or []) \
+        or int(k("vocab_size", 0)) or (by_name["token_embd.weight"].shape[1] if "token_embd.weight" in by_name else 0)
+
+    window = k("attention.sliding_window")
+    pattern = k("attention.sliding_window_pattern")
+    default_pat, default_win = SWA_DEFAULTS.get(arch, (None, None))
+    window = int(window) if window else default_win
+    if isinstance(pattern, list):
+        is_swa = [bool(x) for x in pattern] + [False] * (n_layers - len(pattern))
+    else:
+        n_pat = int(pattern) if pattern else default_pat
+        is_swa = [bool(window and n_pat and (il % n_pat < n_pat - 1)) for il in range(n_layers)]
+    if arch == "phi3":  # models/phi3.cpp: "Phi SWA is currently disabled"
+        is_swa = [False] * n_layers
+
+    n_expert = int(k("expert_count", 0) or 0)
+    moe = None
+    n_dense = int(k("leading_dense_block_count", 0) or 0)
+    if n_expert:
+        eff = int(k("expert_feed_forward_length", 0) or 0)
+        if not eff:
+            exps = next((t for t in tensors if t.name.endswith("ffn_down_exps.weight")), None)
+            eff = exps.shape[0] if exps else ff[0]
+        n_sh = int(k("expert_shared_count", 0) or 0)
+        moe = MoESpec(n_expert=n_expert, n_expert_used=int(k("expert_used_count", 1)), expert_ff=eff,
+                      n_shared_expert=n_sh, shared_ff=eff * n_sh, n_dense_lead=n_dense)
+    mla = None
+    kv_lora = k("attention.kv_lora_rank")
+    if kv_lora:
+        rope = int(k("rope.dimension_count", 64))
+        mla = MLASpec(kv_lora_rank=int(kv_lora), q_lora_rank=k("attention.q_lora_rank"), rope_dim=rope,
+                      nope_dim=int(k("attention.key_length_mla", hd_k)) - rope,
+                      v_head_dim=int(k("attention.value_length_mla", hd_v)))
+        kv_heads = [1] * n_layers
+        hd_k, hd_v = int(kv_lora) + rope, int(kv_lora)
+
+    layers = []
+    for il in range(n_layers):
+        has_attn = any(t.name.startswith(f"blk.{il}.attn_") and ("attn_q" in t.name or "attn_qkv" in t.name
+                                                                    or "attn_kv_a" in t.name)
+                       for t in tensors) if tensors else True
+        kind = ("swa" if is_swa[il] else "full") if has_attn and kv_heads[il] > 0 else "recurrent"
+        layers.append(LayerSpec(attn=kind, n_head=heads[il] or n_head, n_head_kv=kv_heads[il],
+                                window=window if kind == "swa" else None,
+                                moe=bool(n_expert) and il >= n_dense))
+    ftype = h.get("general.file_type")
+    notes = []
+    if any(lay.attn == "recurrent" for lay in layers):
+        notes.append("recurrent layers: their fixed state is not modelled yet")
+    return ModelSpec(
+        name=name, source=source, architecture=arch, n_layers=n_layers, n_embd=n_embd, n_head=n_head,
+        n_kv_heads=max(kv_heads) if kv_heads else 0, head_dim_k=hd_k, head_dim_v=hd_v, n_ff=max(ff) if ff else 0,
+        n_vocab=int(vocab), tied_embeddings="output.weight" not in by_name,
+        n_ctx_train=int(k("context_length", 4096)), layers=layers, moe=moe, mla=mla, tensors=tensors,
+        file_type=LLAMA_FTYPES.get(int(ftype)) if ftype is not None else None, notes=notes)

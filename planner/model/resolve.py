@@ -1,0 +1,54 @@
+"""load_model(): what the user typed -> ModelSpec, trying sources in a sensible order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from planner.errors import ModelNotFoundError
+from planner.model import catalog
+from planner.model.gguf_header import read_gguf_file
+from planner.model.gguf_spec import spec_from_gguf
+from planner.model.ollama import ollama_blob
+from planner.model.spec import ModelSpec
+
+
+def load_gguf(path: str | os.PathLike) -> ModelSpec:
+    path = str(path)
+    return spec_from_gguf(read_gguf_file(path), name=Path(path).name, source=f"gguf:{path}")
+
+
+def load_model(name: str) -> ModelSpec:
+    """A local GGUF path, an Ollama name pulled locally, a catalog name or alias, a Hugging
+    Face repo id (config.json), or a Hub GGUF ('repo:Q4_K_M' / 'repo/file.gguf')."""
+    name = name.strip()
+    if not name:
+        raise ModelNotFoundError("no model given: pass --model NAME (see 'plan models')")
+    p = Path(name).expanduser()
+    if p.is_file():
+        return load_gguf(p)
+    if name.endswith(".gguf") and p.parent.is_dir():
+        raise ModelNotFoundError(f"GGUF file {name} does not exist")
+    if ":" in name and "/" not in name:
+        blob = ollama_blob(name)
+        if blob is not None:
+            spec = load_gguf(blob)
+            spec.name, spec.source = name, f"ollama:{name} ({blob})"
+            return spec
+    entry = catalog.find_entry(name)
+    if entry is not None:
+        return catalog.spec_for(entry.id).model_copy(deep=True)
+    if "/" in name:
+        from planner.model import hub
+        repo, sep, want = name.partition(":")
+        parts = repo.split("/")
+        if sep:
+            return hub.spec_from_remote_gguf(repo, want)
+        if len(parts) > 2 and repo.endswith(".gguf"):
+            return hub.spec_from_remote_gguf("/".join(parts[:2]), "/".join(parts[2:]))
+        if len(parts) == 2:
+            return hub.spec_from_hf_repo(repo)
+    hint = catalog.suggest(name)
+    raise ModelNotFoundError(
+        f"unknown model '{name}'." + (f" Did you mean {', '.join(hint)}?" if hint else "")
+        + " Give a catalog name ('plan models'), a .gguf path, or a Hugging Face repo id.")

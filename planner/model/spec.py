@@ -1,0 +1,119 @@
+"""The ModelSpec contract: architecture facts plus the exact tensor inventory.
+
+Tensor names and shapes are as llama.cpp names them inside a GGUF; shapes are in ggml
+order (ne0 first: the row length, i.e. the input dimension of a matmul weight).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+AttnKind = Literal["full", "swa", "recurrent", "none"]
+
+
+class TensorSpec(BaseModel):
+    name: str
+    shape: list[int]
+    type: str | None = Field(None, description="ggml type name (Q4_K, F16...), None = not decided")
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def layer(self) -> int | None:
+        """Block index for blk.N.* tensors, None for token_embd/output/norms outside blocks."""
+        if self.name.startswith("blk."):
+            return int(self.name.split(".", 2)[1])
+        return None
+
+    @property
+    def role(self) -> str:
+        """blk.3.attn_v.weight -> attn_v ; output.weight -> output."""
+        parts = self.name.split(".")
+        return parts[2] if parts[0] == "blk" else parts[0]
+
+
+class LayerSpec(BaseModel):
+    attn: AttnKind = "full"
+    n_head: int
+    n_head_kv: int
+    window: int | None = Field(None, description="sliding window in tokens (swa layers)")
+    moe: bool = False
+
+
+class MoESpec(BaseModel):
+    n_expert: int
+    n_expert_used: int
+    expert_ff: int
+    n_shared_expert: int = 0
+    shared_ff: int = 0
+    n_dense_lead: int = Field(0, description="leading layers with a dense FFN")
+
+
+class MLASpec(BaseModel):
+    kv_lora_rank: int
+    q_lora_rank: int | None
+    rope_dim: int
+    nope_dim: int
+    v_head_dim: int
+
+
+class RecurrentSpec(BaseModel):
+    """Fixed per-sequence state sizes, in elements, for layers whose attn is 'recurrent'."""
+    r_elements: int
+    s_elements: int
+
+
+class ModelSpec(BaseModel):
+    name: str
+    source: str = Field(..., description="where the facts came from: catalog, hf:repo, gguf:path")
+    architecture: str = Field(..., description="llama.cpp architecture name (general.architecture)")
+    n_layers: int
+    n_embd: int
+    n_head: int
+    n_kv_heads: int = Field(..., description="KV heads of a full-attention layer")
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: int
+    n_vocab: int
+    tied_embeddings: bool = False
+    n_ctx_train: int = 4096
+    layers: list[LayerSpec]
+    moe: MoESpec | None = None
+    mla: MLASpec | None = None
+    recurrent: RecurrentSpec | None = None
+    tensors: list[TensorSpec]
+    file_type: str | None = Field(None, description="ftype of the GGUF when read from one")
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def n_active_params(self) -> int:
+        """Parameters read per token: for MoE only n_expert_used of n_expert expert rows."""
+        if not self.moe:
+            return self.n_params
+        total = 0
+        for t in self.tensors:
+            if "_exps" in t.name:
+                total += t.n_elements * self.moe.n_expert_used // self.moe.n_expert
+            else:
+                total += t.n_elements
+        return total
+
+    def tensor(self, name: str) -> TensorSpec:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def with_types(self, types: dict[str, str]) -> ModelSpec:
+        """A copy whose tensors carry the given ggml types (names not in `types` keep theirs)."""
+        tensors = [t.model_copy(update={"type": types.get(t.name, t.type)}) for t in self.tensors]
+        return self.model_copy(update={"tensors": tensors})

@@ -1,0 +1,35 @@
+"""Look up a GPU in the bundled spec table (planner/data/gpus.yaml)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import yaml
+from pydantic import BaseModel
+
+
+class GPUSpec(BaseModel):
+    name: str
+    match: list[str]
+    vram_gib: float
+    bandwidth_gbps: float
+    fp16_tflops: float
+    source: str
+
+
+@cache
+def gpu_specs() -> tuple[GPUSpec, ...]:
+    text = resources.files("planner.data").joinpath("gpus.yaml").read_text(encoding="utf-8")
+    return tuple(GPUSpec(**g) for g in yaml.safe_load(text)["gpus"])
+
+
+def lookup_gpu_spec(name: str) -> GPUSpec | None:
+    """The entry whose longest match string occurs in the reported name (so '4060 ti' beats '4060')."""
+    low = f" {name.lower()} "
+    best, best_len = None, 0
+    for spec in gpu_specs():
+        for m in spec.match:
+            if m in low and len(m) > best_len:
+                best, best_len = spec, len(m)
+    return best
