@@ -1,0 +1,66 @@
+"""Compute-buffer model: ggml-alloc's peak over the graph, as a max over its phases.
+
+llama.cpp reserves the graph for the worst case, n_tokens = u = min(n_ubatch, n_ctx) with
+a full KV cache (llama-context.cpp sched_reserve). The buffer is the peak of live
+tensors; it is reached in one of three places (all f32 activations, 4 bytes):
+- logits: n_vocab x u, plus 2 hidden states (3 for gemma: final soft-capping);
+- attention without flash attention: the scores n_kv x u x n_head, the mask n_kv x u,
+  plus 5.5 hidden states' worth of q/k/v/out temporaries;
+- attention with flash attention: the f16 mask n_kv x u and ~5 hidden states;
+- the FFN: gate, up and their product (3 x n_ff x u), MoE: n_used x expert_ff x u each.
+A GPU that holds the layers does not hold the input embedding (get_rows runs on the
+host, token_embd lives there), so its buffer is one hidden state smaller; the host gets
+the mask and two hidden states (CUDA_Host compute).
+Fitted to llama.cpp's own no_alloc dry runs on CPU (bench/data/cpu-compute-grid.jsonl) and
+checked against H100 runs (bench/data/h100-llama3-8b-q4k-calibration.jsonl); the tests run
+llama.cpp again and compare.
+"""
+
+from __future__ import annotations
+
+from planner.model.spec import ModelSpec
+
+F32 = 4
+
+
+def _n_kv_attn(model: ModelSpec, n_ctx: int, swa_cells: int) -> int:
+    """Cells an attention layer reads at worst: the full cache for full layers, else the window."""
+    full = any(lay.attn == "full" for lay in model.layers)
+    return n_ctx if full else swa_cells
+
+
+def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int) -> dict[str, int]:
+    u = min(n_ubatch, n_ctx)
+    e = model.n_embd
+    n_kv = _n_kv_attn(model, n_ctx, swa_cells)
+    h = model.n_head
+    q_dim = max(e, h * model.head_dim_k)
+    gemma = model.architecture.startswith("gemma")
+    out = (model.n_vocab + (3 if gemma else 2) * e) * u * F32
+    if flash_attn:
+        attn = n_kv * u * 2 + 5 * q_dim * u * F32
+    else:
+        attn = (n_kv * (h + 1)) * u * F32 + int(5.5 * q_dim * u * F32)
+    if model.moe:
+        ff = model.moe.n_expert_used * model.moe.expert_ff + model.moe.shared_ff
+        ffn = (3 * ff + model.moe.n_expert + 2 * e) * u * F32
+    else:
+        ff_mult = 4 if model.architecture == "phi3" else 3  # fused gate+up: 2 n_ff, then n_ff
+        ffn = (ff_mult * model.n_ff + 2 * e) * u * F32
+    return {"logits": out, "attention": attn, "ffn": ffn}
+
+
+def compute_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
+                    gpu_holds_layers: bool) -> tuple[int, int]:
+    """(device compute bytes, host compute bytes) for a device holding the repeating layers;
+    for CPU-only runs the first is the CPU buffer and the second 0."""
+    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells)
+    peak = max(p.values())
+    u = min(n_ubatch, n_ctx)
+    if not gpu_holds_layers:
+        return peak, 0
+    n_kv = _n_kv_attn(model, n_ctx, swa_cells)
+    hidden = model.n_embd * u * F32
+    mask = n_kv * u * (2 if flash_attn else 4)
+    host = mask + 2 * hidden + (0 if flash_attn else hidden // 2)
+    return peak - hidden, host

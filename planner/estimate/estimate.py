@@ -1,0 +1,50 @@
+"""estimate(): ModelSpec (+ types) x HardwareProfile x RuntimeOptions -> Estimate. Pure."""
+
+from __future__ import annotations
+
+from planner.estimate.ggml_types import tensor_bytes
+from planner.estimate.memory import MiB, memory_breakdown
+from planner.estimate.options import RuntimeOptions
+from planner.estimate.placement import CPU
+from planner.estimate.quant_mix import source_type
+from planner.estimate.result import DeviceEstimate, Estimate, MemoryParts
+from planner.estimate.throughput import throughput
+from planner.model.spec import ModelSpec
+from planner.profile.hardware import HardwareProfile
+
+
+def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, margin: float = 0.05,
+             depth: int | None = None) -> Estimate:
+    opts.check()
+    b = memory_breakdown(model, hw, opts)
+    devices = []
+    for g, gpu in enumerate(hw.gpus):
+        mem = MemoryParts(weights_bytes=b.weights.get(g, 0), kv_bytes=b.kv.get(g, 0),
+                          compute_bytes=b.compute.get(g, 0), overhead_bytes=b.overhead.get(g, 0))
+        prefix = {"cuda": "CUDA", "metal": "MTL", "rocm": "ROCm", "vulkan": "Vulkan"}.get(gpu.backend, "GPU")
+        bufs = {f"{prefix}{g} model": mem.weights_bytes / MiB, f"{prefix}{g} KV": mem.kv_bytes / MiB,
+                f"{prefix}{g} compute": mem.compute_bytes / MiB}
+        devices.append(DeviceEstimate(name=gpu.name, kind="gpu", index=g, capacity_bytes=gpu.usable_bytes,
+                                      memory=mem, n_layers=b.layers.get(g, 0),
+                                      buffers_mib={k: round(v, 2) for k, v in bufs.items()}))
+    host = MemoryParts(weights_bytes=b.weights.get(CPU, 0), kv_bytes=b.kv.get(CPU, 0),
+                       compute_bytes=b.compute.get(CPU, 0), overhead_bytes=b.overhead[CPU],
+                       output_bytes=b.output, repack_bytes=b.repack, mapped_bytes=b.mapped)
+    cap = hw.ram.available_bytes or hw.ram.total_bytes
+    if hw.unified:
+        cap = hw.ram.total_bytes - sum(d.memory.total_bytes for d in devices)
+    mapped_name = "CPU_Mapped model" if opts.mmap else "CPU model"
+    bufs = {mapped_name: (host.weights_bytes - host.repack_bytes) / MiB, "CPU_REPACK model": host.repack_bytes / MiB,
+            "CPU KV": host.kv_bytes / MiB, "CPU compute": host.compute_bytes / MiB, "CPU output": host.output_bytes / MiB}
+    devices.append(DeviceEstimate(name=f"host RAM ({hw.cpu.model})", kind="cpu", capacity_bytes=cap, memory=host,
+                                  n_layers=b.layers.get(CPU, 0),
+                                  buffers_mib={k: round(v, 2) for k, v in bufs.items() if v}))
+    thr = throughput(model, hw, b.read_per_token, b.kv, b.layers, b.n_ctx,
+                     depth if depth is not None else 0, opts.flash_attn)
+    fits = all(d.memory.total_bytes <= d.capacity_bytes * (1 - margin) for d in devices)
+    notes = list(model.notes)
+    if any(lay.attn == "swa" for lay in model.layers) and opts.swa_full:
+        notes.append("--swa-full: sliding-window layers keep the whole context")
+    file_bytes = sum(tensor_bytes(t.type or source_type(t), t.shape) for t in model.tensors)
+    return Estimate(model=model.name, devices=devices, throughput=thr, n_ctx=b.n_ctx, margin=margin,
+                    fits=fits, weights_file_bytes=file_bytes, notes=notes)

@@ -1,0 +1,154 @@
+"""Per-device memory: exact weight bytes placed by llama.cpp's rules, KV cache, compute, overhead.
+
+Pure functions of (ModelSpec with types, HardwareProfile, RuntimeOptions); no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.estimate.compute import compute_buffers
+from planner.estimate.constants import backend
+from planner.estimate.ggml_types import row_bytes, tensor_bytes
+from planner.estimate.options import RuntimeOptions
+from planner.estimate.placement import CPU, layer_devices, tensor_devices
+from planner.estimate.quant_mix import source_type
+from planner.model.spec import ModelSpec
+from planner.profile.hardware import HardwareProfile
+
+MiB = 1024 * 1024
+GGUF_ALIGN = 32
+KV_PAD = 256  # llama-context.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256)
+
+
+def pad(x: int, n: int) -> int:
+    return (x + n - 1) // n * n
+
+
+def repack_types(flags: list[str], arch: str) -> set[str]:
+    """Types the CPU backend repacks into CPU_REPACK (ggml-cpu/repack.cpp, optimal_repack_type)."""
+    f = set(flags)
+    if arch.startswith(("arm", "aarch")) or "neon" in f:
+        out = {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}
+        if "i8mm" in f or "dotprod" in f:
+            out |= {"Q5_K", "Q6_K", "Q8_0"}
+        return out
+    out = set()
+    if "avx2" in f:
+        out |= {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}
+    if "avx512f" in f:
+        out.add("Q2_K")
+    return out
+
+
+@dataclass
+class Breakdown:
+    weights: dict[int, int] = field(default_factory=dict)
+    repack: int = 0
+    mapped: int = 0
+    kv: dict[int, int] = field(default_factory=dict)
+    compute: dict[int, int] = field(default_factory=dict)
+    overhead: dict[int, int] = field(default_factory=dict)
+    output: int = 0
+    layers: dict[int, int] = field(default_factory=dict)
+    read_per_token: dict[int, int] = field(default_factory=dict)  # decode bytes read per device
+    n_ctx: int = 0
+    cells_full: int = 0
+    cells_swa: int = 0
+
+
+def kv_cells(model: ModelSpec, opts: RuntimeOptions) -> tuple[int, int, int]:
+    """(n_ctx after padding, cells of a full layer, cells of an SWA layer), all streams together."""
+    n_ctx = pad(opts.n_ctx, KV_PAD)
+    n_seq = opts.n_seq
+    if opts.kv_unified:
+        per_stream, n_stream = n_ctx, 1
+    else:
+        per_stream = pad(n_ctx // n_seq, KV_PAD)
+        n_ctx, n_stream = per_stream * n_seq, n_seq
+    windows = [lay.window for lay in model.layers if lay.attn == "swa" and lay.window]
+    swa = per_stream
+    if windows and not opts.swa_full:
+        swa = pad(min(per_stream, max(windows) * (n_seq if opts.kv_unified else 1) + opts.n_ubatch), KV_PAD)
+    return n_ctx, per_stream * n_stream, swa * n_stream
+
+
+def kv_layer_bytes(model: ModelSpec, il: int, cells: int, ctk: str, ctv: str) -> int:
+    lay = model.layers[il]
+    if lay.attn in ("recurrent", "none") or lay.n_head_kv == 0:
+        return 0
+    k = row_bytes(ctk.upper(), lay.n_head_kv * model.head_dim_k) * cells
+    v = 0 if model.mla else row_bytes(ctv.upper(), lay.n_head_kv * model.head_dim_v) * cells
+    return k + v
+
+
+def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> Breakdown:
+    n_gpus = len(hw.gpus)
+    free = [g.usable_bytes for g in hw.gpus]
+    devs = tensor_devices(model, n_gpus, opts, free)
+    layer_dev, out_dev = layer_devices(model.n_layers, n_gpus, opts, free)
+    rp = repack_types(hw.cpu.flags, hw.cpu.arch)
+    b = Breakdown()
+    # weights, in file order (for the mmap span)
+    offset, span_lo, span_hi = 0, None, 0
+    for t in model.tensors:
+        ty = t.type or source_type(t)
+        nb = tensor_bytes(ty, t.shape)
+        d = devs[t.name]
+        b.weights[d] = b.weights.get(d, 0) + nb
+        if d == CPU and ty in rp and len(t.shape) >= 2 and t.name != "token_embd.weight" and t.shape[1] % 8 == 0 \
+                and "ffn_gate_inp" not in t.name:
+            b.repack += nb
+        elif d == CPU and opts.mmap:
+            span_lo = offset if span_lo is None else span_lo
+            span_hi = offset + nb
+        if t.layer is not None or t.name in ("output.weight",) or (t.name == "token_embd.weight" and model.tied_embeddings):
+            reads = nb
+            if "_exps" in t.name and model.moe:
+                reads = nb * model.moe.n_expert_used // model.moe.n_expert
+            if t.name == "token_embd.weight":
+                reads = nb if model.tied_embeddings else 0
+                d = out_dev if model.tied_embeddings else d
+            b.read_per_token[d] = b.read_per_token.get(d, 0) + reads
+        offset = pad(offset + nb, GGUF_ALIGN)
+    dup = "output.weight (token_embd duplicated)"
+    if dup in devs:
+        emb = model.tensor("token_embd.weight")
+        b.weights[devs[dup]] = b.weights.get(devs[dup], 0) + tensor_bytes(emb.type or source_type(emb), emb.shape)
+    if opts.mmap and span_lo is not None:
+        # llama.cpp maps the file span of host tensors (llama_model_loader::get_mapping_range);
+        # GPU tensors that lie inside the span are counted too, as llama.cpp reports it
+        b.mapped = span_hi - span_lo
+        b.weights[CPU] = b.repack + b.mapped
+    for il, d in enumerate(layer_dev):
+        b.layers[d] = b.layers.get(d, 0) + 1
+    # KV cache
+    n_ctx, cells_full, cells_swa = kv_cells(model, opts)
+    b.n_ctx, b.cells_full, b.cells_swa = n_ctx, cells_full, cells_swa
+    for il, lay in enumerate(model.layers):
+        cells = cells_swa if lay.attn == "swa" else cells_full
+        d = layer_dev[il] if opts.offload_kqv else CPU
+        b.kv[d] = b.kv.get(d, 0) + kv_layer_bytes(model, il, cells, opts.cache_type_k, opts.cache_type_v)
+    # compute buffers
+    per_stream_swa = cells_swa // (1 if opts.kv_unified else opts.n_seq)
+    per_stream_full = cells_full // (1 if opts.kv_unified else opts.n_seq)
+    gpu_layers = [d for d in set(layer_dev) | {out_dev} if d != CPU]
+    if not gpu_layers and n_gpus == 0:
+        b.compute[CPU], _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, False)
+    else:
+        dev_buf, host_buf = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, True)
+        copies = 4 if (n_gpus > 1 and CPU not in layer_dev and not opts.override_tensor and opts.n_cpu_moe == 0
+                       and not opts.cpu_moe) else 1  # pipeline parallel: GGML_SCHED_MAX_COPIES
+        # every GPU gets a compute buffer: big batches run host weights there too (op offload)
+        for g in range(n_gpus):
+            b.compute[g] = dev_buf * copies
+        cpu_layers = CPU in layer_dev
+        host_full, _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, False)
+        b.compute[CPU] = host_full if cpu_layers else host_buf
+    # logits output buffer on the host: n_vocab x n_seq outputs x f32
+    b.output = model.n_vocab * opts.n_seq * 4
+    # runtime overhead
+    for g, gpu in enumerate(hw.gpus):
+        b.overhead[g] = gpu.overhead_bytes if gpu.overhead_bytes is not None else backend(gpu.backend)["overhead_mib"] * MiB
+    b.overhead[CPU] = backend("cpu")["overhead_mib"] * MiB
+    return b

@@ -1,0 +1,51 @@
+"""RuntimeOptions: the llama.cpp knobs that change memory and speed (llama-server names)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+from planner.errors import InvalidOptionError
+
+KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+
+class RuntimeOptions(BaseModel):
+    n_gpu_layers: int = Field(-1, description="-ngl; -1 = all (llama.cpp's 999)")
+    tensor_split: list[float] | None = Field(None, description="-ts; None = by free memory")
+    n_cpu_moe: int = Field(0, description="--n-cpu-moe: experts of the first N layers on the CPU")
+    cpu_moe: bool = Field(False, description="--cpu-moe: all experts on the CPU")
+    override_tensor: list[str] = Field(default_factory=list, description="-ot regexes sent to the CPU")
+    n_ctx: int = 4096
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    n_seq: int = Field(1, description="-np parallel sequences")
+    kv_unified: bool = False
+    flash_attn: bool = True
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    swa_full: bool = Field(False, description="llama-server default; llama.h/llama-cpp-python default True")
+    mmap: bool = True
+    mlock: bool = False
+    offload_kqv: bool = True
+    threads: int | None = None
+
+    @field_validator("cache_type_k", "cache_type_v")
+    @classmethod
+    def _kv_type(cls, v: str) -> str:
+        v = v.lower()
+        if v not in KV_TYPES:
+            raise InvalidOptionError(f"cache type '{v}' is not one llama.cpp accepts ({', '.join(KV_TYPES)})")
+        return v
+
+    @field_validator("n_ctx", "n_batch", "n_ubatch", "n_seq")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v <= 0:
+            raise InvalidOptionError(f"context, batch, ubatch and parallel must be positive, got {v}")
+        return v
+
+    def check(self) -> None:
+        """Combinations llama.cpp refuses."""
+        if self.cache_type_v not in ("f16", "f32", "bf16") and not self.flash_attn:
+            raise InvalidOptionError("a quantized V cache needs flash attention: add --flash-attn on "
+                                     "or use --cache-type-v f16")

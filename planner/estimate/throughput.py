@@ -1,0 +1,62 @@
+"""Decode and prefill tok/s for a placement (pure; constants from planner/data/backends.yaml).
+
+Decode, per token: each device reads its weights (only the active experts of MoE layers) and
+its KV cache up to the context depth at its effective bandwidth, plus a fixed cost per layer
+(kernel launches and synchronisation: it dominates small models on fast GPUs, where a pure
+bandwidth roofline is 3x off). Devices run one after the other (layer split).
+Prefill: FLOPs = 2 x active params per token at the device's effective rate; weights on the
+host are streamed over PCIe to the GPU for big batches (op offload).
+"""
+
+from __future__ import annotations
+
+from planner.estimate.constants import backend, backends
+from planner.estimate.placement import CPU
+from planner.model.spec import ModelSpec
+from planner.profile.hardware import HardwareProfile
+from planner.estimate.result import Throughput
+
+
+def _cpu_gflops(hw: HardwareProfile) -> float:
+    per_core = backend("cpu")["prefill_gflops_per_core"]
+    f = set(hw.cpu.flags)
+    scale = 1.5 if ("avx512f" in f or "amx_int8" in f) else (1.0 if "avx2" in f or "i8mm" in f or "dotprod" in f else 0.5)
+    return hw.cpu.cores * per_core * scale
+
+
+def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, int], kv: dict[int, int],
+               layers: dict[int, int], n_ctx: int, depth: int, flash_attn: bool) -> Throughput:
+    notes = []
+    t_decode = 0.0
+    frac = min(depth, n_ctx) / max(n_ctx, 1)
+    for d in set(read_per_token) | set(kv):
+        nbytes = read_per_token.get(d, 0) + kv.get(d, 0) * frac
+        n_lay = layers.get(d, 0)
+        if d == CPU:
+            c = backend("cpu")
+            bw = hw.ram.bandwidth_gbps * c["decode_bw_efficiency"]
+        else:
+            g = hw.gpus[d]
+            c = backend(g.backend)
+            bw = g.bandwidth_gbps * c["decode_bw_efficiency"]
+        t_decode += nbytes / (bw * 1e9) + n_lay * c["decode_layer_ms"] / 1e3
+    active = model.n_active_params
+    flops_tok = 2 * active
+    gpu_layers = sum(v for d, v in layers.items() if d != CPU)
+    if hw.gpus and gpu_layers:
+        g = hw.gpus[0]
+        eff = backend(g.backend)["prefill_flops_efficiency"]
+        tflops = (g.fp16_tflops or 20.0) * eff
+        t_pp = flops_tok / (tflops * 1e12)
+        host_bytes = read_per_token.get(CPU, 0)
+        if host_bytes:
+            # op offload streams host weights to the GPU once per ubatch (512 tokens)
+            pcie = backends()["pcie_gbps"].get(g.pcie_gen or 4, 25)
+            t_pp += host_bytes / (pcie * 1e9) / 512
+            notes.append("prefill includes streaming host weights over PCIe")
+    else:
+        t_pp = flops_tok / (_cpu_gflops(hw) * 1e9)
+    if not flash_attn:
+        notes.append("flash attention off: long prompts are slower than shown")
+    return Throughput(decode_tps=round(1.0 / t_decode, 2) if t_decode > 0 else 0.0,
+                      prefill_tps=round(1.0 / t_pp, 1), decode_depth=depth, notes=notes)

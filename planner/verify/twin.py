@@ -1,0 +1,104 @@
+"""Shape twins: GGUF files with a model's exact tensor names, shapes and types that llama.cpp
+loads, for real memory and speed figures of models nobody downloaded.
+
+Tensor data is left as zero bytes (the file is sparse: a 70B twin takes no disk until read).
+An all-zero block is a valid block for every ggml type (scale 0 -> weights 0), and ggml's
+kernels do the same work on zeros as on real weights, so memory and speed are real; quality
+is not. The tokenizer is a minimal SentencePiece-style vocabulary of the model's size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFWriter
+
+from planner.estimate.ggml_types import tensor_bytes
+from planner.estimate.quant_mix import source_type
+from planner.model.spec import ModelSpec
+
+ALIGN = 32
+
+
+def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
+    a = m.architecture
+    w.add_uint32(f"{a}.block_count", m.n_layers)
+    w.add_uint32(f"{a}.context_length", n_ctx_train or m.n_ctx_train)
+    w.add_uint32(f"{a}.embedding_length", m.n_embd)
+    w.add_uint32(f"{a}.feed_forward_length", m.n_ff)
+    w.add_uint32(f"{a}.attention.head_count", m.n_head)
+    kv = [lay.n_head_kv for lay in m.layers]
+    if len(set(kv)) == 1:
+        w.add_uint32(f"{a}.attention.head_count_kv", kv[0])
+    else:
+        w.add_array(f"{a}.attention.head_count_kv", kv)
+    w.add_uint32(f"{a}.attention.key_length", m.head_dim_k if not m.mla else m.mla.nope_dim + m.mla.rope_dim)
+    w.add_uint32(f"{a}.attention.value_length", m.head_dim_v if not m.mla else m.mla.v_head_dim)
+    w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_float32(f"{a}.rope.freq_base", 10000.0)
+    w.add_uint32(f"{a}.rope.dimension_count", m.mla.rope_dim if m.mla else m.head_dim_k)
+    swa = [lay.window for lay in m.layers if lay.attn == "swa" and lay.window]
+    if swa:
+        w.add_uint32(f"{a}.attention.sliding_window", swa[0])
+        w.add_array(f"{a}.attention.sliding_window_pattern", [lay.attn == "swa" for lay in m.layers])
+    if m.moe:
+        w.add_uint32(f"{a}.expert_count", m.moe.n_expert)
+        w.add_uint32(f"{a}.expert_used_count", m.moe.n_expert_used)
+        w.add_uint32(f"{a}.expert_feed_forward_length", m.moe.expert_ff)
+        if m.moe.n_shared_expert:
+            w.add_uint32(f"{a}.expert_shared_count", m.moe.n_shared_expert)
+        if m.moe.n_dense_lead:
+            w.add_uint32(f"{a}.leading_dense_block_count", m.moe.n_dense_lead)
+    if m.mla:
+        w.add_uint32(f"{a}.attention.kv_lora_rank", m.mla.kv_lora_rank)
+        if m.mla.q_lora_rank:
+            w.add_uint32(f"{a}.attention.q_lora_rank", m.mla.q_lora_rank)
+        w.add_uint32(f"{a}.attention.key_length_mla", m.mla.nope_dim + m.mla.rope_dim)
+        w.add_uint32(f"{a}.attention.value_length_mla", m.mla.v_head_dim)
+        w.add_uint32(f"{a}.attention.key_length", m.mla.kv_lora_rank + m.mla.rope_dim)
+        w.add_uint32(f"{a}.attention.value_length", m.mla.kv_lora_rank)
+    # minimal SentencePiece vocabulary: specials, 256 byte tokens, then filler pieces
+    n = m.n_vocab
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tokens += [f"\u2581t{i}" for i in range(n - len(tokens))]
+    types = [2, 3, 3] + [6] * 256 + [1] * (n - 259)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens[:n])
+    w.add_token_scores([0.0] * n)
+    w.add_token_types(types[:n])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+
+
+def write_twin(model: ModelSpec, path: str | os.PathLike, *, n_ctx_train: int | None = None,
+               default_type: str = "F16") -> int:
+    """Write the twin; returns the file size in bytes. Types: each tensor's own, else source_type."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    w = GGUFWriter(str(tmp), model.architecture)
+    _metadata(w, model, n_ctx_train)
+    sizes = []
+    for t in model.tensors:
+        ty = t.type or source_type(t, default_type)
+        nbytes = tensor_bytes(ty, t.shape)
+        qt = GGMLQuantizationType[ty]
+        # ggml order {ne0, ne1, ...} -> numpy order (reversed); raw_shape is in bytes for quant types
+        w.add_tensor_info(t.name, tensor_shape=list(reversed(t.shape)), tensor_dtype=np.float32,
+                          tensor_nbytes=nbytes, raw_dtype=qt)
+        sizes.append(nbytes)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+    with open(tmp, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        pos = f.tell()
+        pos = (pos + ALIGN - 1) // ALIGN * ALIGN
+        for nb in sizes:
+            pos += (nb + ALIGN - 1) // ALIGN * ALIGN
+        f.truncate(pos)  # sparse zeros: valid blocks for every type
+    os.replace(tmp, path)
+    return path.stat().st_size
