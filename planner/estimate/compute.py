@@ -35,8 +35,11 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     n_kv = _n_kv_attn(model, n_ctx, swa_cells)
     h = model.n_head
     q_dim = max(e, h * model.head_dim_k)
-    gemma = model.architecture.startswith("gemma")
-    out = (model.n_vocab + (3 if gemma else 2) * e) * u * F32
+    # hidden states alive beside the logits: 2; gemma's final soft-capping 3; gpt-oss 7 (fitted)
+    n_hidden = 3 if model.architecture.startswith("gemma") else 2
+    if model.architecture == "gpt-oss":
+        n_hidden = 3 if flash_attn else 7
+    out = (model.n_vocab + n_hidden * e) * u * F32
     if flash_attn:
         attn = n_kv * u * 2 + 5 * q_dim * u * F32
     else:
@@ -45,16 +48,23 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         ff = model.moe.n_expert_used * model.moe.expert_ff + model.moe.shared_ff
         ffn = (3 * ff + model.moe.n_expert + 2 * e) * u * F32
     else:
-        ff_mult = 4 if model.architecture == "phi3" else 3  # fused gate+up: 2 n_ff, then n_ff
-        ffn = (ff_mult * model.n_ff + 2 * e) * u * F32
+        # fused gate+up (phi3): 2 n_ff, then n_ff, and more temporaries with flash attention (fitted)
+        ff_mult = (4.7 if flash_attn else 4.3) if model.architecture == "phi3" else 3
+        ffn = int((ff_mult * model.n_ff + 2 * e) * u * F32)
     return {"logits": out, "attention": attn, "ffn": ffn}
 
 
 def compute_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
-                    gpu_holds_layers: bool) -> tuple[int, int]:
+                    gpu_holds_layers: bool, staged: dict[str, int] | None = None) -> tuple[int, int]:
     """(device compute bytes, host compute bytes) for a device holding the repeating layers;
-    for CPU-only runs the first is the CPU buffer and the second 0."""
+    for CPU-only runs the first is the CPU buffer and the second 0.
+
+    staged: bytes of host weights copied into the GPU's buffer during a phase (op offload):
+    the output matrix in the logits phase, one host layer's attention or FFN weights.
+    """
     p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells)
+    for k, v in (staged or {}).items():
+        p[k] += v
     peak = max(p.values())
     u = min(n_ubatch, n_ctx)
     if not gpu_holds_layers:

@@ -87,7 +87,9 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     free = [g.usable_bytes for g in hw.gpus]
     devs = tensor_devices(model, n_gpus, opts, free)
     layer_dev, out_dev = layer_devices(model.n_layers, n_gpus, opts, free)
-    rp = repack_types(hw.cpu.flags, hw.cpu.arch)
+    # with a GPU, its host buffer type comes before the repack types in llama.cpp's CPU
+    # buffer list (llama-model.cpp make_cpu_buft_list), so nothing is repacked
+    rp = repack_types(hw.cpu.flags, hw.cpu.arch) if n_gpus == 0 else set()
     b = Breakdown()
     # weights, in file order (for the mmap span)
     offset, span_lo, span_hi = 0, None, 0
@@ -132,19 +134,19 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     # compute buffers
     per_stream_swa = cells_swa // (1 if opts.kv_unified else opts.n_seq)
     per_stream_full = cells_full // (1 if opts.kv_unified else opts.n_seq)
-    gpu_layers = [d for d in set(layer_dev) | {out_dev} if d != CPU]
-    if not gpu_layers and n_gpus == 0:
+    if n_gpus == 0:
         b.compute[CPU], _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, False)
     else:
-        dev_buf, host_buf = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, True)
+        staged = staged_host_weights(model, devs, out_dev)
+        dev_buf, host_buf = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
+                                            True, staged)
         copies = 4 if (n_gpus > 1 and CPU not in layer_dev and not opts.override_tensor and opts.n_cpu_moe == 0
                        and not opts.cpu_moe) else 1  # pipeline parallel: GGML_SCHED_MAX_COPIES
         # every GPU gets a compute buffer: big batches run host weights there too (op offload)
         for g in range(n_gpus):
             b.compute[g] = dev_buf * copies
-        cpu_layers = CPU in layer_dev
         host_full, _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, False)
-        b.compute[CPU] = host_full if cpu_layers else host_buf
+        b.compute[CPU] = host_full if CPU in layer_dev else host_buf
     # logits output buffer on the host: n_vocab x n_seq outputs x f32
     b.output = model.n_vocab * opts.n_seq * 4
     # runtime overhead
@@ -152,3 +154,28 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         b.overhead[g] = gpu.overhead_bytes if gpu.overhead_bytes is not None else backend(gpu.backend)["overhead_mib"] * MiB
     b.overhead[CPU] = backend("cpu")["overhead_mib"] * MiB
     return b
+
+
+def staged_host_weights(model: ModelSpec, devs: dict[str, int], out_dev: int) -> dict[str, int]:
+    """Host weights the GPU copies into its compute buffer per phase when it runs their ops.
+
+    Checked on the H100 runs (bench/data): ngl 0 puts output.weight (Q6_K, 411 MiB) beside the
+    logits: 258.5 + 411 = 669.5 MiB, measured 669.48; ngl 16 puts one host layer's attention
+    weights beside the attention scores: 564 + 23.5 = 587.5, measured 585.0.
+    """
+    staged = {"logits": 0, "attention": 0, "ffn": 0}
+    if out_dev == CPU:
+        name = "output.weight" if "output.weight" in devs else "token_embd.weight"
+        t = model.tensor(name)
+        staged["logits"] = tensor_bytes(t.type or source_type(t), t.shape)
+    per_layer: dict[int, dict[str, int]] = {}
+    for t in model.tensors:
+        if t.layer is None or devs[t.name] != CPU or len(t.shape) < 2:
+            continue
+        kind = "attention" if t.role.startswith("attn") else "ffn"
+        d = per_layer.setdefault(t.layer, {"attention": 0, "ffn": 0})
+        d[kind] += tensor_bytes(t.type or source_type(t), t.shape)
+    for d in per_layer.values():
+        for k, v in d.items():
+            staged[k] = max(staged[k], v)
+    return staged

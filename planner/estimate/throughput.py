@@ -25,7 +25,7 @@ def _cpu_gflops(hw: HardwareProfile) -> float:
 
 
 def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, int], kv: dict[int, int],
-               layers: dict[int, int], n_ctx: int, depth: int, flash_attn: bool) -> Throughput:
+               layers: dict[int, int], n_ctx: int, depth: int, flash_attn: bool, n_ubatch: int = 512) -> Throughput:
     notes = []
     t_decode = 0.0
     frac = min(depth, n_ctx) / max(n_ctx, 1)
@@ -43,17 +43,16 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
     active = model.n_active_params
     flops_tok = 2 * active
     gpu_layers = sum(v for d, v in layers.items() if d != CPU)
-    if hw.gpus and gpu_layers:
+    if hw.gpus and (gpu_layers or n_ubatch >= 32):  # op offload: big batches run on the GPU
         g = hw.gpus[0]
         eff = backend(g.backend)["prefill_flops_efficiency"]
         tflops = (g.fp16_tflops or 20.0) * eff
         t_pp = flops_tok / (tflops * 1e12)
         host_bytes = read_per_token.get(CPU, 0)
         if host_bytes:
-            # op offload streams host weights to the GPU once per ubatch (512 tokens)
-            pcie = backends()["pcie_gbps"].get(g.pcie_gen or 4, 25)
-            t_pp += host_bytes / (pcie * 1e9) / 512
-            notes.append("prefill includes streaming host weights over PCIe")
+            # op offload streams host weights to the GPU once per ubatch of n_ubatch tokens
+            t_pp += host_bytes / (backends()["op_offload_gbps"] * 1e9) / n_ubatch
+            notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
         t_pp = flops_tok / (_cpu_gflops(hw) * 1e9)
     if not flash_attn:

