@@ -34,7 +34,8 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
     if hw.unified:
         cap = hw.ram.total_bytes - sum(d.memory.total_bytes for d in devices)
     mapped_name = "CPU_Mapped model" if opts.mmap else "CPU model"
-    bufs = {mapped_name: (host.weights_bytes - host.repack_bytes) / MiB, "CPU_REPACK model": host.repack_bytes / MiB,
+    mapped = host.mapped_bytes if opts.mmap else host.weights_bytes - host.repack_bytes
+    bufs = {mapped_name: mapped / MiB, "CPU_REPACK model": host.repack_bytes / MiB,
             "CPU KV": host.kv_bytes / MiB, "CPU compute": host.compute_bytes / MiB, "CPU output": host.output_bytes / MiB}
     devices.append(DeviceEstimate(name=f"host RAM ({hw.cpu.model})", kind="cpu", capacity_bytes=cap, memory=host,
                                   n_layers=b.layers.get(CPU, 0),

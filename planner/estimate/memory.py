@@ -118,10 +118,11 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         emb = model.tensor("token_embd.weight")
         b.weights[devs[dup]] = b.weights.get(devs[dup], 0) + tensor_bytes(emb.type or source_type(emb), emb.shape)
     if opts.mmap and span_lo is not None:
-        # llama.cpp maps the file span of host tensors (llama_model_loader::get_mapping_range);
-        # GPU tensors that lie inside the span are counted too, as llama.cpp reports it
+        # llama.cpp maps the file span of host tensors (llama_model_loader::get_mapping_range)
+        # and reports it whole, GPU and repacked tensors inside the span included. What must
+        # stay resident is less: the repacked copies plus the host tensors used from the map,
+        # which is what weights_bytes (and so "fits") counts.
         b.mapped = span_hi - span_lo
-        b.weights[CPU] = b.repack + b.mapped
     for il, d in enumerate(layer_dev):
         b.layers[d] = b.layers.get(d, 0) + 1
     # KV cache

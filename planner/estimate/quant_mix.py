@@ -216,7 +216,9 @@ def ftype_tensor_types(model: ModelSpec, ftype: str, *, imatrix: bool = False,
     pats = [(re.compile(p), q.upper()) for p, q in (overrides or {}).items()]
     st = {"i_wv": 0, "n_wv": sum(category(t.name) in ("attn_v", "attn_qkv", "attn_kv_b") for t in model.tensors)}
     out: dict[str, str] = {}
-    for t in model.tensors:
+    # llama-quantize walks the tensors sorted by layer (llama-quant.cpp), not in file order;
+    # the attn_v counter of use_more_bits depends on it
+    for t in sorted(model.tensors, key=lambda x: -1 if x.layer is None else x.layer):
         src = source_type(t, base)
         if not allows_quantization(t):
             out[t.name] = src

@@ -85,9 +85,12 @@ class _Reader:
     def count(self, what: str, limit: int, min_item_bytes: int) -> int:
         n = self.unpack("<Q")
         rem = self.remaining()
-        if n > limit or (rem is not None and n * min_item_bytes > rem):
-            raise GGUFError(f"{self.what}: hostile or corrupt header: {what} = {n} "
-                            f"(at most {limit}, and the file has {rem} bytes left); refusing to read it")
+        if n > limit:
+            raise GGUFError(f"{self.what}: hostile or corrupt header: {what} = {n} (at most {limit} "
+                            "makes sense); refusing to read it")
+        if rem is not None and n * min_item_bytes > rem:
+            raise GGUFError(f"{self.what}: header claims {what} = {n} but only {rem} bytes are left: the file "
+                            "is truncated inside its header (download more of it) or corrupt")
         return n
 
     def string(self) -> str:

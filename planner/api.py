@@ -1,0 +1,70 @@
+"""The Python API the CLI and the wizard share: resolve a model and a box, evaluate a config."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from planner.estimate import Estimate, RuntimeOptions, estimate, ftype_tensor_types
+from planner.model import ModelSpec, load_model
+from planner.profile import HardwareProfile
+from planner.profile.targets import resolve_target
+
+DEFAULT_QUANT = "Q4_K_M"
+DEFAULT_CTX = 4096
+# ftypes from most to least precise, for "the nearest thing that fits"
+LADDER = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "IQ3_XXS", "Q2_K", "IQ2_XS", "IQ1_M")
+
+
+class Evaluation(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model: ModelSpec
+    hardware: HardwareProfile
+    quant: str
+    options: RuntimeOptions
+    estimate: Estimate
+    defaults_used: list[str]
+    nearest_fit: str | None = None
+
+
+def typed_model(model: ModelSpec, quant: str | None) -> tuple[ModelSpec, str]:
+    """Apply an ftype's per-tensor mix; without one keep a GGUF's own types, else Q4_K_M."""
+    if quant is None and all(t.type for t in model.tensors):
+        return model, model.file_type or "as in the file"
+    q = (quant or DEFAULT_QUANT).upper()
+    return model.with_types(ftype_tensor_types(model, q)), q
+
+
+def evaluate(model: str | ModelSpec, target: str | HardwareProfile = "auto", *, quant: str | None = None,
+             n_gpu_layers: int | None = None, n_ctx: int | None = None, flash_attn: bool | None = None,
+             cache_type_k: str | None = None, cache_type_v: str | None = None, n_ubatch: int | None = None,
+             n_batch: int | None = None, tensor_split: list[float] | None = None, n_cpu_moe: int | None = None,
+             mmap: bool = True, margin: float = 0.05, vram_gib: str | None = None, ram_gib: float | None = None,
+             gpus: str | None = None, parallel: int | None = None) -> Evaluation:
+    spec = load_model(model) if isinstance(model, str) else model
+    hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus) if isinstance(target, str) else target
+    typed, q = typed_model(spec, quant)
+    given = dict(n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, flash_attn=flash_attn, cache_type_k=cache_type_k,
+                 cache_type_v=cache_type_v, n_ubatch=n_ubatch, n_batch=n_batch, tensor_split=tensor_split,
+                 n_cpu_moe=n_cpu_moe, n_seq=parallel)
+    defaults_used = [k for k, v in given.items() if v is None and k not in ("tensor_split", "n_cpu_moe", "n_seq")]
+    kw = {k: v for k, v in given.items() if v is not None}
+    kw.setdefault("n_ctx", DEFAULT_CTX)
+    opts = RuntimeOptions(mmap=mmap, **kw)
+    est = estimate(typed, hw, opts, margin=margin)
+    nearest = None if est.fits else nearest_fit(spec, hw, opts, margin, q)
+    return Evaluation(model=spec, hardware=hw, quant=q, options=opts, estimate=est, defaults_used=defaults_used,
+                      nearest_fit=nearest)
+
+
+def nearest_fit(spec: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float, tried: str) -> str:
+    """The most precise stock ftype that fits with the same options, else how much is missing."""
+    for q in LADDER:
+        if q == tried:
+            continue
+        e = estimate(spec.with_types(ftype_tensor_types(spec, q)), hw, opts, margin=margin)
+        if e.fits:
+            return f"--quant {q} ({e.weights_file_bytes / 2**30:.1f} GiB of weights)"
+    e = estimate(spec.with_types(ftype_tensor_types(spec, LADDER[-1])), hw, opts, margin=margin)
+    short = max(d.memory.total_bytes - int(d.capacity_bytes * (1 - margin)) for d in e.devices)
+    return (f"nothing fits, even {LADDER[-1]}: about {short / 2**30:.1f} GiB more memory is needed on the "
+            "fullest device; try a smaller model ('plan models') or a bigger --target")

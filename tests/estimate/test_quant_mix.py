@@ -1,0 +1,73 @@
+"""Our port of llama-quantize's per-tensor rules against llama-quantize itself."""
+
+import ctypes
+
+import pytest
+
+from planner.estimate.ggml_types import tensor_bytes
+from planner.estimate.quant_mix import FTYPE_DEFAULT, ftype_tensor_types
+from planner.model import load_gguf, load_model
+from planner.model.hf_config import spec_from_hf_config
+from planner.verify.twin import write_twin
+from tests.conftest import tiny_config
+
+FTYPE_ID = {"Q4_0": 2, "Q8_0": 7, "Q5_0": 8, "Q2_K": 10, "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13,
+            "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17, "Q6_K": 18, "IQ4_XS": 30, "IQ4_NL": 25}
+
+
+def llama_quantize(src: str, dst: str, ftype: str) -> None:
+    import llama_cpp
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = FTYPE_ID[ftype]
+    p.allow_requantize = True
+    p.nthread = 2
+    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(p))
+    assert rc == 0, f"llama_model_quantize failed ({rc})"
+
+
+# Sizes measured with llama_model_quantize on SmolLM2-135M (../shared/research/quality.md);
+# every file is the tensor bytes plus the same 1,785,664-byte header.
+QUALITY_MD_FILE_BYTES = {"Q8_0": 144_811_072, "Q6_K": 138_382_912, "Q5_K_M": 112_103_488, "Q4_K_M": 105_454_144,
+                         "Q4_K_S": 102_039_616, "Q3_K_M": 93_510_208, "Q3_K_S": 88_201_792, "Q2_K": 88_201_792}
+
+
+def test_stock_mixes_reproduce_measured_smollm2_file_sizes():
+    m = load_model("smollm2-135m")
+    header = {ft: size - sum(tensor_bytes(t, s.shape) for s in m.tensors
+                              for t in [ftype_tensor_types(m, ft)[s.name]])
+              for ft, size in QUALITY_MD_FILE_BYTES.items()}
+    assert set(header.values()) == {1_785_664}
+
+
+@pytest.mark.parametrize("arch_kw,ftypes", [
+    (dict(), ["Q4_K_M", "Q3_K_M", "Q5_K_M", "Q2_K", "Q4_K_S", "IQ4_XS", "Q6_K", "Q3_K_L"]),
+    (dict(arch="MixtralForCausalLM", num_local_experts=8, num_experts_per_tok=2), ["Q4_K_M", "Q2_K", "Q3_K_M"]),
+    (dict(arch="Qwen2ForCausalLM", hidden_size=320, tie_word_embeddings=True), ["Q4_K_M", "Q5_K_M", "Q8_0"]),
+])
+def test_per_tensor_types_equal_llama_quantize(tmp_path, arch_kw, ftypes):
+    arch = arch_kw.pop("arch", "LlamaForCausalLM")
+    spec = spec_from_hf_config(tiny_config(arch, **arch_kw), name="tiny", source="test")
+    src = str(tmp_path / "f16.gguf")
+    write_twin(spec.with_types({}), src)
+    for ft in ftypes:
+        dst = str(tmp_path / f"{ft}.gguf")
+        llama_quantize(src, dst, ft)
+        real = {t.name: t.type for t in load_gguf(dst).tensors}
+        ours = ftype_tensor_types(spec, ft)
+        diff = {n: (ours[n], real[n]) for n in real if ours[n] != real[n]}
+        assert not diff, f"{arch} {ft}: ours vs llama-quantize {diff}"
+
+
+def test_requantizing_the_real_smollm2_matches(smol_path, tmp_path):
+    dst = str(tmp_path / "smol-q4km.gguf")
+    llama_quantize(smol_path, dst, "Q4_K_M")
+    real = {t.name: t.type for t in load_gguf(dst).tensors}
+    ours = ftype_tensor_types(load_gguf(smol_path), "Q4_K_M")
+    assert ours == real
+
+
+def test_every_ftype_has_a_default_type():
+    m = load_model("llama3.1-8b")
+    for ft in FTYPE_DEFAULT:
+        types = ftype_tensor_types(m, ft)
+        assert types["blk.0.attn_norm.weight"] == "F32"

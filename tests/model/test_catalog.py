@@ -1,0 +1,52 @@
+import pytest
+
+from planner.errors import ModelNotFoundError
+from planner.model import load_gguf, load_model
+from planner.model.catalog import catalog, search
+
+
+def test_catalog_has_at_least_40_models_with_their_source_repo():
+    entries = catalog()
+    assert len(entries) >= 40
+    assert all(e.source.startswith("https://huggingface.co/") for e in entries)
+
+
+@pytest.mark.parametrize("name", ["llama3.1-70b", "llama3.1:70b", "meta-llama/Llama-3.1-70B-Instruct",
+                                  "Llama-3.1-70B", "LLAMA3.1-70B"])
+def test_llama_3_1_70b_by_every_name_people_type(name):
+    m = load_model(name)
+    assert (m.n_layers, m.n_kv_heads, m.architecture) == (80, 8, "llama")
+    assert abs(m.n_params / 70.55e9 - 1) < 0.005
+
+
+def test_moe_and_mla_shapes():
+    q = load_model("qwen3-30b-a3b")
+    assert q.moe.n_expert == 128 and abs(q.n_params / 30.5e9 - 1) < 0.01 and q.n_active_params < 3.5e9
+    d = load_model("deepseek-v3")
+    assert abs(d.n_params / 671e9 - 1) < 0.005 and d.mla.kv_lora_rank == 512
+    g = load_model("gpt-oss-120b")
+    assert abs(g.n_params / 116.8e9 - 1) < 0.01
+
+
+def test_sliding_window_patterns_follow_llama_cpp():
+    g3 = load_model("gemma3-27b")
+    kinds = [lay.attn for lay in g3.layers]
+    assert kinds[:6] == ["swa"] * 5 + ["full"] and g3.layers[0].window == 1024
+    g2 = load_model("gemma2-9b")
+    assert [lay.attn for lay in g2.layers[:2]] == ["swa", "full"]
+
+
+def test_unknown_model_gets_suggestions():
+    with pytest.raises(ModelNotFoundError, match="llama3.1-70b"):
+        load_model("llama3.1-70")
+
+
+def test_search_by_family_and_use():
+    assert {e.id for e in search("qwen3")} >= {"qwen3-8b", "qwen3-30b-a3b"}
+    assert all("code" in e.use for e in search("code"))
+
+
+def test_smollm2_catalog_inventory_equals_the_real_gguf(smol_path):
+    real = {t.name: t.shape for t in load_gguf(smol_path).tensors}
+    ours = {t.name: t.shape for t in load_model("smollm2-135m").tensors}
+    assert ours == real

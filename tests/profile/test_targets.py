@@ -1,0 +1,64 @@
+import pytest
+
+from planner.errors import TargetNotFoundError
+from planner.profile.gpu_specs import lookup_gpu_spec
+from planner.profile.targets import apply_overrides, list_targets, load_target, resolve_target
+
+GiB = 1024**3
+REQUIRED = ["rtx3060", "rtx3090", "rtx4060", "rtx4070tisuper", "rtx4090", "rtx5090", "a100-80gb", "h100-80gb",
+            "l4", "m1-16gb", "m2-max-32gb", "m3-max-128gb", "m4-pro-48gb", "ryzen-ai-max-395-128gb",
+            "laptop-16gb", "laptop-32gb", "laptop-64gb", "2x-rtx3090"]
+
+
+def test_every_required_box_has_a_profile_that_loads():
+    names = {n for n, _ in list_targets()}
+    assert set(REQUIRED) <= names
+    for n in names:
+        p = load_target(n)
+        assert p.ram.total_bytes > 0 and p.ram.bandwidth_gbps > 0
+        for g in p.gpus:
+            assert g.vram_total_bytes > 0 and g.bandwidth_gbps > 0
+
+
+def test_aliases_resolve_as_people_type_them():
+    assert load_target("4090").name == "rtx4090"
+    assert load_target("RTX 4090").name == "rtx4090"
+    assert len(load_target("2x3090").gpus) == 2
+
+
+def test_gpu_figures_come_from_the_one_spec_table():
+    g = load_target("rtx4090").gpus[0]
+    assert g.bandwidth_gbps == lookup_gpu_spec("NVIDIA GeForce RTX 4090").bandwidth_gbps == 1008
+    assert lookup_gpu_spec("NVIDIA GeForce RTX 4060 Ti").name.endswith("4060 Ti")
+
+
+def test_apple_unified_memory_uses_the_gpu_usable_share():
+    p = load_target("m3-max-128gb")
+    assert p.unified and p.gpus[0].vram_total_bytes == 96 * GiB
+
+
+def test_overrides_change_parts_of_a_profile():
+    p = apply_overrides(load_target("rtx4090"), ram_gib=32)
+    assert p.ram.total_bytes == 32 * GiB and p.gpus[0].name.endswith("4090")
+    p = apply_overrides(load_target("rtx4090"), vram_gib="20")
+    assert p.gpus[0].vram_total_bytes == 20 * GiB
+    p = apply_overrides(load_target("laptop-32gb"), gpus="rtx3090,rtx3090")
+    assert [g.name for g in p.gpus] == ["NVIDIA GeForce RTX 3090"] * 2
+    assert len(apply_overrides(load_target("rtx3090"), gpus="2").gpus) == 2
+
+
+def test_unknown_target_says_what_to_do():
+    with pytest.raises(TargetNotFoundError, match="rtx4090"):
+        load_target("rtx409")
+
+
+def test_yaml_path_target(tmp_path):
+    f = tmp_path / "box.yaml"
+    f.write_text("name: mybox\ncpu: {model: X, cores: 4, threads: 8}\nram: {total_gib: 16, bandwidth_gbps: 40}\n"
+                 "gpus:\n  - {spec: NVIDIA GeForce RTX 3060}\n")
+    p = resolve_target(str(f))
+    assert p.name == "mybox" and p.gpus[0].vram_total_bytes == 12 * GiB
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ncpu: {}\n")
+    with pytest.raises(TargetNotFoundError, match="malformed"):
+        resolve_target(str(bad))
