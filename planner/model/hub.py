@@ -25,12 +25,12 @@ def _download_config(repo: str) -> dict[str, Any]:
     except RepositoryNotFoundError:
         raise ModelNotFoundError(f"no Hugging Face repo '{repo}' (or it is gated: run "
                                  "'huggingface-cli login')") from None
+    except LocalEntryNotFoundError:  # subclass of EntryNotFoundError, so first
+        raise OfflineError(f"'{repo}' is not in the local Hugging Face cache and the Hub cannot be "
+                           "reached; connect once or use a catalog name ('plan models')") from None
     except EntryNotFoundError:
         raise ModelNotFoundError(f"repo '{repo}' has no config.json; for a GGUF repo use "
                                  f"'{repo}:Q4_K_M' or the .gguf file name") from None
-    except LocalEntryNotFoundError:
-        raise OfflineError(f"'{repo}' is not in the local Hugging Face cache and the Hub cannot be "
-                           "reached; connect once or use a catalog name ('plan models')") from None
     except Exception as exc:  # network errors of many kinds
         raise OfflineError(f"cannot fetch {repo}/config.json: {exc}") from None
     with open(path, encoding="utf-8") as f:

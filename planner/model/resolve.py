@@ -27,8 +27,9 @@ def load_model(name: str) -> ModelSpec:
     p = Path(name).expanduser()
     if p.is_file():
         return load_gguf(p)
-    if name.endswith(".gguf") and p.parent.is_dir():
-        raise ModelNotFoundError(f"GGUF file {name} does not exist")
+    looks_local = name.startswith(("/", "./", "../", "~")) or (name.endswith(".gguf") and p.parent.is_dir())
+    if looks_local:
+        raise ModelNotFoundError(f"GGUF file {name} does not exist; check the path")
     if ":" in name and "/" not in name:
         blob = ollama_blob(name)
         if blob is not None:

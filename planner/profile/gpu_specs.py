@@ -27,9 +27,11 @@ def gpu_specs() -> tuple[GPUSpec, ...]:
 def lookup_gpu_spec(name: str) -> GPUSpec | None:
     """The entry whose longest match string occurs in the reported name (so '4060 ti' beats '4060')."""
     low = f" {name.lower()} "
+    tight = low.replace(" ", "").replace("-", "")
     best, best_len = None, 0
     for spec in gpu_specs():
         for m in spec.match:
-            if m in low and len(m) > best_len:
+            hit = m in low or (len(m.strip()) > 3 and m.replace(" ", "") in tight)
+            if hit and len(m) > best_len:
                 best, best_len = spec, len(m)
     return best

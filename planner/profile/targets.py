@@ -22,10 +22,18 @@ def _norm(s: str) -> str:
     return "".join(ch for ch in s.lower() if ch.isalnum())
 
 
+def _profile_dir():
+    """Inside a wheel: the package planner.hardware_profiles; in a checkout: ../hardware_profiles."""
+    try:
+        return resources.files("planner.hardware_profiles")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "hardware_profiles"
+
+
 @cache
 def _raw_profiles() -> dict[str, dict[str, Any]]:
     out = {}
-    for entry in resources.files("planner.hardware_profiles").iterdir():
+    for entry in _profile_dir().iterdir():
         if entry.name.endswith(".yaml"):
             data = yaml.safe_load(entry.read_text(encoding="utf-8"))
             out[data["name"]] = data

@@ -1,0 +1,83 @@
+"""The command line as a user and a script see it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from planner.cli.main import main
+
+
+def run(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_main_job_json_keys(capsys):
+    code, out, _ = run(["--model", "llama3.1-70b", "--target", "rtx4090", "--ngl", "30", "--json"], capsys)
+    d = json.loads(out)
+    assert code in (0, 3) and isinstance(d["fits"], bool)
+    gpu = d["devices"][0]
+    assert gpu["kind"] == "gpu" and gpu["name"].endswith("4090")
+    assert set(gpu["memory"]) >= {"weights_bytes", "kv_bytes", "compute_bytes", "overhead_bytes", "total_bytes"}
+    assert d["devices"][-1]["kind"] == "cpu"
+    assert d["throughput"]["decode_tps"] > 0 and d["throughput"]["prefill_tps"] > 0
+
+
+def test_8b_fits_a_4090_and_70b_q4_does_not_fit_a_laptop(capsys):
+    assert run(["--model", "llama3.1-8b", "--target", "rtx4090"], capsys)[0] == 0
+    code, out, _ = run(["--model", "llama3.1-70b", "--target", "laptop-16gb"], capsys)
+    assert code == 3 and "DOES NOT FIT" in out and "nearest" in out
+
+
+def test_pinned_options_change_the_estimate(capsys):
+    base = json.loads(run(["--model", "qwen3-8b", "--target", "rtx4090", "--json"], capsys)[1])
+    long = json.loads(run(["--model", "qwen3-8b", "--target", "rtx4090", "--ctx", "32768", "--cache-type-k", "q8_0",
+                           "--cache-type-v", "q8_0", "--json"], capsys)[1])
+    assert long["devices"][0]["memory"]["kv_bytes"] == base["devices"][0]["memory"]["kv_bytes"] * 8 * 17 // 32
+    moe = json.loads(run(["--model", "qwen3-30b-a3b", "--target", "rtx4060", "--n-cpu-moe", "48", "--json"],
+                         capsys)[1])
+    assert moe["devices"][0]["memory"]["weights_bytes"] < 2 * 1024**3
+
+
+def test_show_json(capsys):
+    code, out, _ = run(["show", "llama3.1-70b", "--json"], capsys)
+    d = json.loads(out)
+    assert (code, d["architecture"], d["n_layers"], d["n_kv_heads"]) == (0, "llama", 80, 8)
+    assert abs(d["n_params"] / 70.55e9 - 1) < 0.005
+    assert {"name", "shape", "type"} <= set(d["tensors"][0])
+
+
+def test_profile_json_keys(capsys):
+    code, out, _ = run(["profile", "--target", "2x-rtx3090", "--json"], capsys)
+    d = json.loads(out)
+    assert d["cpu"]["cores"] == 16 and d["ram"]["total_bytes"] > 0 and d["ram"]["bandwidth_gbps"] > 0
+    assert [g["vram_total_bytes"] for g in d["gpus"]] == [24576 * 1024**2] * 2
+    assert all(g["bandwidth_gbps"] == 936 for g in d["gpus"])
+
+
+def test_models_and_targets_list(capsys):
+    code, out, _ = run(["models", "gemma3"], capsys)
+    assert code == 0 and "gemma3-27b" in out and "llama" not in out
+    code, out, _ = run(["targets"], capsys)
+    assert "m3-max-128gb" in out
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--model", "llama9-7b", "--target", "rtx4090"], "unknown model"),
+    (["--model", "llama3.1-8b", "--target", "rtx9090"], "unknown target"),
+    (["--model", "llama3.1-8b", "--target", "rtx4090", "--quant", "Q9_K"], "unknown quant type"),
+    (["--model", "llama3.1-8b", "--target", "rtx4090", "--cache-type-v", "q4_0", "--flash-attn", "off"],
+     "flash attention"),
+    (["--model", "/nonexistent/x.gguf"], "does not exist"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(capsys, args, msg):
+    code, out, err = run(args, capsys)
+    assert code == 2 and msg in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_console_script_runs_as_a_user_would():
+    p = subprocess.run([sys.executable, "-m", "planner.cli.main", "show", "smollm2"], capture_output=True, text=True)
+    assert p.returncode == 0 and "30 layers" in p.stdout
