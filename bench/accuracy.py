@@ -42,7 +42,7 @@ def rows() -> list[dict]:
                            n_ubatch=c.get("n_ubatch", 512), n_batch=c.get("n_batch", 2048),
                            cache_type_k=KV[c.get("ctk")], cache_type_v=KV[c.get("ctv")])
         e = estimate(m, hw, o)
-        gpu, host = e.devices[0], e.devices[1]
+        gpu = e.devices[0]
         case = f"H100 llama3-8b ngl={c['ngl']} ctx={c['ctx']} fa={int(bool(c.get('fa')))} kv={KV[c.get('ctk')]} ub={o.n_ubatch}"
         b = r["bufs_mib"]
         out += [dict(case=case, part="CUDA0 model", meas=b["CUDA0 model"] if "CUDA0 model" in b else 0.0, est=gpu.buffers_mib["CUDA0 model"], goal="exact"),

@@ -39,7 +39,8 @@ def evaluate(model: str | ModelSpec, target: str | HardwareProfile = "auto", *, 
              cache_type_k: str | None = None, cache_type_v: str | None = None, n_ubatch: int | None = None,
              n_batch: int | None = None, tensor_split: list[float] | None = None, n_cpu_moe: int | None = None,
              mmap: bool = True, margin: float = 0.05, vram_gib: str | None = None, ram_gib: float | None = None,
-             gpus: str | None = None, parallel: int | None = None) -> Evaluation:
+             gpus: str | None = None, parallel: int | None = None, override_tensor: list[str] | None = None,
+             depth: int = 0) -> Evaluation:
     spec = load_model(model) if isinstance(model, str) else model
     hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus) if isinstance(target, str) else target
     typed, q = typed_model(spec, quant)
@@ -49,8 +50,8 @@ def evaluate(model: str | ModelSpec, target: str | HardwareProfile = "auto", *, 
     defaults_used = [k for k, v in given.items() if v is None and k not in ("tensor_split", "n_cpu_moe", "n_seq")]
     kw = {k: v for k, v in given.items() if v is not None}
     kw.setdefault("n_ctx", DEFAULT_CTX)
-    opts = RuntimeOptions(mmap=mmap, **kw)
-    est = estimate(typed, hw, opts, margin=margin)
+    opts = RuntimeOptions(mmap=mmap, override_tensor=override_tensor or [], **kw)
+    est = estimate(typed, hw, opts, margin=margin, depth=depth)
     nearest = None if est.fits else nearest_fit(spec, hw, opts, margin, q)
     return Evaluation(model=spec, hardware=hw, quant=q, options=opts, estimate=est, defaults_used=defaults_used,
                       nearest_fit=nearest)

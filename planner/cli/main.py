@@ -86,6 +86,14 @@ def _on_off(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on or off, got '{v}'")
 
 
+def _ot(spec: str) -> str:
+    """llama.cpp's -ot 'REGEX=BUFFER'; only host placement (=CPU) is modelled."""
+    pattern, _, buf = spec.rpartition("=")
+    if not pattern or buf.upper() != "CPU":
+        raise PlannerError(f"--override-tensor takes REGEX=CPU (e.g. 'ffn_.*_exps=CPU'); got '{spec}'")
+    return pattern
+
+
 def cmd_plan(a: argparse.Namespace) -> int:
     from planner.api import evaluate
     from planner.cli.format import estimate_text, gib
@@ -98,7 +106,8 @@ def cmd_plan(a: argparse.Namespace) -> int:
     r = evaluate(a.model, a.target, quant=a.quant, n_gpu_layers=a.ngl, n_ctx=a.ctx, flash_attn=a.flash_attn,
                  cache_type_k=a.cache_type_k, cache_type_v=a.cache_type_v, n_ubatch=a.ubatch, n_batch=a.batch,
                  tensor_split=ts, n_cpu_moe=a.n_cpu_moe, mmap=not a.no_mmap, margin=a.margin / 100,
-                 vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus, parallel=a.parallel)
+                 vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus, parallel=a.parallel,
+                 override_tensor=[_ot(x) for x in a.override_tensor], depth=a.depth)
     e = r.estimate
     if a.json:
         out = {"model": r.model.name, "target": r.hardware.name, "quant": r.quant, "options": r.options.model_dump(),
@@ -146,6 +155,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     main.add_argument("--tensor-split", help="-ts, e.g. 3,1")
     main.add_argument("--n-cpu-moe", type=int, help="--n-cpu-moe: experts of the first N layers on the CPU")
     main.add_argument("--no-mmap", action="store_true", help="--no-mmap")
+    main.add_argument("--override-tensor", "-ot", action="append", default=[],
+                      help="-ot REGEX=CPU: tensors matching REGEX stay in host memory (repeatable)")
+    main.add_argument("--depth", type=int, default=0, help="decode speed at this many tokens of context")
     main.add_argument("--margin", type=float, default=5.0, help="free memory to keep per device, percent (default 5)")
     main.set_defaults(func=cmd_plan)
 

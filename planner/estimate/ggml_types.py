@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from planner.errors import InvalidOptionError
@@ -27,6 +29,11 @@ def row_bytes(name: str, n_per_row: int) -> int:
 
 def tensor_bytes(name: str, shape: list[int]) -> int:
     """Bytes of a tensor of ggml type `name` with ggml shape (ne0 = row length)."""
+    return _tensor_bytes(name, tuple(shape))
+
+
+@cache
+def _tensor_bytes(name: str, shape: tuple[int, ...]) -> int:
     n = row_bytes(name, shape[0])
     for d in shape[1:]:
         n *= d

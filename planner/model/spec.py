@@ -7,6 +7,7 @@ order (ne0 first: the row length, i.e. the input dimension of a matmul weight).
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -23,14 +24,14 @@ class TensorSpec(BaseModel):
     def n_elements(self) -> int:
         return math.prod(self.shape)
 
-    @property
+    @cached_property
     def layer(self) -> int | None:
         """Block index for blk.N.* tensors, None for token_embd/output/norms outside blocks."""
         if self.name.startswith("blk."):
             return int(self.name.split(".", 2)[1])
         return None
 
-    @property
+    @cached_property
     def role(self) -> str:
         """blk.3.attn_v.weight -> attn_v ; output.weight -> output."""
         parts = self.name.split(".")

@@ -128,9 +128,9 @@ def _nvml_bandwidth(pynvml, handle) -> float:
     return round(bus_bits / 8 * clock_mhz * 1e6 * 2 / 1e9, 1)
 
 
-def _amd(notes: list[str]) -> list[GPU]:
+def _amd(notes: list[str], sysfs: str = "/sys") -> list[GPU]:
     gpus = []
-    for card in sorted(glob.glob("/sys/class/drm/card[0-9]*/device")):
+    for card in sorted(glob.glob(os.path.join(sysfs, "class/drm/card[0-9]*/device"))):
         vendor_file = os.path.join(card, "vendor")
         total_file = os.path.join(card, "mem_info_vram_total")
         if not (os.path.exists(vendor_file) and os.path.exists(total_file)):

@@ -81,3 +81,14 @@ def test_user_mistakes_are_one_line_and_exit_2(capsys, args, msg):
 def test_console_script_runs_as_a_user_would():
     p = subprocess.run([sys.executable, "-m", "planner.cli.main", "show", "smollm2"], capture_output=True, text=True)
     assert p.returncode == 0 and "30 layers" in p.stdout
+
+
+def test_override_tensor_and_depth(capsys):
+    base = json.loads(run(["--model", "qwen3-30b-a3b", "--target", "rtx4090", "--json"], capsys)[1])
+    ot = json.loads(run(["--model", "qwen3-30b-a3b", "--target", "rtx4090", "-ot", "ffn_.*_exps=CPU", "--json"],
+                        capsys)[1])
+    assert ot["devices"][0]["memory"]["weights_bytes"] < base["devices"][0]["memory"]["weights_bytes"] / 5
+    deep = json.loads(run(["--model", "qwen3-30b-a3b", "--target", "rtx4090", "--depth", "4000", "--json"], capsys)[1])
+    assert deep["throughput"]["decode_tps"] < base["throughput"]["decode_tps"]
+    code, _, err = run(["--model", "qwen3-30b-a3b", "-ot", "exps=CUDA0"], capsys)
+    assert code == 2 and "REGEX=CPU" in err

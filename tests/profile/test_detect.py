@@ -28,3 +28,28 @@ def test_ram_bandwidth_is_measured_quickly():
 def test_cpu_flags_are_only_the_ones_llama_cpp_cares_about():
     p = detect_hardware(measure_bandwidth=False)
     assert set(p.cpu.flags) <= set(detect._FLAGS)
+
+
+def test_amd_gpu_from_sysfs(tmp_path):
+    dev = tmp_path / "class" / "drm" / "card0" / "device"
+    dev.mkdir(parents=True)
+    (dev / "vendor").write_text("0x1002\n")
+    (dev / "device").write_text("0x744c\n")
+    (dev / "mem_info_vram_total").write_text(str(24 * 1024**3))
+    (dev / "mem_info_vram_used").write_text(str(1024**3))
+    notes = []
+    gpus = detect._amd(notes, sysfs=str(tmp_path))
+    assert len(gpus) == 1 and gpus[0].vendor == "amd" and gpus[0].backend == "rocm"
+    assert gpus[0].vram_free_bytes == 23 * 1024**3
+    assert notes  # an unknown device id says its bandwidth is assumed
+
+
+def test_apple_unified_memory_share(monkeypatch):
+    monkeypatch.setattr(detect.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(detect.platform, "machine", lambda: "arm64")
+    vals = {"hw.memsize": str(128 * 1024**3), "machdep.cpu.brand_string": "Apple M3 Max", "iogpu.wired_limit_mb": "0"}
+    monkeypatch.setattr(detect, "_sysctl", lambda k: vals.get(k))
+    g = detect._apple([])[0]
+    assert g.unified_memory and g.vram_total_bytes == 96 * 1024**3 and g.bandwidth_gbps == 400
+    vals["iogpu.wired_limit_mb"] = str(120 * 1024)
+    assert detect._apple([])[0].vram_total_bytes == 120 * 1024**3

@@ -1,0 +1,52 @@
+"""Plan latency over the catalog: the estimator alone, and the whole CLI start included.
+
+Usage: python -m bench.speed
+Goals (exit 1 when missed): one estimate of a 70B under 10 ms; `plan --model llama3.1-70b
+--target rtx4090` end to end (a fresh process) under 1 s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+
+from planner.api import typed_model
+from planner.estimate import RuntimeOptions, estimate
+from planner.model import load_model
+from planner.model.catalog import catalog
+from planner.profile.targets import load_target
+
+
+def main() -> int:
+    hw = load_target("rtx4090")
+    per_model = []
+    for e in catalog():
+        m, _ = typed_model(load_model(e.id), "Q4_K_M")
+        estimate(m, hw, RuntimeOptions())
+        t = time.perf_counter()
+        for _ in range(5):
+            estimate(m, hw, RuntimeOptions(n_gpu_layers=20))
+        per_model.append(((time.perf_counter() - t) / 5, e.id))
+    times = sorted(x for x, _ in per_model)
+    p50, p95 = statistics.median(times), times[int(0.95 * (len(times) - 1))]
+    seventy = next(x for x, n in per_model if n == "llama3.1-70b")
+    print(f"estimate over {len(times)} catalog models: p50 {p50 * 1e3:.1f} ms, p95 {p95 * 1e3:.1f} ms, "
+          f"max {times[-1] * 1e3:.1f} ms ({max(per_model)[1]}); llama3.1-70b {seventy * 1e3:.1f} ms")
+    cli = []
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "planner.cli.main", "--model", "llama3.1-70b", "--target", "rtx4090",
+                        "--ngl", "40"], capture_output=True, check=False)
+        cli.append(time.perf_counter() - t)
+    cli.sort()
+    print(f"plan --model llama3.1-70b --target rtx4090 (fresh process): p50 {statistics.median(cli):.2f} s, "
+          f"max {cli[-1]:.2f} s")
+    ok = seventy < 0.010 and statistics.median(cli) < 1.0
+    print("goals met" if ok else "GOAL MISSED (70B estimate < 10 ms, CLI < 1 s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
