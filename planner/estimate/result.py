@@ -54,7 +54,7 @@ class Estimate(BaseModel):
 
     def to_json(self) -> dict:
         d = self.model_dump()
-        for dev, src in zip(d["devices"], self.devices):
+        for dev, src in zip(d["devices"], self.devices, strict=False):
             dev["memory"]["total_bytes"] = src.memory.total_bytes
             dev["free_bytes"] = src.free_bytes
         return d

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from planner.estimate.constants import backend, backends
 from planner.estimate.placement import CPU
+from planner.estimate.result import Throughput
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
-from planner.estimate.result import Throughput
 
 
 def _cpu_gflops(hw: HardwareProfile) -> float:

@@ -18,8 +18,7 @@ _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 def _download_config(repo: str) -> dict[str, Any]:
     """config.json via huggingface_hub; its cache and HF_HUB_OFFLINE are honoured."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError,
-                                       RepositoryNotFoundError)
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
     try:
         path = hf_hub_download(repo, "config.json")
     except RepositoryNotFoundError:

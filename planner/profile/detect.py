@@ -104,13 +104,13 @@ def _nvidia(notes: list[str]) -> list[GPU]:
             name = name.decode() if isinstance(name, bytes) else name
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
             spec = lookup_gpu_spec(name)
-            bw = _probe(notes, f"GPU {i} bandwidth", lambda: _nvml_bandwidth(pynvml, h), 0.0)
+            bw = _probe(notes, f"GPU {i} bandwidth", lambda h=h: _nvml_bandwidth(pynvml, h), 0.0)
             if bw <= 0 and spec:
                 bw = spec.bandwidth_gbps
             cc = _probe(notes, f"GPU {i} compute capability",
-                        lambda: "%d.%d" % pynvml.nvmlDeviceGetCudaComputeCapability(h), None)
-            gen = _probe(notes, f"GPU {i} PCIe", lambda: pynvml.nvmlDeviceGetMaxPcieLinkGeneration(h), None)
-            width = _probe(notes, f"GPU {i} PCIe", lambda: pynvml.nvmlDeviceGetMaxPcieLinkWidth(h), None)
+                        lambda h=h: "{}.{}".format(*pynvml.nvmlDeviceGetCudaComputeCapability(h)), None)
+            gen = _probe(notes, f"GPU {i} PCIe", lambda h=h: pynvml.nvmlDeviceGetMaxPcieLinkGeneration(h), None)
+            width = _probe(notes, f"GPU {i} PCIe", lambda h=h: pynvml.nvmlDeviceGetMaxPcieLinkWidth(h), None)
             gpus.append(GPU(index=i, vendor="nvidia", name=name, vram_total_bytes=mem.total,
                             vram_free_bytes=mem.free, bandwidth_gbps=bw or 100.0,
                             fp16_tflops=spec.fp16_tflops if spec else None,

@@ -150,7 +150,7 @@ def apply_overrides(profile: HardwareProfile, vram_gib: str | None = None,
             vals = vals * len(p.gpus)
         if len(vals) != len(p.gpus):
             raise TargetNotFoundError(f"--vram lists {len(vals)} values for {len(p.gpus)} GPUs")
-        for g, v in zip(p.gpus, vals):
+        for g, v in zip(p.gpus, vals, strict=False):
             g.vram_total_bytes = int(v * GiB)
             g.vram_free_bytes = None
     if ram_gib is not None:
