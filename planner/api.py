@@ -69,3 +69,12 @@ def nearest_fit(spec: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, marg
     short = max(d.memory.total_bytes - int(d.capacity_bytes * (1 - margin)) for d in e.devices)
     return (f"nothing fits, even {LADDER[-1]}: about {short / 2**30:.1f} GiB more memory is needed on the "
             "fullest device; try a smaller model ('plan models') or a bigger --target")
+
+
+def plan_model(model: str | ModelSpec, target: str | HardwareProfile = "auto", request=None, *,
+               vram_gib: str | None = None, ram_gib: float | None = None, gpus: str | None = None):
+    """Resolve model and box, then search for the best plan: (ModelSpec, HardwareProfile, PlanResult)."""
+    from planner.optimize import PlanRequest, make_plan
+    spec = load_model(model) if isinstance(model, str) else model
+    hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus) if isinstance(target, str) else target
+    return spec, hw, make_plan(spec, hw, request or PlanRequest())

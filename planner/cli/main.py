@@ -9,7 +9,7 @@ import traceback
 
 from planner.errors import PlannerError
 
-SUBCOMMANDS = ("profile", "targets", "models", "show")
+SUBCOMMANDS = ("profile", "targets", "models", "show", "recommend")
 
 
 def _json(obj) -> None:
@@ -94,37 +94,130 @@ def _ot(spec: str) -> str:
     return pattern
 
 
-def cmd_plan(a: argparse.Namespace) -> int:
-    from planner.api import evaluate
-    from planner.cli.format import estimate_text, gib
+def _write(path: str, text: str, force: bool) -> None:
+    """Atomic: a temporary file renamed into place; an existing file only with --force."""
+    import os
+    if os.path.exists(path) and not force:
+        raise PlannerError(f"{path} exists; add --force to overwrite it")
+    tmp = f"{path}.part"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise PlannerError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _request(a: argparse.Namespace):
+    from planner.errors import InvalidOptionError
+    from planner.estimate.quant_mix import FTYPES
+    from planner.optimize import PlanRequest
+    if a.quant and a.quant.upper() not in FTYPES:
+        raise InvalidOptionError(f"unknown quant type '{a.quant}'; llama.cpp ftypes: {', '.join(FTYPES)}")
     ts = None
     if a.tensor_split:
         try:
             ts = [float(x) for x in a.tensor_split.split(",")]
         except ValueError:
             raise PlannerError(f"--tensor-split takes numbers like 3,1; got '{a.tensor_split}'") from None
-    r = evaluate(a.model, a.target, quant=a.quant, n_gpu_layers=a.ngl, n_ctx=a.ctx, flash_attn=a.flash_attn,
-                 cache_type_k=a.cache_type_k, cache_type_v=a.cache_type_v, n_ubatch=a.ubatch, n_batch=a.batch,
-                 tensor_split=ts, n_cpu_moe=a.n_cpu_moe, mmap=not a.no_mmap, margin=a.margin / 100,
-                 vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus, parallel=a.parallel,
-                 override_tensor=[_ot(x) for x in a.override_tensor], depth=a.depth)
-    e = r.estimate
+    from planner.estimate.options import RuntimeOptions
+    for k in ("cache_type_k", "cache_type_v"):  # validate early, one clear line
+        if getattr(a, k):
+            RuntimeOptions(**{k: getattr(a, k)})
+    if a.cache_type_v and a.cache_type_v.lower() not in ("f16", "f32", "bf16") and a.flash_attn is False:
+        raise InvalidOptionError("a quantized V cache needs flash attention: add --flash-attn on "
+                                 "or use --cache-type-v f16")
+    return PlanRequest(goal=a.goal, quant=a.quant.upper() if a.quant else None, n_gpu_layers=a.ngl, n_ctx=a.ctx,
+                       min_ctx=a.min_ctx, flash_attn=a.flash_attn, cache_type_k=a.cache_type_k,
+                       cache_type_v=a.cache_type_v, n_ubatch=a.ubatch, n_batch=a.batch, n_seq=a.parallel,
+                       tensor_split=ts, n_cpu_moe=a.n_cpu_moe, override_tensor=[_ot(x) for x in a.override_tensor],
+                       mmap=not a.no_mmap, margin=a.margin / 100, min_tps=a.min_tps, imatrix=a.imatrix,
+                       depth=a.depth)
+
+
+def _type_mix(opt, model) -> str:
+    from collections import Counter
+    c: Counter = Counter()
+    for t in model.tensors:
+        c[opt.types.get(t.name, t.type or "F32")] += t.n_elements
+    total = sum(c.values())
+    return ", ".join(f"{k} {v / total:.0%}" for k, v in c.most_common() if v / total >= 0.005)
+
+
+def cmd_plan(a: argparse.Namespace) -> int:
+    from planner.api import plan_model
+    from planner.cli.format import estimate_text, gib
+    from planner.export import plan_dict, render
+    spec, hw, res = plan_model(a.model, a.target, _request(a), vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus)
+    if res.best is None:
+        if a.json:
+            _json({"model": spec.name, "target": hw.name, "fits": False, "nearest": res.nearest})
+        else:
+            print(f"{spec.name} does not fit {hw.name} with these constraints: {res.nearest}")
+        return 3
+    best = res.best
+    model_path = a.model_path or f"{spec.name.split('/')[-1].removesuffix('.gguf')}-plan.gguf"
+    if a.emit:
+        text = render(a.emit, best, spec, model_path, threads=hw.cpu.cores, src=a.source_path)
+        if a.output:
+            _write(a.output, text, a.force)
+            print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
     if a.json:
-        out = {"model": r.model.name, "target": r.hardware.name, "quant": r.quant, "options": r.options.model_dump(),
-               **e.to_json(), "nearest_fit": r.nearest_fit}
-        _json(out)
-    else:
-        pinned = ", ".join(r.defaults_used) if r.defaults_used else "none"
-        head = (f"{r.model.name}: {r.quant}, {gib(e.weights_file_bytes)} of weights on {r.hardware.name}\n"
-                f"  llama.cpp options: -ngl {r.options.n_gpu_layers if r.options.n_gpu_layers >= 0 else 'all'} "
-                f"-c {r.options.n_ctx} -fa {'on' if r.options.flash_attn else 'off'} "
-                f"-ctk {r.options.cache_type_k} -ctv {r.options.cache_type_v} -ub {r.options.n_ubatch}"
-                f"{' --no-mmap' if not r.options.mmap else ''}\n"
-                f"  llama.cpp defaults used for: {pinned} (the optimizer that chooses them is not built yet)")
-        print(estimate_text(e, head))
-        if r.nearest_fit:
-            print(f"  nearest that fits: {r.nearest_fit}")
-    return 0 if e.fits else 3
+        d = plan_dict(best, spec)
+        d.update(target=hw.name, goal=res.goal, considered=res.considered,
+                 alternatives=[{"label": o.label, "why": o.why, "quality": {"kld": o.predicted_kld},
+                                "bits_per_weight": o.bits_per_weight, "n_ctx": o.options.n_ctx,
+                                "throughput": o.estimate.throughput.model_dump(), "fits": o.estimate.fits}
+                               for o in res.alternatives])
+        _json(d)
+        return 0
+    head = (f"{spec.name} on {hw.name}, goal {res.goal}: {best.why}\n"
+            f"  weights {gib(best.estimate.weights_file_bytes)}: {_type_mix(best, spec)}\n"
+            f"  run:  {render('llama-server', best, spec, model_path, threads=hw.cpu.cores).strip()}")
+    print(estimate_text(best.estimate, head))
+    if res.alternatives:
+        print("\n  alternatives:")
+        for o in res.alternatives:
+            print(f"    {o.label:15s} {o.why}")
+    print("\n  predicted KLD uses priors (planner/data/quality.yaml); files: --emit "
+          "llama-quantize|llama-server|ollama|llama-cpp-python|yaml|json [-o FILE]")
+    return 0
+
+
+def cmd_recommend(a: argparse.Namespace) -> int:
+    from planner.model.catalog import search, spec_for
+    from planner.optimize import PlanRequest, make_plan
+    from planner.profile.targets import resolve_target
+    hw = resolve_target(a.target, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus)
+    req = PlanRequest(goal="balanced", min_ctx=a.min_ctx, min_tps=a.min_tps)
+    rows = []
+    for e in search(a.use):
+        if a.use and a.use not in e.use:
+            continue
+        r = make_plan(spec_for(e.id), hw, req)
+        if r.best:
+            b = r.best
+            rows.append({"model": e.id, "n_params": spec_for(e.id).n_params, "kld": b.predicted_kld,
+                         "bits_per_weight": b.bits_per_weight, "decode_tps": b.estimate.throughput.decode_tps,
+                         "n_ctx": b.options.n_ctx, "why": b.why})
+    # bigger models at the same predicted KLD are better models: rank by params, then KLD
+    rows.sort(key=lambda r: (r["kld"] > 0.1, -r["n_params"], r["kld"]))
+    if a.json:
+        _json(rows[: a.top])
+        return 0
+    if not rows:
+        print(f"nothing in the catalog fits {hw.name} with these constraints")
+        return 3
+    print(f"what runs well on {hw.name} (balanced plans, best first):")
+    for r in rows[: a.top]:
+        print(f"  {r['model']:30s} {r['n_params'] / 1e9:6.1f}B  {r['bits_per_weight']:5.2f} bpw  KLD {r['kld']:.4f}  "
+              f"{r['decode_tps']:7.1f} tok/s  ctx {r['n_ctx']}")
+    return 0
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -159,6 +252,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                       help="-ot REGEX=CPU: tensors matching REGEX stay in host memory (repeatable)")
     main.add_argument("--depth", type=int, default=0, help="decode speed at this many tokens of context")
     main.add_argument("--margin", type=float, default=5.0, help="free memory to keep per device, percent (default 5)")
+    main.add_argument("--goal", choices=("quality", "balanced", "speed", "context"), default="balanced")
+    main.add_argument("--min-ctx", type=int, help="smallest context the plan may choose")
+    main.add_argument("--min-tps", type=float, help="slowest decode speed to accept, tok/s")
+    main.add_argument("--imatrix", action="store_true", help="an importance matrix will be used: allow IQ2 types")
+    main.add_argument("--emit", choices=("llama-server", "llama-cli", "llama-quantize", "ollama", "llama-cpp-python",
+                                         "yaml", "json"), help="print (or -o write) a launch config or plan file")
+    main.add_argument("-o", "--output", help="write --emit to this file (atomic; never overwrites without --force)")
+    main.add_argument("--force", action="store_true", help="overwrite --output")
+    main.add_argument("--model-path", help="path of the planned GGUF in the emitted configs")
+    main.add_argument("--source-path", help="the F16/BF16 GGUF llama-quantize reads (--emit llama-quantize)")
     main.set_defaults(func=cmd_plan)
 
     sub = argparse.ArgumentParser(prog="plan")
@@ -170,6 +273,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p = sp.add_parser("models", parents=[common], help="search the bundled catalog")
     p.add_argument("query", nargs="*")
     p.set_defaults(func=cmd_models)
+    p = sp.add_parser("recommend", parents=[common, tgt], help="what can I run? catalog models ranked for a box")
+    p.add_argument("--use", help="chat, code, reasoning, long-context, vision")
+    p.add_argument("--min-ctx", type=int)
+    p.add_argument("--min-tps", type=float)
+    p.add_argument("--top", type=int, default=10)
+    p.set_defaults(func=cmd_recommend)
     p = sp.add_parser("show", parents=[common], help="a model's architecture and tensors")
     p.add_argument("model")
     p.add_argument("--tensors", action="store_true", help="list every tensor")

@@ -29,16 +29,16 @@ def test_main_job_json_keys(capsys):
 def test_8b_fits_a_4090_and_70b_q4_does_not_fit_a_laptop(capsys):
     assert run(["--model", "llama3.1-8b", "--target", "rtx4090"], capsys)[0] == 0
     code, out, _ = run(["--model", "llama3.1-70b", "--target", "laptop-16gb"], capsys)
-    assert code == 3 and "DOES NOT FIT" in out and "nearest" in out
+    assert code == 3 and "does not fit" in out and "GiB more RAM" in out
 
 
 def test_pinned_options_change_the_estimate(capsys):
-    base = json.loads(run(["--model", "qwen3-8b", "--target", "rtx4090", "--json"], capsys)[1])
-    long = json.loads(run(["--model", "qwen3-8b", "--target", "rtx4090", "--ctx", "32768", "--cache-type-k", "q8_0",
-                           "--cache-type-v", "q8_0", "--json"], capsys)[1])
+    pins = ["--model", "qwen3-8b", "--target", "rtx4090", "--quant", "Q4_K_M", "--ngl", "99", "--json"]
+    base = json.loads(run(pins + ["--ctx", "4096"], capsys)[1])
+    long = json.loads(run(pins + ["--ctx", "32768", "--cache-type-k", "q8_0", "--cache-type-v", "q8_0"], capsys)[1])
     assert long["devices"][0]["memory"]["kv_bytes"] == base["devices"][0]["memory"]["kv_bytes"] * 8 * 17 // 32
-    moe = json.loads(run(["--model", "qwen3-30b-a3b", "--target", "rtx4060", "--n-cpu-moe", "48", "--json"],
-                         capsys)[1])
+    moe = json.loads(run(["--model", "qwen3-30b-a3b", "--target", "rtx4060", "--n-cpu-moe", "48", "--ngl", "99",
+                          "--quant", "Q4_K_M", "--json"], capsys)[1])
     assert moe["devices"][0]["memory"]["weights_bytes"] < 2 * 1024**3
 
 
@@ -84,11 +84,12 @@ def test_console_script_runs_as_a_user_would():
 
 
 def test_override_tensor_and_depth(capsys):
-    base = json.loads(run(["--model", "qwen3-30b-a3b", "--target", "rtx4090", "--json"], capsys)[1])
-    ot = json.loads(run(["--model", "qwen3-30b-a3b", "--target", "rtx4090", "-ot", "ffn_.*_exps=CPU", "--json"],
-                        capsys)[1])
+    pins = ["--model", "qwen3-30b-a3b", "--target", "rtx4090", "--quant", "Q4_K_M", "--ngl", "99", "--ctx", "8192",
+            "--json"]
+    base = json.loads(run(pins, capsys)[1])
+    ot = json.loads(run(pins + ["-ot", "ffn_.*_exps=CPU"], capsys)[1])
     assert ot["devices"][0]["memory"]["weights_bytes"] < base["devices"][0]["memory"]["weights_bytes"] / 5
-    deep = json.loads(run(["--model", "qwen3-30b-a3b", "--target", "rtx4090", "--depth", "4000", "--json"], capsys)[1])
+    deep = json.loads(run(pins + ["--depth", "8000"], capsys)[1])
     assert deep["throughput"]["decode_tps"] < base["throughput"]["decode_tps"]
     code, _, err = run(["--model", "qwen3-30b-a3b", "-ot", "exps=CUDA0"], capsys)
     assert code == 2 and "REGEX=CPU" in err

@@ -1,0 +1,151 @@
+"""Launch configs from a plan: llama-server, llama-quantize, Ollama Modelfile, llama-cpp-python
+kwargs, YAML/JSON. Flags are those of the vendored llama.cpp (2026-10): --load-mode replaces
+--mlock/--no-mmap there; the tests check every flag against its argument list."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections import defaultdict
+
+import yaml
+from gguf import GGMLQuantizationType
+
+from planner.estimate.quant_mix import allows_quantization
+from planner.model.spec import ModelSpec
+from planner.optimize.plan import PlanOption
+
+KINDS = ("llama-server", "llama-cli", "llama-quantize", "ollama", "llama-cpp-python", "yaml", "json")
+OLLAMA_KV = ("f16", "q8_0", "q4_0")  # what OLLAMA_KV_CACHE_TYPE accepts
+
+
+def _ngl(opt: PlanOption, model: ModelSpec) -> str:
+    n = opt.options.n_gpu_layers
+    return "all" if n < 0 or n > model.n_layers else str(n)
+
+
+def llama_server(opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None,
+                 binary: str = "llama-server") -> str:
+    o = opt.options
+    args = [binary, "-m", model_path, "-c", str(o.n_ctx * o.n_seq), "-ngl", _ngl(opt, model),
+            "-fa", "on" if o.flash_attn else "off", "-ctk", o.cache_type_k, "-ctv", o.cache_type_v,
+            "-b", str(o.n_batch), "-ub", str(o.n_ubatch)]
+    if o.n_seq > 1:
+        args += ["-np", str(o.n_seq)]
+    if o.tensor_split:
+        args += ["-ts", ",".join(f"{x:g}" for x in o.tensor_split)]
+    if o.cpu_moe:
+        args += ["--cpu-moe"]
+    elif o.n_cpu_moe:
+        args += ["--n-cpu-moe", str(o.n_cpu_moe)]
+    for pat in o.override_tensor:
+        args += ["-ot", f"{pat}=CPU"]
+    if threads:
+        args += ["-t", str(threads)]
+    args += ["--load-mode", "mlock" if o.mlock and not o.mmap else "mmap+mlock" if o.mlock else "mmap" if o.mmap else "none"]
+    return shlex.join(args)
+
+
+def _layers_regex(layers: list[int]) -> str:
+    return "(" + "|".join(str(i) for i in sorted(layers)) + ")"
+
+
+def tensor_type_patterns(opt: PlanOption, model: ModelSpec) -> list[tuple[str, str]]:
+    """--tensor-type REGEX=TYPE for every quantizable block tensor, grouped by role and type."""
+    by_role: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for t in model.tensors:
+        if t.layer is None or not allows_quantization(t):
+            continue
+        by_role[t.role][opt.types[t.name]].append(t.layer)
+    out = []
+    for role, types in sorted(by_role.items()):
+        for ty, layers in sorted(types.items(), key=lambda kv: -len(kv[1])):
+            name = re.escape(f".{role}.weight")
+            pat = rf"\.{role}\.weight$" if len(types) == 1 else rf"^blk\.{_layers_regex(layers)}{name}$"
+            out.append((pat, ty.lower()))
+    return out
+
+
+def llama_quantize(opt: PlanOption, model: ModelSpec, src: str, dst: str, imatrix: str | None = None) -> str:
+    counts: dict[str, int] = defaultdict(int)
+    for t in model.tensors:
+        if allows_quantization(t):
+            counts[opt.types[t.name]] += t.n_elements
+    base = max(counts, key=counts.get)
+    args = ["llama-quantize"]
+    if imatrix or "imatrix" in opt.label:
+        args += ["--imatrix", imatrix or "imatrix.gguf"]
+    args += ["--token-embedding-type", opt.types["token_embd.weight"].lower()]
+    if "output.weight" in opt.types:
+        args += ["--output-tensor-type", opt.types["output.weight"].lower()]
+    for pat, ty in tensor_type_patterns(opt, model):
+        args += ["--tensor-type", f"{pat}={ty}"]
+    args += [src, dst, base]
+    return shlex.join(args)
+
+
+def ollama(opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None) -> str:
+    o = opt.options
+    n = o.n_gpu_layers
+    lines = [f"# Plan for {model.name}: {opt.why}", f"FROM {model_path}",
+             f"PARAMETER num_ctx {o.n_ctx}", f"PARAMETER num_gpu {model.n_layers + 1 if n < 0 else n}",
+             f"PARAMETER num_batch {o.n_ubatch}"]
+    if threads:
+        lines.append(f"PARAMETER num_thread {threads}")
+    env = [f"OLLAMA_FLASH_ATTENTION={1 if o.flash_attn else 0}"]
+    kv = o.cache_type_k if o.cache_type_k in OLLAMA_KV else "f16"
+    if kv != "f16":
+        env.append(f"OLLAMA_KV_CACHE_TYPE={kv}")
+    lines.append("# Ollama reads these from the server's environment, not the Modelfile:")
+    lines.append("#   " + " ".join(env) + " ollama serve")
+    if o.cpu_moe or o.n_cpu_moe or o.override_tensor or o.tensor_split:
+        lines.append("# This plan keeps experts/tensors on the CPU or splits GPUs, which a Modelfile cannot "
+                     "say: run llama-server with the plan's command instead.")
+    return "\n".join(lines) + "\n"
+
+
+def llama_cpp_python(opt: PlanOption, model: ModelSpec, model_path: str) -> dict:
+    o = opt.options
+    kw = {"model_path": model_path, "n_ctx": o.n_ctx, "n_gpu_layers": o.n_gpu_layers, "flash_attn": o.flash_attn,
+          "n_batch": o.n_batch, "n_ubatch": o.n_ubatch, "use_mmap": o.mmap, "use_mlock": o.mlock,
+          "swa_full": o.swa_full,
+          "type_k": int(GGMLQuantizationType[o.cache_type_k.upper()]),
+          "type_v": int(GGMLQuantizationType[o.cache_type_v.upper()])}
+    if o.tensor_split:
+        kw["tensor_split"] = o.tensor_split
+    return kw
+
+
+def plan_dict(opt: PlanOption, model: ModelSpec) -> dict:
+    d = opt.estimate.to_json()
+    d.update({"model": model.name, "source": model.source, "label": opt.label, "why": opt.why,
+              "options": opt.options.model_dump(), "bits_per_weight": opt.bits_per_weight,
+              "quality": {"kld": opt.predicted_kld, "basis": "priors: planner/data/quality.yaml"}})
+    devs = {}
+    from planner.estimate.placement import CPU, tensor_devices
+    devs = tensor_devices(model, sum(1 for x in opt.estimate.devices if x.kind == "gpu"), opt.options,
+                          [x.capacity_bytes for x in opt.estimate.devices if x.kind == "gpu"])
+    names = [x.name for x in opt.estimate.devices]
+    d["tensors"] = [{"name": t.name, "shape": t.shape, "type": opt.types.get(t.name, t.type),
+                     "device": names[-1] if devs[t.name] == CPU else names[devs[t.name]]} for t in model.tensors]
+    return d
+
+
+def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None,
+           src: str | None = None) -> str:
+    if kind in ("llama-server", "llama-cli"):
+        return llama_server(opt, model, model_path, threads, binary=kind) + "\n"
+    if kind == "llama-quantize":
+        return llama_quantize(opt, model, src or model_path.replace(".gguf", "-F16.gguf"), model_path) + "\n"
+    if kind == "ollama":
+        return ollama(opt, model, model_path, threads)
+    if kind == "llama-cpp-python":
+        kw = llama_cpp_python(opt, model, model_path)
+        body = "".join(f"    {k}={v!r},\n" for k, v in kw.items())
+        return f"from llama_cpp import Llama\n\nllm = Llama(\n{body})\n"
+    if kind == "json":
+        return json.dumps(plan_dict(opt, model), indent=1) + "\n"
+    if kind == "yaml":
+        return yaml.safe_dump(plan_dict(opt, model), sort_keys=False)
+    raise ValueError(kind)

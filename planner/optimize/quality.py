@@ -1,0 +1,60 @@
+"""Predicted quality of a per-tensor type assignment, from priors (planner/data/quality.yaml)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from planner.estimate.ggml_types import block_size, tensor_bytes
+from planner.estimate.quant_mix import allows_quantization, source_type
+from planner.model.spec import ModelSpec, TensorSpec
+
+LADDER_256 = ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "IQ4_XS", "Q3_K", "IQ3_S", "IQ3_XXS", "Q2_K", "IQ2_S", "IQ2_XS")
+LADDER_32 = ("Q8_0", "Q5_1", "Q5_0", "IQ4_NL", "Q4_0")
+
+
+@cache
+def priors() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("planner.data").joinpath("quality.yaml").read_text(encoding="utf-8"))
+
+
+def tensor_weight(t: TensorSpec, n_layers: int, tied: bool) -> float:
+    p = priors()
+    role = "output" if (t.name == "token_embd.weight" and tied) else t.role
+    s = p["role_sensitivity"].get(role, p["role_sensitivity"]["default"])
+    il = t.layer
+    d = p["depth_factor_ends"] if il is not None and (il < n_layers // 8 or il >= 7 * n_layers // 8) else 1.0
+    return t.n_elements * s * d
+
+
+def candidates(t: TensorSpec, imatrix: bool = False) -> list[str]:
+    """Types this tensor may take: K/IQ types need rows that are a multiple of 256."""
+    if not allows_quantization(t):
+        return [source_type(t)]
+    needs = set(priors()["needs_imatrix"])
+    ladder = LADDER_256 if t.shape[0] % 256 == 0 else LADDER_32
+    out = [q for q in ladder if t.shape[0] % block_size(q) == 0 and (imatrix or q not in needs)]
+    return ["F16", *out]
+
+
+def kld_of(t_type: str) -> float:
+    return float(priors()["kld"].get(t_type, 1.0))
+
+
+def predicted_kld(model: ModelSpec) -> float:
+    """Weighted mean of per-type KLD over the model's tensors (their types must be set)."""
+    num = den = 0.0
+    for t in model.tensors:
+        if not allows_quantization(t):
+            continue
+        w = tensor_weight(t, model.n_layers, model.tied_embeddings)
+        num += w * kld_of(t.type or "F16")
+        den += w
+    return num / den if den else 0.0
+
+
+def bytes_of(model: ModelSpec) -> int:
+    return sum(tensor_bytes(t.type or source_type(t), t.shape) for t in model.tensors)

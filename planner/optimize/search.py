@@ -1,0 +1,255 @@
+"""make_plan(): search placement, context, KV type and per-tensor bit widths for a goal.
+
+For each (context, KV type, placement) the estimator gives the bytes left for weights on
+each pool of memory; allocate() spends them tensor by tensor; the estimator then checks the
+whole configuration exactly (and the budget shrinks a little when a device overflows). Each
+feasible configuration is scored for the goal; the best and a short Pareto set come back.
+Pinned options stay pinned. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+
+from planner.estimate import RuntimeOptions, estimate, ftype_tensor_types
+from planner.estimate.placement import CPU
+from planner.model.spec import ModelSpec
+from planner.optimize.allocate import allocate
+from planner.optimize.plan import PlanOption, PlanRequest, PlanResult
+from planner.optimize.quality import bytes_of, predicted_kld
+from planner.profile.hardware import HardwareProfile
+
+CTX_LADDER = (4096, 32768, 131072)
+BPW_CAPS = (None, 8.5, 4.5)  # None = spend all the memory there is
+KLD_FLOOR = 0.002  # below Q8_0-level differences are noise: do not trade speed for them
+KLD_CAP = {"speed": 0.6, "context": 0.08}  # the worst predicted KLD those goals accept (0.6: pure Q2_K)
+READING_TPS = 30.0  # balanced: speed beyond reading pace counts no more
+
+
+def _opts(req: PlanRequest, **kw) -> RuntimeOptions:
+    base = dict(flash_attn=True if req.flash_attn is None else req.flash_attn, mmap=req.mmap,
+                override_tensor=list(req.override_tensor))
+    for k in ("n_ubatch", "n_batch", "tensor_split", "cache_type_k", "cache_type_v"):
+        if getattr(req, k) is not None:
+            base[k] = getattr(req, k)
+    if req.n_seq is not None:
+        base["n_seq"] = req.n_seq
+    if req.n_cpu_moe is not None:
+        base["n_cpu_moe"] = req.n_cpu_moe
+    base.update(kw)
+    return RuntimeOptions(**base)
+
+
+def _non_weight(e, dev) -> int:
+    m = e.devices[dev].memory
+    return m.total_bytes - m.weights_bytes
+
+
+def _avail(e, margin: float) -> list[int]:
+    return [int(d.capacity_bytes * (1 - margin)) - (d.memory.total_bytes - d.memory.weights_bytes) for d in e.devices]
+
+
+def _ctx_list(model: ModelSpec, req: PlanRequest) -> list[int]:
+    if req.n_ctx:
+        return [req.n_ctx]
+    lo = req.min_ctx or min(4096, model.n_ctx_train)
+    out = [c for c in CTX_LADDER if lo <= c <= max(model.n_ctx_train, lo)]
+    return out or [lo]
+
+
+def _placements(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_only: bool = False) -> list[str]:
+    if req.n_gpu_layers is not None or not hw.gpus:
+        return [] if gpu_only else ["pinned" if hw.gpus else "cpu"]
+    out = ["gpu"] if gpu_only else ["gpu", "partial"]
+    if model.moe and req.n_cpu_moe is None:
+        out.append("moe-cpu")
+    return out
+
+
+def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes: int | None,
+                  req: PlanRequest) -> dict[str, str] | None:
+    n, tied = model.n_layers, model.tied_embeddings
+    gpu_avail = sum(avail[:-1])
+    host_avail = avail[-1]
+    emb = [t for t in model.tensors if t.name == "token_embd.weight"]
+    rest = [t for t in model.tensors if t.name != "token_embd.weight"]
+    if placement == "cpu":
+        return allocate(model.tensors, min(host_avail, cap_bytes or host_avail), n, tied, req.imatrix)
+    if placement == "moe-cpu":
+        experts = [t for t in rest if "_exps" in t.name]
+        dense = [t for t in rest if "_exps" not in t.name]
+        a = allocate(dense + (emb if tied else []), gpu_avail, n, tied, req.imatrix)
+        host_pool = experts + ([] if tied else emb)
+        cap = None if cap_bytes is None else int(cap_bytes * sum(t.n_elements for t in host_pool) / model.n_params)
+        b = allocate(host_pool, min(host_avail, cap or host_avail), n, tied, req.imatrix)
+        return None if a is None or b is None else {**a, **b}
+    if placement == "gpu":
+        pool = rest + (emb if tied else [])
+        a = allocate(pool, min(gpu_avail, cap_bytes or gpu_avail), n, tied, req.imatrix)
+        if a is None:
+            return None
+        if not tied:
+            a.update(allocate(emb, host_avail, n, tied, req.imatrix) or {"token_embd.weight": "Q4_K"})
+        return a
+    # partial / pinned ngl: the whole model over VRAM + RAM, then as many layers on the GPU as fit
+    return allocate(model.tensors, min(gpu_avail + host_avail, cap_bytes or gpu_avail + host_avail), n, tied,
+                    req.imatrix)
+
+
+def _fit_ngl(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float):
+    """Largest -ngl whose estimate fits (binary search; fits is monotone in practice)."""
+    lo, hi, best = 0, model.n_layers + 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        o = opts.model_copy(update={"n_gpu_layers": mid})
+        e = estimate(model, hw, o, margin=margin)
+        if e.fits:
+            best, lo = (mid, o, e), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _describe(model: ModelSpec, placement: str, e, bpw: float, kld: float, opts: RuntimeOptions) -> str:
+    gpu_layers = sum(d.n_layers for d in e.devices if d.kind == "gpu")
+    where = {"gpu": f"all {model.n_layers} layers on the GPU",
+             "moe-cpu": "attention and shared weights on the GPU, experts in RAM",
+             "partial": f"{gpu_layers} of {model.n_layers} layers on the GPU, the rest on the CPU",
+             "pinned": f"{gpu_layers} of {model.n_layers} layers on the GPU (pinned)",
+             "cpu": "CPU only"}[placement]
+    kv = "" if opts.cache_type_k == "f16" else f", {opts.cache_type_k} KV cache"
+    return (f"{where} at {bpw:.2f} bits/weight{kv}, {opts.n_ctx} context: predicted KLD {kld:.4f}, "
+            f"{e.throughput.decode_tps:.1f} tok/s")
+
+
+def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_only: bool = False) -> list[PlanOption]:
+    out: list[PlanOption] = []
+    kv_list = [(req.cache_type_k or "f16", req.cache_type_v or "f16")]
+    if req.cache_type_k is None and req.cache_type_v is None and req.flash_attn is not False:
+        kv_list.append(("q8_0", "q8_0"))
+    ref = model.with_types(ftype_tensor_types(model, "Q4_K_M"))
+    for ctx in _ctx_list(model, req):
+        for ctk, ctv in kv_list:
+            if ctk != "f16" and ctx < 16384 and len(kv_list) > 1:
+                continue  # a quantized cache only pays at long context
+            for placement in _placements(model, hw, req, gpu_only):
+                ngl = {"gpu": -1, "moe-cpu": -1, "partial": 0, "cpu": 0}.get(placement, req.n_gpu_layers)
+                o = _opts(req, n_ctx=ctx, cache_type_k=ctk, cache_type_v=ctv, n_gpu_layers=ngl,
+                          cpu_moe=placement == "moe-cpu")
+                e0 = estimate(ref, hw, o, margin=req.margin, depth=req.depth)
+                if placement == "partial":
+                    e_full = estimate(ref, hw, o.model_copy(update={"n_gpu_layers": -1}), margin=req.margin, depth=req.depth)
+                    avail = _avail(e_full, req.margin)[:-1] + [_avail(e0, req.margin)[-1]]
+                else:
+                    avail = _avail(e0, req.margin)
+                if min(avail[-1:] + (avail[:-1] if placement in ("gpu", "moe-cpu") else [])) <= 0:
+                    continue
+                for cap in BPW_CAPS:
+                    cap_bytes = None if cap is None else int(model.n_params * cap / 8)
+                    if req.quant:
+                        types = ftype_tensor_types(model, req.quant, imatrix=req.imatrix)
+                    else:
+                        types = None
+                        for shrink in (1.0, 0.97, 0.93):
+                            a = [int(x * shrink) for x in avail]
+                            types = _allocate_for(model, "pinned" if placement == "pinned" else placement, a,
+                                                  cap_bytes, req)
+                            if types is None:
+                                break
+                            m = model.with_types(types)
+                            if placement in ("partial", "pinned") or estimate(m, hw, o, margin=req.margin, depth=req.depth).fits:
+                                break
+                        if types is None:
+                            continue
+                    m = model.with_types(types)
+                    if placement == "partial":
+                        found = _fit_ngl(m, hw, o, req.margin)
+                        if not found or found[0] == 0 or found[0] > model.n_layers:
+                            continue
+                        _, oo, e = found
+                    else:
+                        oo, e = o, estimate(m, hw, o, margin=req.margin, depth=req.depth)
+                    if not e.fits or (req.min_tps and e.throughput.decode_tps < req.min_tps):
+                        continue
+                    kld = predicted_kld(m)
+                    bpw = 8 * bytes_of(m) / model.n_params
+                    out.append(PlanOption(label=placement, why=_describe(model, placement, e, bpw, kld, oo),
+                                          types=types, options=oo, estimate=e, predicted_kld=round(kld, 5),
+                                          bits_per_weight=round(bpw, 3), placement=placement))
+                    if req.quant:
+                        break
+    return out
+
+
+def _score(c: PlanOption, goal: str) -> tuple:
+    tps = max(c.estimate.throughput.decode_tps, 1e-3)
+    kld = max(c.predicted_kld, KLD_FLOOR)
+    ctx = c.options.n_ctx
+    if goal == "quality":
+        return (round(kld, 4), -tps, -min(ctx, 32768))
+    if goal == "speed":
+        return (kld > KLD_CAP["speed"], -tps, kld)
+    if goal == "context":
+        return (kld > KLD_CAP["context"], -ctx, kld, -tps)
+    # balanced: log-utility of speed (saturating at reading pace) and quality, context up to 32K a little
+    utility = 1.5 * math.log(min(tps, READING_TPS)) - math.log(kld) + 0.25 * math.log(min(ctx, 32768))
+    return (-round(utility, 3), -tps)
+
+
+def pareto(cands: list[PlanOption]) -> list[PlanOption]:
+    def dom(a: PlanOption, b: PlanOption) -> bool:
+        ka, kb = a.predicted_kld, b.predicted_kld
+        ta, tb = a.estimate.throughput.decode_tps, b.estimate.throughput.decode_tps
+        ca, cb = a.options.n_ctx, b.options.n_ctx
+        return ka <= kb and ta >= tb and ca >= cb and (ka < kb or ta > tb or ca > cb)
+    return [c for c in cands if not any(dom(o, c) for o in cands if o is not c)]
+
+
+def _key(c: PlanOption) -> tuple:
+    return (c.placement, round(c.predicted_kld, 3), round(c.estimate.throughput.decode_tps, 0), c.options.n_ctx)
+
+
+def make_plan(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> PlanResult:
+    cands = _candidates(model, hw, req)
+    if hw.gpus and not req.imatrix and not req.quant and not any(c.placement in ("gpu", "moe-cpu") for c in cands):
+        # nothing fits on the GPU alone: try the 2-bit IQ types, which need an importance matrix
+        extra = _candidates(model, hw, req.model_copy(update={"imatrix": True}), gpu_only=True)
+        for c in extra:
+            if c.placement in ("gpu", "moe-cpu"):
+                c.why += " (needs an importance matrix: llama-imatrix, then llama-quantize --imatrix)"
+                c.label += "+imatrix"
+                cands.append(c)
+    res = PlanResult(model=model.name, target=hw.name, goal=req.goal, best=None, considered=len(cands))
+    if not cands:
+        res.nearest = nearest(model, hw, req)
+        return res
+    cands.sort(key=lambda c: _score(c, req.goal))
+    best = cands[0]
+    res.best = best
+    front = [c for c in pareto(cands) if c is not best]
+    alts: list[PlanOption] = []
+    seen = {_key(best)}
+    for goal, label in (("quality", "higher quality"), ("speed", "faster"), ("context", "more context")):
+        pick = min(front, key=lambda c, g=goal: _score(c, g), default=None)
+        if pick is not None and _key(pick) not in seen and _score(pick, goal) < _score(best, goal):
+            seen.add(_key(pick))
+            alts.append(pick.model_copy(update={"label": label}))
+    res.alternatives = alts
+    return res
+
+
+def nearest(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> str:
+    o = _opts(req, n_ctx=req.n_ctx or req.min_ctx or 2048, n_gpu_layers=0 if not hw.gpus else -1)
+    smallest = model.with_types(ftype_tensor_types(model, "Q2_K"))
+    e = estimate(smallest, hw, o, margin=req.margin, depth=req.depth)
+    if not hw.gpus:
+        short = e.devices[-1].memory.total_bytes - int(e.devices[-1].capacity_bytes * (1 - req.margin))
+        return (f"even at Q2_K ({bytes_of(smallest) / 2**30:.1f} GiB) and {o.n_ctx} context it needs "
+                f"{short / 2**30:.1f} GiB more RAM; pick a smaller model ('plan recommend')")
+    need = sum(d.memory.total_bytes for d in e.devices)
+    have = sum(int(d.capacity_bytes * (1 - req.margin)) for d in e.devices)
+    return (f"even at Q2_K ({bytes_of(smallest) / 2**30:.1f} GiB) and {o.n_ctx} context, VRAM + RAM fall "
+            f"{(need - have) / 2**30:.1f} GiB short; add memory or pick a smaller model ('plan recommend')")
+
+
+__all__ = ["CPU", "make_plan", "nearest", "pareto"]

@@ -1,0 +1,86 @@
+"""The optimizer on the cases the issue names, with bundled target profiles."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.estimate import ftype_tensor_types
+from planner.model import load_model
+from planner.optimize import PlanRequest, allocate, make_plan, predicted_kld
+from planner.optimize.quality import bytes_of
+from planner.profile.targets import apply_overrides, load_target
+
+
+def test_llama_8b_on_a_4090_runs_fully_on_the_gpu_at_high_precision_and_long_context():
+    r = make_plan(load_model("llama3.1-8b"), load_target("rtx4090"), PlanRequest())
+    b = r.best
+    assert b.placement == "gpu" and b.bits_per_weight >= 6 and b.options.n_ctx >= 32768
+    assert b.estimate.fits and b.estimate.devices[0].n_layers == 32
+
+
+def test_llama_70b_on_a_4090_the_goal_decides_between_low_bit_on_gpu_and_4_bit_split():
+    m, hw = load_model("llama3.1-70b"), apply_overrides(load_target("rtx4090"), ram_gib=64)
+    fast = make_plan(m, hw, PlanRequest(goal="speed")).best
+    good = make_plan(m, hw, PlanRequest(goal="quality")).best
+    assert fast.placement.startswith("gpu") and fast.bits_per_weight < 3.2
+    assert good.placement == "partial" and good.bits_per_weight >= 4
+    assert fast.estimate.throughput.decode_tps > 5 * good.estimate.throughput.decode_tps
+    assert good.predicted_kld < fast.predicted_kld / 5
+
+
+def test_llama_70b_on_m3_max_uses_high_precision_within_the_gpu_share():
+    b = make_plan(load_model("llama3.1-70b"), load_target("m3-max-128gb"), PlanRequest()).best
+    gpu = b.estimate.devices[0]
+    assert b.placement == "gpu" and b.bits_per_weight >= 6
+    assert gpu.memory.total_bytes <= gpu.capacity_bytes * 0.95
+
+
+def test_moe_on_a_small_gpu_keeps_experts_in_ram():
+    for name, target in (("qwen3-30b-a3b", "rtx4060"), ("gpt-oss-120b", "rtx4090")):
+        b = make_plan(load_model(name), load_target(target), PlanRequest()).best
+        assert b.placement == "moe-cpu", (name, b.why)
+        assert b.options.cpu_moe and b.estimate.devices[0].memory.weights_bytes < 6 * 2**30
+
+
+def test_nothing_fits_says_how_much_is_missing():
+    r = make_plan(load_model("llama3.1-405b"), load_target("laptop-16gb"), PlanRequest())
+    assert r.best is None and "GiB more RAM" in r.nearest
+
+
+def test_mixes_beat_uniform_types_at_the_same_bytes():
+    m = load_model("llama3.1-8b")
+    for ft in ("Q4_K_M", "Q3_K_M", "Q5_K_M"):
+        stock = m.with_types(ftype_tensor_types(m, ft))
+        types = allocate(m.tensors, bytes_of(stock), m.n_layers, m.tied_embeddings)
+        mix = m.with_types(types)
+        assert bytes_of(mix) <= bytes_of(stock)
+        assert predicted_kld(mix) < predicted_kld(stock)
+        assert len(set(types.values())) > 2  # it really mixes
+
+
+def test_pinned_options_stay_pinned():
+    r = make_plan(load_model("qwen3-8b"), load_target("rtx4090"),
+                  PlanRequest(quant="Q4_K_M", n_ctx=12288, cache_type_k="q8_0", cache_type_v="q8_0", n_gpu_layers=20))
+    o = r.best.options
+    assert (o.n_ctx, o.cache_type_k, o.n_gpu_layers) == (12288, "q8_0", 20)
+    assert r.best.types == ftype_tensor_types(load_model("qwen3-8b"), "Q4_K_M")
+
+
+@settings(max_examples=8, deadline=None)
+@given(vram=st.sampled_from([8, 12, 16, 24, 32, 48]))
+def test_more_vram_never_gives_a_worse_plan(vram):
+    m = load_model("llama3.1-8b")
+    a = make_plan(m, apply_overrides(load_target("rtx4090"), vram_gib=str(vram)), PlanRequest(goal="quality")).best
+    b = make_plan(m, apply_overrides(load_target("rtx4090"), vram_gib=str(vram * 2)), PlanRequest(goal="quality")).best
+    assert b.predicted_kld <= a.predicted_kld + 1e-9
+
+
+def test_budget_is_respected_and_more_budget_never_hurts():
+    m = load_model("qwen2.5-7b")
+    prev = None
+    for gib in (3, 4, 5, 6, 8):
+        types = allocate(m.tensors, gib * 2**30, m.n_layers, m.tied_embeddings)
+        mm = m.with_types(types)
+        assert bytes_of(mm) <= gib * 2**30
+        k = predicted_kld(mm)
+        assert prev is None or k <= prev
+        prev = k
