@@ -123,12 +123,9 @@ def _request(a: argparse.Namespace):
         except ValueError:
             raise PlannerError(f"--tensor-split takes numbers like 3,1; got '{a.tensor_split}'") from None
     from planner.estimate.options import RuntimeOptions
-    for k in ("cache_type_k", "cache_type_v"):  # validate early, one clear line
-        if getattr(a, k):
-            RuntimeOptions(**{k: getattr(a, k)})
-    if a.cache_type_v and a.cache_type_v.lower() not in ("f16", "f32", "bf16") and a.flash_attn is False:
-        raise InvalidOptionError("a quantized V cache needs flash attention: add --flash-attn on "
-                                 "or use --cache-type-v f16")
+    # validate the pinned cache options up front with the estimator's own rules (one clear line)
+    RuntimeOptions(cache_type_k=a.cache_type_k or "f16", cache_type_v=a.cache_type_v or "f16",
+                   flash_attn=a.flash_attn is not False).check()
     return PlanRequest(goal=a.goal, quant=a.quant.upper() if a.quant else None, n_gpu_layers=a.ngl, n_ctx=a.ctx,
                        min_ctx=a.min_ctx, flash_attn=a.flash_attn, cache_type_k=a.cache_type_k,
                        cache_type_v=a.cache_type_v, n_ubatch=a.ubatch, n_batch=a.batch, n_seq=a.parallel,

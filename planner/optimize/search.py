@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 from planner.estimate import RuntimeOptions, estimate, ftype_tensor_types
-from planner.estimate.placement import CPU
 from planner.model.spec import ModelSpec
 from planner.optimize.allocate import allocate
 from planner.optimize.plan import PlanOption, PlanRequest, PlanResult
@@ -38,11 +37,6 @@ def _opts(req: PlanRequest, **kw) -> RuntimeOptions:
         base["n_cpu_moe"] = req.n_cpu_moe
     base.update(kw)
     return RuntimeOptions(**base)
-
-
-def _non_weight(e, dev) -> int:
-    m = e.devices[dev].memory
-    return m.total_bytes - m.weights_bytes
 
 
 def _avail(e, margin: float) -> list[int]:
@@ -251,5 +245,3 @@ def nearest(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> str:
     return (f"even at Q2_K ({bytes_of(smallest) / 2**30:.1f} GiB) and {o.n_ctx} context, VRAM + RAM fall "
             f"{(need - have) / 2**30:.1f} GiB short; add memory or pick a smaller model ('plan recommend')")
 
-
-__all__ = ["CPU", "make_plan", "nearest", "pareto"]

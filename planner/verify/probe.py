@@ -16,8 +16,6 @@ import sys
 import time
 from typing import Any
 
-BUF_RE = re.compile(r"^\s*(?:\w+:\s+)?(?P<buf>[\w\-]+)\s+(?P<kind>model|KV|compute|output|RS|REPACK)?\s*"
-                    r"buffer size =\s+(?P<mib>[\d.]+) MiB")
 MiB = 1024 * 1024
 
 
