@@ -85,6 +85,24 @@ def rows() -> list[dict]:
         est, _ = compute_buffers(m, full, o.n_ubatch, o.flash_attn, swa, False)
         out.append(dict(case=f"CPU dry {c['model']} ctx={c['ctx']} ub={c['n_ubatch']} fa={int(c['fa'])}",
                         part="CPU compute", meas=r["bufs_mib"]["CPU compute"], est=est / 2**20, goal="5%"))
+    dec = os.path.join(HERE, "cpu-decode.jsonl")
+    for line in open(dec) if os.path.exists(dec) else []:
+        r = json.loads(line)
+        hw_c = HardwareProfile(cpu=CPUSpec(model=r["cpu"], cores=r["cores"], threads=r["cores"],
+                                           flags=["avx", "avx2", "fma", "f16c"]),
+                               ram=RAM(total_bytes=24 << 30, bandwidth_gbps=r["ram_copy_gbps"],
+                                       bandwidth_source="measured: single-thread 64 MiB copy test"))
+        from planner.estimate.throughput import throughput
+        from planner.estimate.placement import CPU
+        n_params = r.get("n_params")
+        spec = load_model("llama3.2-1b") if "1B" in r["case"] else (load_gguf(smol[0]) if smol else None)
+        if spec is None:
+            continue
+        t = throughput(spec, hw_c, {CPU: r["read_bytes_per_token"]}, {}, {CPU: r["n_layers"]}, 2048, 0, True)
+        case = f"CPU {r['case']} (2 cores, copy test {r['ram_copy_gbps']} GB/s)"
+        out.append(dict(case=case, part="decode tok/s", meas=r["tg_tps"], est=t.decode_tps, goal="15%"))
+        out.append(dict(case=case, part="prefill tok/s", meas=r["pp_tps"], est=t.prefill_tps, goal="25%"))
+        del n_params
     for r in out:
         err = r["est"] - r["meas"]
         rel = err / r["meas"] if r["meas"] else 0.0

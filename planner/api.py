@@ -72,9 +72,14 @@ def nearest_fit(spec: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, marg
 
 
 def plan_model(model: str | ModelSpec, target: str | HardwareProfile = "auto", request=None, *,
-               vram_gib: str | None = None, ram_gib: float | None = None, gpus: str | None = None):
-    """Resolve model and box, then search for the best plan: (ModelSpec, HardwareProfile, PlanResult)."""
+               vram_gib: str | None = None, ram_gib: float | None = None, gpus: str | None = None,
+               calibrate: bool = True):
+    """Resolve model and box, then search for the best plan: (ModelSpec, HardwareProfile, PlanResult).
+    On this machine (target auto) what `plan verify` measured here calibrates the estimate."""
     from planner.optimize import PlanRequest, make_plan
     spec = load_model(model) if isinstance(model, str) else model
     hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus) if isinstance(target, str) else target
+    if calibrate and target == "auto" and not (vram_gib or ram_gib or gpus):
+        from planner.verify.calibration import calibrated
+        hw = calibrated(hw)
     return spec, hw, make_plan(spec, hw, request or PlanRequest())

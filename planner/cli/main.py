@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 
 from planner.errors import PlannerError
 
-SUBCOMMANDS = ("profile", "targets", "models", "show", "recommend")
+SUBCOMMANDS = ("profile", "targets", "models", "show", "recommend", "verify", "wizard")
 
 
 def _json(obj) -> None:
@@ -147,7 +148,8 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from planner.api import plan_model
     from planner.cli.format import estimate_text, gib
     from planner.export import plan_dict, render
-    spec, hw, res = plan_model(a.model, a.target, _request(a), vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus)
+    spec, hw, res = plan_model(a.model, a.target, _request(a), vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus,
+                               calibrate=not a.no_calibration)
     if res.best is None:
         if a.json:
             _json({"model": spec.name, "target": hw.name, "fits": False, "nearest": res.nearest})
@@ -155,6 +157,11 @@ def cmd_plan(a: argparse.Namespace) -> int:
             print(f"{spec.name} does not fit {hw.name} with these constraints: {res.nearest}")
         return 3
     best = res.best
+    if a.verify:
+        a.source = a.source_path or _gguf_path(spec.source)
+        a.twin = a.source is None
+        a.output = a.model_path
+        return _run_verify(a, spec, best.types, best.options, best.estimate.margin, hw)
     model_path = a.model_path or f"{spec.name.split('/')[-1].removesuffix('.gguf')}-plan.gguf"
     if a.emit:
         text = render(a.emit, best, spec, model_path, threads=hw.cpu.cores, src=a.source_path)
@@ -186,6 +193,77 @@ def cmd_plan(a: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """One line per step on a terminal (a bar redrawn in place), plain lines otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, step: str, done: int, total: int, detail: str) -> None:
+        if self.tty:
+            w = 30
+            fill = int(w * done / max(total, 1))
+            sys.stderr.write(f"\r  {step:9s} [{'#' * fill}{'.' * (w - fill)}] {done}/{total} {detail[:36]:36s}")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        elif step != self.last or done >= total:
+            print(f"  {step}: {done}/{total} {detail}", file=sys.stderr)
+        self.last = step
+
+
+def _replanner(spec, types, opts, margin):
+    """After a failed load: plan again on this machine with what verify runs measured here."""
+    def replan(hw) -> str:
+        from planner.optimize import PlanRequest, make_plan
+        from planner.verify.calibration import calibrated
+        res = make_plan(spec, calibrated(hw), PlanRequest(goal="balanced", margin=max(margin, 0.10)))
+        if res.best is None:
+            return f"nothing fits this machine: {res.nearest}"
+        return f"{res.best.why} (plan --model {spec.name} --target auto --emit yaml for the file)"
+    return replan
+
+
+def _run_verify(a, spec, types, opts, margin, hw) -> int:
+    from planner.verify.run import report_text, verify
+    rep = verify(spec, types, opts, hw, source=a.source, twin=a.twin, out=a.output, margin=margin,
+                 imatrix=a.imatrix_file, pp=a.pp, tg=a.tg, reps=a.reps, depth=a.depth, quality=not a.no_quality,
+                 keep=a.keep, record=not a.no_record, step=None if a.json else _Progress(),
+                 replan=_replanner(spec, types, opts, margin))
+    if a.json:
+        _json(rep.model_dump())
+    else:
+        print(report_text(rep))
+    return 0 if rep.ok else 4
+
+
+def _gguf_path(source: str | None) -> str | None:
+    """A ModelSpec.source of a local file ('gguf:/path/x.gguf') -> the path."""
+    return source[5:] if source and source.startswith("gguf:") else None
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    from planner.model import load_gguf, load_model
+    from planner.profile.targets import resolve_target
+    from planner.verify.run import read_plan
+    plan = read_plan(a.plan)
+    if a.twin:
+        src = _gguf_path(plan.source)
+        spec = load_gguf(src) if src and os.path.exists(src) else load_model(plan.model)
+    elif a.source:
+        spec = load_gguf(a.source)
+    else:
+        raise PlannerError("plan verify needs --source MODEL.gguf (an F16/BF16/F32 GGUF of the planned model) "
+                           "or --twin (memory and speed only, no download)")
+    missing = [n for n in plan.types if n not in {t.name for t in spec.tensors}]
+    if missing:
+        raise PlannerError(f"the plan is for another model: {len(missing)} planned tensors are not in "
+                           f"{a.source or spec.name} (first: {missing[0]})")
+    hw = resolve_target("auto")
+    return _run_verify(a, spec, plan.types, plan.options, plan.margin, hw)
+
+
 def cmd_recommend(a: argparse.Namespace) -> int:
     from planner.model.catalog import search, spec_for
     from planner.optimize import PlanRequest, make_plan
@@ -215,6 +293,17 @@ def cmd_recommend(a: argparse.Namespace) -> int:
         print(f"  {r['model']:30s} {r['n_params'] / 1e9:6.1f}B  {r['bits_per_weight']:5.2f} bpw  KLD {r['kld']:.4f}  "
               f"{r['decode_tps']:7.1f} tok/s  ctx {r['n_ctx']}")
     return 0
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("verify")
+    g.add_argument("--imatrix-file", help="importance matrix (GGUF, from llama-imatrix) for the quantizer")
+    g.add_argument("--pp", type=int, default=512, help="prompt tokens timed (llama-bench pp, default 512)")
+    g.add_argument("--tg", type=int, default=128, help="generated tokens timed (llama-bench tg, default 128)")
+    g.add_argument("--reps", type=int, default=2, help="timed repetitions after a warm-up (default 2)")
+    g.add_argument("--no-quality", action="store_true", help="skip KLD/PPL against the source")
+    g.add_argument("--keep", action="store_true", help="keep the twin file")
+    g.add_argument("--no-record", action="store_true", help="do not keep this run for calibration")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -258,7 +347,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     main.add_argument("-o", "--output", help="write --emit to this file (atomic; never overwrites without --force)")
     main.add_argument("--force", action="store_true", help="overwrite --output")
     main.add_argument("--model-path", help="path of the planned GGUF in the emitted configs")
-    main.add_argument("--source-path", help="the F16/BF16 GGUF llama-quantize reads (--emit llama-quantize)")
+    main.add_argument("--source-path", help="the F16/BF16 GGUF llama-quantize reads (--emit llama-quantize, --verify)")
+    main.add_argument("--verify", action="store_true",
+                      help="then verify the best plan on this machine (quantize --source-path, else a twin)")
+    main.add_argument("--no-calibration", action="store_true", help="ignore what verify runs measured on this machine")
+    _verify_args(main)
     main.set_defaults(func=cmd_plan)
 
     sub = argparse.ArgumentParser(prog="plan")
@@ -276,6 +369,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("--min-tps", type=float)
     p.add_argument("--top", type=int, default=10)
     p.set_defaults(func=cmd_recommend)
+    p = sp.add_parser("verify", parents=[common], help="quantize a plan, load it here, measure, compare")
+    p.add_argument("plan", help="a plan file: plan --model M --emit yaml -o plan.yaml")
+    p.add_argument("--source", help="the model as an F16/BF16/F32 GGUF (others work, with a warning)")
+    p.add_argument("--twin", action="store_true", help="no source: a shape twin (memory and speed, no quality)")
+    p.add_argument("-o", "--output", help="where the quantized GGUF goes (default ./<source>-plan.gguf)")
+    p.add_argument("--depth", type=int, default=0, help="time decode after this many tokens of context")
+    _verify_args(p)
+    p.set_defaults(func=cmd_verify)
     p = sp.add_parser("show", parents=[common], help="a model's architecture and tensors")
     p.add_argument("model")
     p.add_argument("--tensors", action="store_true", help="list every tensor")

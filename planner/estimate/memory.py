@@ -151,9 +151,13 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     # logits output buffer on the host: n_vocab x n_seq outputs x f32
     b.output = model.n_vocab * opts.n_seq * 4
     # runtime overhead
+    cal = hw.calibration
     for g, gpu in enumerate(hw.gpus):
-        b.overhead[g] = gpu.overhead_bytes if gpu.overhead_bytes is not None else backend(gpu.backend)["overhead_mib"] * MiB
-    b.overhead[CPU] = backend("cpu")["overhead_mib"] * MiB
+        measured = cal.gpu_overhead_bytes[g] if cal and g < len(cal.gpu_overhead_bytes) else None
+        b.overhead[g] = (gpu.overhead_bytes if gpu.overhead_bytes is not None else measured if measured is not None
+                         else backend(gpu.backend)["overhead_mib"] * MiB)
+    b.overhead[CPU] = (cal.host_overhead_bytes if cal and cal.host_overhead_bytes is not None
+                       else backend("cpu")["overhead_mib"] * MiB)
     return b
 
 

@@ -34,7 +34,10 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
         n_lay = layers.get(d, 0)
         if d == CPU:
             c = backend("cpu")
-            bw = hw.ram.bandwidth_gbps * c["decode_bw_efficiency"]
+            # a copy test measured on this box is closer to what decode reaches than a spec sheet
+            key = "decode_bw_efficiency_measured" if hw.ram.bandwidth_source.startswith("measured") \
+                else "decode_bw_efficiency"
+            bw = hw.ram.bandwidth_gbps * c[key]
         else:
             g = hw.gpus[d]
             c = backend(g.backend)
@@ -54,8 +57,14 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             t_pp += host_bytes / (backends()["op_offload_gbps"] * 1e9) / n_ubatch
             notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
-        t_pp = flops_tok / (_cpu_gflops(hw) * 1e9)
+        t_pp = flops_tok / (_cpu_gflops(hw) * 1e9) + model.n_layers * backend("cpu")["prefill_layer_ms"] / 1e3
     if not flash_attn:
         notes.append("flash attention off: long prompts are slower than shown")
+    cal = hw.calibration
+    if cal and cal.runs:
+        t_decode /= cal.decode_factor
+        t_pp /= cal.prefill_factor
+        notes.append(f"calibrated by {cal.runs} verify run(s) on this machine: decode x{cal.decode_factor:.2f}, "
+                     f"prefill x{cal.prefill_factor:.2f}")
     return Throughput(decode_tps=round(1.0 / t_decode, 2) if t_decode > 0 else 0.0,
                       prefill_tps=round(1.0 / t_pp, 1), decode_depth=depth, notes=notes)

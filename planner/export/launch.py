@@ -51,13 +51,15 @@ def _layers_regex(layers: list[int]) -> str:
     return "(" + "|".join(str(i) for i in sorted(layers)) + ")"
 
 
-def tensor_type_patterns(opt: PlanOption, model: ModelSpec) -> list[tuple[str, str]]:
-    """--tensor-type REGEX=TYPE for every quantizable block tensor, grouped by role and type."""
+def tensor_type_patterns(opt: PlanOption | dict[str, str], model: ModelSpec) -> list[tuple[str, str]]:
+    """--tensor-type REGEX=TYPE for every quantizable block tensor, grouped by role and type.
+    The verifier quantizes with these same patterns, so a wrong pattern fails its type check."""
+    types = opt if isinstance(opt, dict) else opt.types
     by_role: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for t in model.tensors:
         if t.layer is None or not allows_quantization(t):
             continue
-        by_role[t.role][opt.types[t.name]].append(t.layer)
+        by_role[t.role][types[t.name]].append(t.layer)
     out = []
     for role, types in sorted(by_role.items()):
         for ty, layers in sorted(types.items(), key=lambda kv: -len(kv[1])):

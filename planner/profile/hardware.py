@@ -50,6 +50,17 @@ class GPU(BaseModel):
         return self.vram_free_bytes if self.vram_free_bytes is not None else self.vram_total_bytes
 
 
+class Calibration(BaseModel):
+    """Measured/predicted ratios from `plan verify` runs on this machine (planner/verify/calibration.py).
+    The estimator multiplies its tok/s by the factors and uses the measured process overheads."""
+    runs: int = 0
+    decode_factor: float = 1.0
+    prefill_factor: float = 1.0
+    host_overhead_bytes: int | None = None
+    gpu_overhead_bytes: list[int | None] = Field(default_factory=list)
+    source: str = ""
+
+
 class HardwareProfile(BaseModel):
     name: str = "this machine"
     source: str = "detected"
@@ -58,6 +69,7 @@ class HardwareProfile(BaseModel):
     ram: RAM
     gpus: list[GPU] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list, description="what a probe could not tell")
+    calibration: Calibration | None = Field(None, description="from verify runs on this machine")
 
     @property
     def unified(self) -> bool:

@@ -42,6 +42,14 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _rss_peak() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _gpu_used() -> int | None:
     try:
         import pynvml
@@ -83,6 +91,88 @@ def dry_run(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _speed(llm, cfg: dict[str, Any]) -> dict[str, Any]:
+    """llama-bench's method: random tokens, one warm-up run, then `reps` timed runs of pp
+    (the prompt in n_batch batches) and of tg (one token at a time, after `depth` tokens)."""
+    import random
+    rng = random.Random(0)
+    n_vocab = llm.n_vocab()
+    pp, tg, depth = int(cfg.get("pp", 512)), int(cfg.get("tg", 128)), int(cfg.get("depth", 0))
+    reps = max(1, int(cfg.get("reps", 1)))
+    rand = lambda n: [rng.randrange(3, n_vocab) for _ in range(n)]  # noqa: E731
+    pp_t, tg_t = [], []
+    for r in range(reps + 1):  # run 0 is the warm-up
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        t = time.perf_counter()
+        llm.eval(rand(pp))
+        if r:
+            pp_t.append(time.perf_counter() - t)
+    for r in range(reps + 1):
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        if depth:
+            llm.eval(rand(depth))
+        n = tg if r else min(tg, 4)
+        t = time.perf_counter()
+        for tok in rand(n):
+            llm.eval([tok])
+        if r:
+            tg_t.append(time.perf_counter() - t)
+    return {"pp_tps": pp / (sum(pp_t) / len(pp_t)), "tg_tps": tg / (sum(tg_t) / len(tg_t)),
+            "pp": pp, "tg": tg, "depth": depth, "reps": reps}
+
+
+def logits(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Next-token log-probabilities over a text, scored like llama-perplexity: chunks of n_ctx
+    tokens (first one BOS), the second half of each chunk scored. With `base` (an .npy of the
+    source's log-probs) returns KLD(base || this), top-1 agreement and PPL; with `out` saves
+    this model's log-probs there (the base)."""
+    import llama_cpp
+    import numpy as np
+    n_ctx, n_chunks = int(cfg.get("n_ctx", 512)), int(cfg.get("n_chunks", 4))
+    llm = llama_cpp.Llama(model_path=cfg["model"], n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512),
+                          logits_all=True, verbose=False, n_gpu_layers=int(cfg.get("ngl", 0)),
+                          n_threads=cfg.get("threads") or os.cpu_count(), flash_attn=bool(cfg.get("fa", False)))
+    with open(cfg["text"], "rb") as f:
+        toks = llm.tokenize(f.read(), add_bos=False, special=False)
+    n_chunks = min(n_chunks, len(toks) // n_ctx)
+    if n_chunks < 1:
+        raise RuntimeError(f"the text has {len(toks)} tokens, fewer than one chunk of {n_ctx}")
+    first = n_ctx // 2
+    bos = llm.token_bos()
+    base = np.load(cfg["base"], mmap_mode="r") if cfg.get("base") else None
+    outs, nll, kld, top1, n = [], 0.0, 0.0, 0, 0
+    for c in range(n_chunks):
+        chunk = toks[c * n_ctx:(c + 1) * n_ctx]
+        if bos is not None and bos >= 0 and llm._model.add_bos_token():
+            chunk = [bos] + chunk[1:]
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        llm.eval(chunk)
+        lg = np.asarray(llm.scores[first:n_ctx - 1], dtype=np.float64)
+        lp = lg - lg.max(axis=1, keepdims=True)
+        lp -= np.log(np.exp(lp).sum(axis=1, keepdims=True))
+        nxt = np.asarray(chunk[first + 1:n_ctx])
+        nll -= float(lp[np.arange(len(nxt)), nxt].sum())
+        if base is not None:
+            b = np.asarray(base[c * len(nxt):(c + 1) * len(nxt)], dtype=np.float64)
+            pb = np.exp(b)
+            kld += float((pb * (b - lp)).sum())
+            top1 += int((b.argmax(axis=1) == lp.argmax(axis=1)).sum())
+        else:
+            outs.append(lp.astype(np.float32))
+        n += len(nxt)
+    res: dict[str, Any] = {"cfg": cfg, "ok": True, "n_tokens": n, "ppl": float(np.exp(nll / n))}
+    if base is not None:
+        res.update(kld=kld / n, top1=top1 / n)
+    if cfg.get("out"):
+        tmp = cfg["out"] + ".part.npy"
+        np.save(tmp, np.concatenate(outs))
+        os.replace(tmp, cfg["out"])
+    return res
+
+
 def probe(cfg: dict[str, Any]) -> dict[str, Any]:
     """In the child: llama.cpp logs to our stderr (no ctypes log hook: a Python callback
     called from CUDA's threads crashed the CUDA build); the parent parses that stderr."""
@@ -90,10 +180,14 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
 
     if cfg.get("dry"):
         return dry_run(cfg)
+    if cfg.get("mode") == "logits":
+        return logits(cfg)
     kwargs = dict(model_path=cfg["model"], n_gpu_layers=cfg.get("ngl", 0), n_ctx=cfg.get("ctx", 4096),
                   n_batch=cfg.get("n_batch", 2048), n_ubatch=cfg.get("n_ubatch", 512),
                   use_mmap=cfg.get("mmap", True), n_threads=cfg.get("threads") or os.cpu_count(),
                   logits_all=False, verbose=True, seed=1)
+    if cfg.get("swa_full") is not None:
+        kwargs["swa_full"] = bool(cfg["swa_full"])
     if cfg.get("fa") is not None:
         kwargs["flash_attn"] = bool(cfg["fa"])
     if cfg.get("ctk") is not None:
@@ -115,23 +209,11 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
     out["model_size_bytes"] = int(llama_cpp.llama_model_size(llm.model))
     out["n_ctx"] = int(llama_cpp.llama_n_ctx(llm.ctx))
     if cfg.get("speed"):
-        import random
-        rng = random.Random(0)
-        n_vocab = llm.n_vocab()
-        pp = int(cfg.get("pp", 512))
-        toks = [rng.randrange(3, n_vocab) for _ in range(pp)]
-        llm.eval(toks[:16])  # warm-up
-        llm.reset()
-        t = time.perf_counter()
-        llm.eval(toks)
-        out["pp_tps"] = pp / (time.perf_counter() - t)
-        tg = int(cfg.get("tg", 32))
-        t = time.perf_counter()
-        for _ in range(tg):
-            llm.eval([rng.randrange(3, n_vocab)])
-        out["tg_tps"] = tg / (time.perf_counter() - t)
+        out.update(_speed(llm, cfg))
         if gpu0 is not None:
             out["gpu_delta_after_run_mib"] = ((_gpu_used() or 0) - gpu0) / MiB
+    out["rss_after_run_mib"] = (_rss() - rss0) / MiB
+    out["rss_baseline_mib"], out["rss_peak_mib"] = rss0 / MiB, _rss_peak() / MiB
     out["ok"] = True
     del llm
     return out

@@ -1,10 +1,12 @@
 """Shape twins: GGUF files with a model's exact tensor names, shapes and types that llama.cpp
 loads, for real memory and speed figures of models nobody downloaded.
 
-Tensor data is left as zero bytes (the file is sparse: a 70B twin takes no disk until read).
-An all-zero block is a valid block for every ggml type (scale 0 -> weights 0), and ggml's
-kernels do the same work on zeros as on real weights, so memory and speed are real; quality
-is not. The tokenizer is a minimal SentencePiece-style vocabulary of the model's size.
+Two fills. `random` (the verifier's): each tensor's data is a few rows of random weights
+quantized by ggml's own quantizer to the tensor's type, repeated: valid blocks with real
+scales, so kernels do exactly the work they do on real weights and no value path is special.
+`zeros`: the file is sparse (a 70B twin takes no disk until read); an all-zero block is valid
+for every ggml type. Memory and speed are real either way; quality is not. The tokenizer is a
+minimal SentencePiece-style vocabulary of the model's size.
 """
 
 from __future__ import annotations
@@ -73,9 +75,32 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
     w.add_unk_token_id(0)
 
 
+def _row_pattern(ty: str, n_per_row: int, rng: np.random.Generator, rows: int = 8) -> bytes:
+    """`rows` rows of N(0, 0.02) weights (a typical init scale) in type `ty`, as ggml writes them."""
+    x = (rng.standard_normal((rows, n_per_row)) * 0.02).astype(np.float32)
+    if ty == "F32":
+        return x.tobytes()
+    if ty == "F16":
+        return x.astype(np.float16).tobytes()
+    if ty == "BF16":
+        return (x.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    from planner.verify.ggml import quantize_rows, requires_imatrix
+    im = np.ones(n_per_row, dtype=np.float32) if requires_imatrix(ty) else None
+    return quantize_rows(x, ty, im)
+
+
+def twin_bytes(model: ModelSpec, default_type: str = "F16") -> int:
+    """Tensor data bytes of the twin (what a random fill writes to disk)."""
+    return sum((tensor_bytes(t.type or source_type(t, default_type), t.shape) + ALIGN - 1) // ALIGN * ALIGN
+               for t in model.tensors)
+
+
 def write_twin(model: ModelSpec, path: str | os.PathLike, *, n_ctx_train: int | None = None,
-               default_type: str = "F16") -> int:
-    """Write the twin; returns the file size in bytes. Types: each tensor's own, else source_type."""
+               default_type: str = "F16", fill: str = "zeros", progress=None) -> int:
+    """Write the twin; returns the file size in bytes. Types: each tensor's own, else source_type.
+    fill='random' writes ggml-quantized random rows (real bytes on disk), 'zeros' a sparse file."""
+    if fill not in ("zeros", "random"):
+        raise ValueError(f"fill is zeros or random, not {fill}")
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
     w = GGUFWriter(str(tmp), model.architecture)
@@ -93,12 +118,39 @@ def write_twin(model: ModelSpec, path: str | os.PathLike, *, n_ctx_train: int | 
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     w.close()
-    with open(tmp, "r+b") as f:
-        f.seek(0, os.SEEK_END)
-        pos = f.tell()
-        pos = (pos + ALIGN - 1) // ALIGN * ALIGN
-        for nb in sizes:
-            pos += (nb + ALIGN - 1) // ALIGN * ALIGN
-        f.truncate(pos)  # sparse zeros: valid blocks for every type
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "r+b") as f:
+            f.seek(0, os.SEEK_END)
+            pos = f.tell()
+            pos = (pos + ALIGN - 1) // ALIGN * ALIGN
+            if fill == "zeros":
+                for nb in sizes:
+                    pos += (nb + ALIGN - 1) // ALIGN * ALIGN
+                f.truncate(pos)  # sparse zeros: valid blocks for every type
+            else:
+                f.truncate(pos)
+                f.seek(pos)
+                rng = np.random.default_rng(0)
+                patterns: dict[tuple[str, int], bytes] = {}
+                for i, (t, nb) in enumerate(zip(model.tensors, sizes, strict=True)):
+                    ty = t.type or source_type(t, default_type)
+                    key = (ty, t.shape[0])
+                    if key not in patterns:
+                        patterns[key] = _row_pattern(ty, t.shape[0], rng)
+                    pat = patterns[key]
+                    reps, rest = divmod(nb, len(pat))
+                    chunk = pat * max(1, min(reps, (64 << 20) // len(pat)))
+                    left = nb
+                    while left >= len(chunk):
+                        f.write(chunk)
+                        left -= len(chunk)
+                    if left:
+                        f.write(chunk[:left])
+                    f.write(b"\0" * ((nb + ALIGN - 1) // ALIGN * ALIGN - nb))
+                    if progress:
+                        progress(i + 1, len(model.tensors), t.name)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path.stat().st_size

@@ -1,0 +1,63 @@
+"""Measure CPU decode/prefill on this machine for the estimator's CPU constants.
+
+Usage: python -m bench.cpu_decode SMOL_F16.gguf  (writes bench/data/cpu-decode.jsonl)
+Loads SmolLM2 quantized to Q4_K_M and Q8_0 (from an F16 base) and a Llama-3.2-1B twin
+(random ggml blocks) with llama-cpp-python on all cores, times pp/tg like llama-bench, and
+records each run with the bytes the estimator says a token reads and the detected RAM
+bandwidth (single-thread copy test), from which backends.yaml's CPU decode constants follow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+from planner.estimate import RuntimeOptions
+from planner.estimate.memory import memory_breakdown
+from planner.estimate.quant_mix import ftype_tensor_types
+from planner.model import load_gguf, load_model
+from planner.profile.targets import resolve_target
+from planner.verify.probe import run_probe
+from planner.verify.quantize import quantize
+from planner.verify.run import probe_config
+from planner.verify.twin import write_twin
+
+OUT = os.path.join(os.path.dirname(__file__), "data", "cpu-decode.jsonl")
+
+
+def main() -> int:
+    src = sys.argv[1]
+    hw = resolve_target("auto")
+    o = RuntimeOptions(n_ctx=2048)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        base = load_gguf(src)
+        files = []
+        for q in ("Q4_K_M", "Q8_0"):
+            p = os.path.join(d, f"smol-{q}.gguf")
+            quantize(src, p, base, ftype_tensor_types(base, q))
+            files.append((f"SmolLM2-135M {q}", p))
+        m = load_model("llama3.2-1b")
+        m = m.with_types(ftype_tensor_types(m, "Q4_K_M"))
+        p = os.path.join(d, "llama3.2-1b-Q4_K_M.gguf")
+        write_twin(m, p, fill="random")
+        files.append(("Llama-3.2-1B twin Q4_K_M", p))
+        for name, p in files:
+            spec = load_gguf(p)
+            reads = sum(memory_breakdown(spec, hw, o).read_per_token.values())
+            r = run_probe(probe_config(p, o, pp=256, tg=64, reps=3, depth=0), timeout_s=900)
+            row = dict(case=name, read_bytes_per_token=reads, n_layers=spec.n_layers, tg_tps=r["tg_tps"],
+                       pp_tps=r["pp_tps"], ram_copy_gbps=hw.ram.bandwidth_gbps, cpu=hw.cpu.model, cores=hw.cpu.cores,
+                       effective_gbps=reads * r["tg_tps"] / 1e9)
+            print(json.dumps(row))
+            rows.append(row)
+    with open(OUT, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""`plan verify`: make a plan a fact on this machine.
+
+Quantize the source to the plan's per-tensor types (or write a shape twin), load the result in
+a child process with the plan's runtime options, record llama.cpp's buffers per device and the
+process / GPU memory, time prefill and decode like llama-bench, measure KLD / PPL / top-1
+against the source, and compare every figure with the estimate for *this* machine. Measured
+ratios are kept per machine (calibration.py) for later plans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+from planner.errors import PlannerError
+from planner.estimate import RuntimeOptions, estimate
+from planner.estimate.result import Estimate
+from planner.model.spec import ModelSpec
+from planner.profile.hardware import HardwareProfile
+from planner.verify import calibration
+from planner.verify.probe import run_probe
+
+MiB = 1 << 20
+TEXT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "eval-text.txt")
+Step = Callable[[str, int, int, str], None]  # (step, done, total, detail)
+_GPU_BUF = re.compile(r"^(CUDA|ROCm|Vulkan|SYCL|MTL|Metal)(\d*)$")
+
+
+class PlanFile(BaseModel):
+    """What verify needs from a plan file (`plan --emit yaml|json`)."""
+    model: str
+    source: str | None = None
+    label: str = ""
+    types: dict[str, str]
+    options: RuntimeOptions
+    margin: float = 0.05
+    target: str | None = None
+    predicted_kld: float | None = None
+
+
+def read_plan(path: str) -> PlanFile:
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = yaml.safe_load(f)  # JSON is YAML
+    except OSError as exc:
+        raise PlannerError(f"cannot read plan {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise PlannerError(f"{path} is not a plan file (YAML/JSON: {str(exc).splitlines()[0]}); "
+                           "write one with plan --model M --emit yaml -o plan.yaml") from None
+    if not isinstance(d, dict) or "tensors" not in d or "options" not in d:
+        raise PlannerError(f"{path} is not a plan file (no tensors/options); "
+                           "write one with plan --model M --emit yaml -o plan.yaml")
+    try:
+        return PlanFile(model=d["model"], source=d.get("source"), label=d.get("label", ""),
+                        types={t["name"]: t["type"] for t in d["tensors"] if t.get("type")},
+                        options=RuntimeOptions(**d["options"]), margin=d.get("margin", 0.05),
+                        target=d.get("target"), predicted_kld=(d.get("quality") or {}).get("kld"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlannerError(f"{path}: malformed plan ({type(exc).__name__}: {exc}); regenerate it with --emit yaml") \
+            from None
+
+
+class DeviceFigures(BaseModel):
+    name: str
+    kind: str
+    memory: dict[str, int]
+    buffers_mib: dict[str, float] = Field(default_factory=dict)
+
+
+class Figures(BaseModel):
+    devices: list[DeviceFigures]
+    decode_tps: float | None = None
+    prefill_tps: float | None = None
+    kld: float | None = None
+    ppl: float | None = None
+    top1: float | None = None
+    base_ppl: float | None = None
+
+
+class VerifyReport(BaseModel):
+    model: str
+    machine: str
+    mode: str = Field(..., description="quantized | twin")
+    file: str | None = None
+    file_bytes: int | None = None
+    predicted: Figures
+    measured: Figures | None = None
+    errors: dict[str, float] = Field(default_factory=dict, description="(predicted - measured) / measured")
+    ok: bool = False
+    margin: float = 0.05
+    loaded: bool = False
+    failure: str | None = None
+    replanned: str | None = None
+    calibration_runs: int | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+def _kv_int(name: str) -> int:
+    from gguf import GGMLQuantizationType
+    return int(GGMLQuantizationType[name.upper()])
+
+
+def probe_config(path: str, o: RuntimeOptions, *, pp: int, tg: int, reps: int, depth: int) -> dict[str, Any]:
+    cfg: dict[str, Any] = dict(model=path, ngl=o.n_gpu_layers if o.n_gpu_layers >= 0 else 999, ctx=o.n_ctx * o.n_seq,
+                               n_batch=o.n_batch, n_ubatch=o.n_ubatch, fa=o.flash_attn, mmap=o.mmap,
+                               ctk=_kv_int(o.cache_type_k), ctv=_kv_int(o.cache_type_v), swa_full=o.swa_full,
+                               threads=o.threads, speed=bool(pp or tg), pp=pp, tg=tg, reps=reps, depth=depth)
+    if o.tensor_split:
+        cfg["tensor_split"] = o.tensor_split
+    return cfg
+
+
+def _parts(bufs: dict[str, float]) -> dict[str, int]:
+    def part(*kinds: str) -> int:
+        return int(round(sum(v for k, v in bufs.items() if k.rsplit(" ", 1)[-1] in kinds) * MiB))
+    return {"weights_bytes": part("model"), "kv_bytes": part("KV", "RS"), "compute_bytes": part("compute", "output")}
+
+
+def _predicted(e: Estimate) -> Figures:
+    """Per device as llama.cpp allocates it (its buffers: the whole mapped span, repacked copies
+    and all) plus the overhead, so both sides of the comparison count the same things."""
+    devs = []
+    for d in e.devices:
+        mem = _parts(d.buffers_mib)
+        mem["overhead_bytes"] = d.memory.overhead_bytes
+        mem["total_bytes"] = sum(mem.values())
+        devs.append(DeviceFigures(name=d.name, kind=d.kind, buffers_mib=d.buffers_mib, memory=mem))
+    return Figures(devices=devs, decode_tps=e.throughput.decode_tps, prefill_tps=e.throughput.prefill_tps)
+
+
+def measured_devices(e: Estimate, r: dict[str, Any]) -> list[DeviceFigures]:
+    """llama.cpp's buffers grouped per device like the estimate's, plus measured totals:
+    GPU = NVML used after the run minus before the load; host = its buffers plus the child's
+    resident memory before loading (interpreter and libraries: the process baseline)."""
+    per: dict[int | None, dict[str, float]] = {}
+    for key, mib in r.get("bufs_mib", {}).items():
+        buf, kind = key.rsplit(" ", 1)
+        m = _GPU_BUF.match(buf)
+        per.setdefault(int(m.group(2) or 0) if m else None, {})[key] = mib
+    out = []
+    for d in e.devices:
+        bufs = per.get(d.index if d.kind == "gpu" else None, {})
+        mem = _parts(bufs)
+        if d.kind == "gpu":
+            delta = r.get("gpu_delta_after_run_mib", r.get("gpu_delta_mib"))
+            if delta is not None and d.index == 0:
+                mem["total_bytes"] = int(delta * MiB)
+                mem["overhead_bytes"] = mem["total_bytes"] - sum(mem.values())
+        else:
+            base = r.get("rss_baseline_mib")
+            if base is not None:
+                mem["overhead_bytes"] = int(base * MiB)
+                mem["total_bytes"] = sum(mem.values())
+            if r.get("rss_peak_mib") is not None:
+                mem["rss_peak_bytes"] = int(r["rss_peak_mib"] * MiB)
+        out.append(DeviceFigures(name=d.name, kind=d.kind, memory=mem, buffers_mib=bufs))
+    return out
+
+
+def _source_key(path: str) -> str:
+    st = os.stat(path)
+    h = hashlib.sha256(f"{os.path.abspath(path)}|{st.st_size}|{int(st.st_mtime)}".encode())
+    with open(TEXT, "rb") as f:
+        h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def base_logprobs(source: str, step: Step | None = None) -> tuple[str, float]:
+    """The source's log-probs over the shipped text, cached per source file: (npy path, PPL)."""
+    d = os.path.join(calibration.cache_dir(), "logits")
+    os.makedirs(d, exist_ok=True)
+    npy = os.path.join(d, _source_key(source) + ".npy")
+    meta = npy[:-4] + ".json"
+    if os.path.exists(npy) and os.path.exists(meta):
+        with open(meta) as f:
+            return npy, json.load(f)["ppl"]
+    if step:
+        step("quality", 0, 1, "source logits (cached afterwards)")
+    r = run_probe(dict(mode="logits", model=source, text=TEXT, out=npy), timeout_s=3600)
+    if not r.get("ok"):
+        raise PlannerError(f"could not run the source model for reference logits: {r.get('error')}")
+    with open(meta, "w") as f:
+        json.dump({"ppl": r["ppl"], "n_tokens": r["n_tokens"], "source": source}, f)
+    return npy, r["ppl"]
+
+
+def _err(pred: float | None, meas: float | None) -> float | None:
+    if pred is None or not meas:
+        return None
+    return (pred - meas) / meas
+
+
+def _failure_text(e: Estimate, r: dict[str, Any]) -> str:
+    err = r.get("error") or "llama.cpp failed"
+    over = [d for d in e.devices if d.memory.total_bytes > d.capacity_bytes]
+    if over or re.search(r"alloc|out of memory|memory", err, re.I):
+        d = max(e.devices, key=lambda x: x.memory.total_bytes / max(x.capacity_bytes, 1))
+        return (f"does not fit: needed {d.memory.total_bytes / 2**30:.2f} GiB on {d.name}, had "
+                f"{d.capacity_bytes / 2**30:.2f} GiB (llama.cpp: {err[-200:]})")
+    return f"llama.cpp could not load the plan: {err[-300:]}"
+
+
+def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: HardwareProfile, *,
+           source: str | None = None, twin: bool = False, out: str | None = None, margin: float = 0.05,
+           imatrix: str | None = None, pp: int = 512, tg: int = 128, reps: int = 2, depth: int = 0,
+           quality: bool = True, keep: bool = False, record: bool = True, step: Step | None = None,
+           replan: Callable[[HardwareProfile], str] | None = None) -> VerifyReport:
+    """Verify a plan (types + options) for `model` on `hw` (this machine, uncalibrated)."""
+    from planner.verify.quantize import quantize
+    from planner.verify.twin import twin_bytes, write_twin
+    if not twin and not source:
+        raise PlannerError("verify needs --source MODEL.gguf (an F16/BF16/F32 GGUF of the model), "
+                           "or --twin to check memory and speed with a shape twin")
+    typed = model.with_types({**{t.name: t.type for t in model.tensors if t.type}, **types})
+    # raw estimate: what calibration ratios are taken against; shown: the calibrated one, as plans see it
+    e_raw = estimate(typed, hw.model_copy(update={"calibration": None}), opts, margin=margin, depth=depth)
+    hw_cal = calibration.calibrated(hw) if record else hw
+    e = estimate(typed, hw_cal, opts, margin=margin, depth=depth)
+    rep = VerifyReport(model=model.name, machine=hw.name, mode="twin" if twin else "quantized",
+                       predicted=_predicted(e), margin=margin)
+    if hw_cal.calibration:
+        rep.notes.append(f"predicted with this machine's calibration ({hw_cal.calibration.runs} earlier run(s))")
+    workdir = None
+    try:
+        if twin:
+            need = twin_bytes(typed) + (64 << 20)
+            d = os.path.dirname(os.path.abspath(out)) if out else tempfile.gettempdir()
+            free = shutil.disk_usage(d).free
+            if free < need:
+                raise PlannerError(f"the twin needs {need / 2**30:.1f} GiB of disk in {d}, {free / 2**30:.1f} GiB "
+                                   "free; pass -o on a bigger disk")
+            if not out:
+                workdir = tempfile.mkdtemp(prefix="planner-twin-")
+                out = os.path.join(workdir, "twin.gguf")
+            rep.notes.append(f"twin: {need / 2**30:.2f} GiB written to {out}"
+                             + ("" if keep else ", removed afterwards"))
+            write_twin(typed, out, fill="random",
+                       progress=(lambda i, n, name: step("twin", i, n, name)) if step else None)
+            quality = False
+        else:
+            if not out:
+                out = os.path.splitext(os.path.basename(source))[0] + "-plan.gguf"
+            q = quantize(source, out, typed, types, imatrix=imatrix,
+                         progress=(lambda i, n, name: step("quantize", i, n, name)) if step else None)
+            rep.notes += q.warnings
+        rep.file, rep.file_bytes = out, os.path.getsize(out)
+        if step:
+            step("load", 0, 1, "loading with the plan's options and timing it")
+        r = run_probe(probe_config(out, opts, pp=pp, tg=tg, reps=reps, depth=depth), timeout_s=3600)
+        if step:
+            step("load", 1, 1, "done")
+        if not r.get("ok"):
+            rep.failure = _failure_text(e, r)
+            if replan:
+                rep.replanned = replan(hw)
+            return rep
+        rep.loaded = True
+        meas = Figures(devices=measured_devices(e, r), decode_tps=r.get("tg_tps"), prefill_tps=r.get("pp_tps"))
+        if quality and source:
+            npy, base_ppl = base_logprobs(source, step)
+            if step:
+                step("quality", 0, 1, "KLD / PPL / top-1 against the source")
+            qr = run_probe(dict(mode="logits", model=out, text=TEXT, base=npy,
+                                ngl=probe_config(out, opts, pp=0, tg=0, reps=1, depth=0)["ngl"]), timeout_s=3600)
+            if qr.get("ok"):
+                meas.kld, meas.ppl, meas.top1, meas.base_ppl = qr["kld"], qr["ppl"], qr["top1"], base_ppl
+            else:
+                rep.notes.append(f"quality not measured: {qr.get('error')}")
+            if step:
+                step("quality", 1, 1, "done")
+        rep.measured = meas
+        _compare(rep, e)
+        if record:
+            rep.calibration_runs = calibration.record(hw, _calibration_run(e_raw, meas, typed.name))
+        return rep
+    finally:
+        if twin and not keep and out and os.path.exists(out):
+            os.remove(out)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _compare(rep: VerifyReport, e: Estimate) -> None:
+    assert rep.measured is not None
+    ok = True
+    for p, m in zip(rep.predicted.devices, rep.measured.devices, strict=True):
+        for part in ("weights_bytes", "kv_bytes", "compute_bytes", "total_bytes"):
+            err = _err(p.memory.get(part), m.memory.get(part))
+            if err is not None:
+                rep.errors[f"{p.name}.{part}"] = round(err, 4)
+        # under-prediction beyond the margin is what makes a plan crash; over-prediction is reported
+        pt, mt = p.memory["total_bytes"], m.memory.get("total_bytes")
+        if mt is not None and mt > pt * (1 + rep.margin):
+            ok = False
+            rep.notes.append(f"{p.name}: measured {mt / MiB:.0f} MiB, more than predicted {pt / MiB:.0f} MiB "
+                             f"+ {rep.margin:.0%}")
+    for key in ("decode_tps", "prefill_tps"):
+        err = _err(getattr(rep.predicted, key), getattr(rep.measured, key))
+        if err is not None:
+            rep.errors[key] = round(err, 4)
+    rep.ok = ok and rep.loaded
+
+
+def _calibration_run(e: Estimate, m: Figures, name: str) -> dict[str, Any]:
+    run: dict[str, Any] = {"model": name}
+    if m.decode_tps and e.throughput.decode_tps:
+        run["decode_ratio"] = m.decode_tps / e.throughput.decode_tps
+    if m.prefill_tps and e.throughput.prefill_tps:
+        run["prefill_ratio"] = m.prefill_tps / e.throughput.prefill_tps
+    host = m.devices[-1].memory.get("overhead_bytes")
+    if host:
+        run["host_overhead_bytes"] = host
+    run["gpu_overhead_bytes"] = [d.memory.get("overhead_bytes") for d in m.devices if d.kind == "gpu"]
+    return run
+
+
+def report_text(rep: VerifyReport) -> str:
+    def mib(b):
+        return "-" if b is None else f"{b / MiB:,.1f}"
+
+    def pct(k):
+        v = rep.errors.get(k)
+        return "" if v is None else f"{v:+.1%}"
+
+    lines = [f"verify {rep.model} on {rep.machine} ({rep.mode}{': ' + rep.file if rep.file else ''}"
+             + (f", {rep.file_bytes / 2**30:.2f} GiB" if rep.file_bytes else "") + ")"]
+    if rep.failure:
+        lines.append(f"  FAILED: {rep.failure}")
+        if rep.replanned:
+            lines.append(f"  re-planned with what was measured: {rep.replanned}")
+        return "\n".join(lines + [f"  note: {n}" for n in rep.notes])
+    m = rep.measured
+    assert m is not None
+    lines.append(f"  {'':34s} {'predicted':>12s} {'measured':>12s} {'error':>8s}")
+    for p, d in zip(rep.predicted.devices, m.devices, strict=True):
+        for part, label in (("weights_bytes", "weights"), ("kv_bytes", "KV cache"), ("compute_bytes", "compute+output"),
+                            ("total_bytes", "total")):
+            lines.append(f"  {(p.name[:22] + ' ' + label):34s} {mib(p.memory.get(part)):>12s} "
+                         f"{mib(d.memory.get(part)):>12s} {pct(f'{p.name}.{part}'):>8s}")
+        if "rss_peak_bytes" in d.memory:
+            lines.append(f"  {(p.name[:22] + ' peak RSS'):34s} {'':>12s} {mib(d.memory['rss_peak_bytes']):>12s}")
+    for key, label in (("prefill_tps", "prefill tok/s"), ("decode_tps", "decode tok/s")):
+        pv, mv = getattr(rep.predicted, key), getattr(m, key)
+        lines.append(f"  {label:34s} {pv or 0:12.1f} {mv or 0:12.1f} {pct(key):>8s}")
+    if m.kld is not None:
+        lines.append(f"  quality vs source: KLD {m.kld:.4f}, top-1 {m.top1:.1%}, PPL {m.ppl:.2f} "
+                     f"(source {m.base_ppl:.2f})")
+    lines.append(f"  {'PASS' if rep.ok else 'FAIL'}: memory within the plan's {rep.margin:.0%} margin"
+                 if rep.ok else f"  FAIL: measured memory above prediction + {rep.margin:.0%}")
+    if rep.calibration_runs:
+        lines.append(f"  calibration: {rep.calibration_runs} run(s) kept for this machine; later plans use them "
+                     "(--no-calibration to ignore)")
+    return "\n".join(lines + [f"  note: {n}" for n in rep.notes])
