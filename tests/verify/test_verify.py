@@ -1,0 +1,168 @@
+"""The verifier end to end on this machine's CPU, with llama.cpp doing the real work:
+SmolLM2-135M dequantized once to F16 as the base (it ships as Q4_1: Q4_1 stays out of every
+comparison, see shared research), quantized per plan; and the twin of a 1B-class model."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from planner.errors import PlannerError
+from planner.estimate import RuntimeOptions
+from planner.estimate.quant_mix import ftype_tensor_types
+from planner.model import load_gguf, load_model
+from planner.profile.targets import resolve_target
+from planner.verify import calibration
+from planner.verify.ggml import quantize_rows, roundtrip_error
+from planner.verify.quantize import quantize, to_float
+from planner.verify.run import read_plan, verify
+
+MiB = 1 << 20
+FAST = dict(pp=64, tg=8, reps=1)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("PLANNER_CACHE_DIR")
+    os.environ["PLANNER_CACHE_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("PLANNER_CACHE_DIR", None)
+    else:
+        os.environ["PLANNER_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def base(smol_path, tmp_path_factory):
+    """SmolLM2 dequantized to F16 once: the source of every quantization here."""
+    p = str(tmp_path_factory.mktemp("base") / "smol-f16.gguf")
+    r = to_float(smol_path, p, "F16")
+    assert r.bytes == 270_885_952  # the F16 base of shared/research/quality.md
+    return p
+
+
+@pytest.fixture(scope="module")
+def hw():
+    return resolve_target("auto")
+
+
+def test_ggml_quantizer_orders_types_by_error():
+    x = np.random.default_rng(1).standard_normal((16, 512)).astype(np.float32)
+    errs = [roundtrip_error(x, t) for t in ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K")]
+    assert errs == sorted(errs) and errs[0] < 1e-4 < errs[-1]
+    assert len(quantize_rows(x, "Q4_K")) == 16 * 512 // 256 * 144  # block_q4_K is 144 bytes
+
+
+def test_stock_ftypes_match_llama_quantize_byte_for_byte(base, tmp_path):
+    m = load_gguf(base)
+    for ftype, size in (("Q4_K_M", 105_454_144), ("Q8_0", 144_811_072)):  # quality.md, via llama_model_quantize
+        r = quantize(base, str(tmp_path / f"{ftype}.gguf"), m, ftype_tensor_types(m, ftype))
+        assert r.bytes == size and not r.requantized
+
+
+def test_mixed_plan_types_are_what_the_file_holds(base, tmp_path):
+    m = load_gguf(base)
+    types = ftype_tensor_types(m, "Q4_K_M")
+    for t in m.tensors:
+        if t.layer is not None and t.role == "attn_q":
+            types[t.name] = "Q5_0" if t.layer % 2 else "IQ4_NL"
+        if t.layer is not None and t.role == "ffn_down":
+            types[t.name] = "Q6_K" if t.layer < 4 else "Q3_K"
+    seen = []
+    out = tmp_path / "mix.gguf"
+    quantize(base, str(out), m, types, progress=lambda i, n, name: seen.append((i, n)))
+    got = {t.name: t.type for t in load_gguf(str(out)).tensors}
+    assert got == {n: types.get(n, t) for n, t in got.items()}
+    assert seen[-1] == (272, 272) and not os.path.exists(str(out) + ".part")
+
+
+def test_requantizing_warns_and_disk_space_is_checked(smol_path, tmp_path, monkeypatch):
+    m = load_gguf(smol_path)
+    r = quantize(smol_path, str(tmp_path / "rq.gguf"), m, ftype_tensor_types(m, "Q8_0"))
+    assert r.requantized and "loses quality" in r.warnings[0]
+    import shutil
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 1 << 40, 1 << 20))
+    with pytest.raises(PlannerError, match="not enough disk space"):
+        quantize(smol_path, str(tmp_path / "full.gguf"), m, ftype_tensor_types(m, "Q8_0"))
+    assert not os.path.exists(tmp_path / "full.gguf")
+
+
+def test_verify_mixed_plan_memory_speed_quality_and_calibration(base, hw, cache, tmp_path):
+    m = load_gguf(base)
+    opts = RuntimeOptions(n_ctx=2048)
+    kld = {}
+    reps = {}
+    for name in ("Q8_0", "Q4_K_M", "Q2_K"):
+        types = ftype_tensor_types(m, name)
+        rep = verify(m, types, opts, hw, source=base, out=str(tmp_path / f"{name}.gguf"), **FAST)
+        assert rep.loaded and rep.measured is not None, rep.failure
+        host = rep.errors
+        dev = rep.predicted.devices[-1].name
+        assert abs(host[f"{dev}.weights_bytes"]) < 1e-4 and abs(host[f"{dev}.kv_bytes"]) < 1e-4
+        assert abs(host[f"{dev}.compute_bytes"]) <= 0.05
+        assert rep.measured.decode_tps > 0 and rep.measured.prefill_tps > 0
+        kld[name], reps[name] = rep.measured.kld, rep
+    # quality is ordered by precision (KLD against the F16 source over the shipped text)
+    assert 0 < kld["Q8_0"] < kld["Q4_K_M"] < kld["Q2_K"]
+    assert reps["Q8_0"].measured.top1 > reps["Q2_K"].measured.top1
+    # the first run taught the machine's overhead: later predictions of the total are within 5%
+    dev = reps["Q2_K"].predicted.devices[-1].name
+    assert abs(reps["Q2_K"].errors[f"{dev}.total_bytes"]) <= 0.05
+    assert reps["Q2_K"].ok and reps["Q2_K"].calibration_runs == 3
+    cal = calibration.load(hw)
+    assert cal is not None and cal.runs == 3 and cal.host_overhead_bytes
+
+
+def test_twin_of_a_1b_model_loads_and_measures(hw, cache):
+    m = load_model("llama3.2-1b")
+    rep = verify(m, ftype_tensor_types(m, "Q4_K_M"), RuntimeOptions(n_ctx=4096), hw, twin=True, **FAST)
+    assert rep.loaded, rep.failure
+    dev = rep.predicted.devices[-1].name
+    assert abs(rep.errors[f"{dev}.weights_bytes"]) < 1e-4 and abs(rep.errors[f"{dev}.kv_bytes"]) < 1e-4
+    assert abs(rep.errors[f"{dev}.compute_bytes"]) <= 0.05
+    assert rep.measured.kld is None  # a twin has no quality
+    assert rep.file and not os.path.exists(rep.file)  # cleaned up
+
+
+def test_a_plan_that_cannot_fit_is_reported_not_fatal(hw, cache):
+    m = load_model("llama3.2-1b")
+    rep = verify(m, ftype_tensor_types(m, "Q4_K_M"), RuntimeOptions(n_ctx=1_000_000), hw, twin=True,
+                 replan=lambda h: "smaller context", **FAST)
+    assert not rep.ok and not rep.loaded
+    assert rep.failure.startswith("does not fit: needed 32.") and rep.replanned == "smaller context"
+
+
+def test_plan_file_round_trip_and_bad_files(tmp_path):
+    from planner.cli.main import main
+    p = tmp_path / "plan.yaml"
+    assert main(["--model", "smollm2-135m", "--target", "rtx4090", "--emit", "yaml", "-o", str(p)]) == 0
+    plan = read_plan(str(p))
+    assert plan.types["blk.0.attn_v.weight"] and plan.options.n_ctx >= 4096
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("just: text\n")
+    with pytest.raises(PlannerError, match="not a plan file"):
+        read_plan(str(bad))
+    bad.write_text("{{{")
+    with pytest.raises(PlannerError, match="not a plan file"):
+        read_plan(str(bad))
+
+
+def test_cli_verify_twin_json_and_user_errors(tmp_path, cache, capsys):
+    import json
+
+    from planner.cli.main import main
+    p = tmp_path / "plan.yaml"
+    assert main(["--model", "smollm2-135m", "--target", "auto", "--ctx", "1024", "--emit", "yaml", "-o", str(p)]) == 0
+    capsys.readouterr()
+    rc = main(["verify", str(p), "--twin", "--json", "--pp", "32", "--tg", "4", "--reps", "1"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and d["ok"] and d["loaded"]
+    assert {"predicted", "measured", "errors"} <= set(d)
+    assert d["measured"]["devices"][0]["memory"]["total_bytes"] > 0 and d["measured"]["decode_tps"] > 0
+    assert main(["verify", str(p)]) == 2
+    assert "needs --source" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path / "nope.yaml"), "--twin"]) == 2
+    assert "cannot read plan" in capsys.readouterr().err
