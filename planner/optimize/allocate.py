@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from planner.estimate.ggml_types import tensor_bytes
 from planner.model.spec import TensorSpec
-from planner.optimize.quality import candidates, kld_of, tensor_weight
+from planner.optimize.quality import candidates, tensor_loss, tensor_weight
 
 
 @dataclass
@@ -42,23 +42,27 @@ def _hull(opts: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
     return hull
 
 
-def groups_of(tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: bool = False) -> list[Group]:
+def groups_of(tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: bool = False,
+              errors: dict[str, dict[str, float]] | None = None) -> list[Group]:
+    """Tensors that share shape, candidates and weight share a group; with measured errors each
+    tensor is its own group (its errors are its own)."""
     by: dict[tuple, list[TensorSpec]] = defaultdict(list)
     for t in tensors:
         w = tensor_weight(t, n_layers, tied)
-        by[(tuple(t.shape), tuple(candidates(t, imatrix)), round(w, 3))].append(t)
+        own = t.name if errors and t.name in errors else None
+        by[(tuple(t.shape), tuple(candidates(t, imatrix)), round(w, 3), own)].append(t)
     out = []
-    for (shape, cands, w), ts in by.items():
-        opts = [(tensor_bytes(c, list(shape)), w * kld_of(c), c) for c in cands]
+    for (shape, cands, w, _), ts in by.items():
+        opts = [(tensor_bytes(c, list(shape)), w * tensor_loss(ts[0], c, errors), c) for c in cands]
         out.append(Group(names=[t.name for t in ts], options=_hull(opts)))
     return out
 
 
 def allocate(tensors: list[TensorSpec], budget_bytes: int, n_layers: int, tied: bool,
-             imatrix: bool = False) -> dict[str, str] | None:
+             imatrix: bool = False, errors: dict[str, dict[str, float]] | None = None) -> dict[str, str] | None:
     """Types for `tensors` within budget_bytes, lowest predicted loss; None if even the
     smallest types do not fit."""
-    groups = groups_of(tensors, n_layers, tied, imatrix)
+    groups = groups_of(tensors, n_layers, tied, imatrix, errors)
     min_bytes = sum(g.options[0][0] * len(g.names) for g in groups)
     if min_bytes > budget_bytes:
         return None

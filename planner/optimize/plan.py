@@ -32,6 +32,8 @@ class PlanRequest(BaseModel):
     min_tps: float | None = None
     imatrix: bool = False
     depth: int = Field(0, description="decode speed measured at this many tokens of context")
+    tensor_errors: dict[str, dict[str, float]] | None = Field(
+        None, exclude=True, description="measured per-tensor errors (planner/verify/tensor_error.py); None = priors")
 
 
 class PlanOption(BaseModel):

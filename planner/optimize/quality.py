@@ -44,14 +44,22 @@ def kld_of(t_type: str) -> float:
     return float(priors()["kld"].get(t_type, 1.0))
 
 
-def predicted_kld(model: ModelSpec) -> float:
-    """Weighted mean of per-type KLD over the model's tensors (their types must be set)."""
+def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None) -> float:
+    """Predicted KLD of tensor t at type ty, before weighting: measured when the weights were at
+    hand (relative squared error x the calibrated factor), else the type's prior."""
+    if errors and t.name in errors and ty in errors[t.name]:
+        return errors[t.name][ty] * priors()["measured"]["kld_per_rel_error"]
+    return kld_of(ty)
+
+
+def predicted_kld(model: ModelSpec, errors: dict[str, dict[str, float]] | None = None) -> float:
+    """Weighted mean of per-tensor predicted KLD over the model's tensors (their types set)."""
     num = den = 0.0
     for t in model.tensors:
         if not allows_quantization(t):
             continue
         w = tensor_weight(t, model.n_layers, model.tied_embeddings)
-        num += w * kld_of(t.type or "F16")
+        num += w * tensor_loss(t, t.type or "F16", errors)
         den += w
     return num / den if den else 0.0
 

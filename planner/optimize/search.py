@@ -68,26 +68,26 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
     emb = [t for t in model.tensors if t.name == "token_embd.weight"]
     rest = [t for t in model.tensors if t.name != "token_embd.weight"]
     if placement == "cpu":
-        return allocate(model.tensors, min(host_avail, cap_bytes or host_avail), n, tied, req.imatrix)
+        return allocate(model.tensors, min(host_avail, cap_bytes or host_avail), n, tied, req.imatrix, req.tensor_errors)
     if placement == "moe-cpu":
         experts = [t for t in rest if "_exps" in t.name]
         dense = [t for t in rest if "_exps" not in t.name]
-        a = allocate(dense + (emb if tied else []), gpu_avail, n, tied, req.imatrix)
+        a = allocate(dense + (emb if tied else []), gpu_avail, n, tied, req.imatrix, req.tensor_errors)
         host_pool = experts + ([] if tied else emb)
         cap = None if cap_bytes is None else int(cap_bytes * sum(t.n_elements for t in host_pool) / model.n_params)
-        b = allocate(host_pool, min(host_avail, cap or host_avail), n, tied, req.imatrix)
+        b = allocate(host_pool, min(host_avail, cap or host_avail), n, tied, req.imatrix, req.tensor_errors)
         return None if a is None or b is None else {**a, **b}
     if placement == "gpu":
         pool = rest + (emb if tied else [])
-        a = allocate(pool, min(gpu_avail, cap_bytes or gpu_avail), n, tied, req.imatrix)
+        a = allocate(pool, min(gpu_avail, cap_bytes or gpu_avail), n, tied, req.imatrix, req.tensor_errors)
         if a is None:
             return None
         if not tied:
-            a.update(allocate(emb, host_avail, n, tied, req.imatrix) or {"token_embd.weight": "Q4_K"})
+            a.update(allocate(emb, host_avail, n, tied, req.imatrix, req.tensor_errors) or {"token_embd.weight": "Q4_K"})
         return a
     # partial / pinned ngl: the whole model over VRAM + RAM, then as many layers on the GPU as fit
     return allocate(model.tensors, min(gpu_avail + host_avail, cap_bytes or gpu_avail + host_avail), n, tied,
-                    req.imatrix)
+                    req.imatrix, req.tensor_errors)
 
 
 def _fit_ngl(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float):
@@ -165,7 +165,7 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                         oo, e = o, estimate(m, hw, o, margin=req.margin, depth=req.depth)
                     if not e.fits or (req.min_tps and e.throughput.decode_tps < req.min_tps):
                         continue
-                    kld = predicted_kld(m)
+                    kld = predicted_kld(m, req.tensor_errors)
                     bpw = 8 * bytes_of(m) / model.n_params
                     out.append(PlanOption(label=placement, why=_describe(model, placement, e, bpw, kld, oo),
                                           types=types, options=oo, estimate=e, predicted_kld=round(kld, 5),

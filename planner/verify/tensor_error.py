@@ -1,0 +1,87 @@
+"""Each tensor's quantization error for each candidate type, measured with ggml's quantizer on
+the real weights (the optimizer's quality model when the weights are at hand).
+
+For every quantizable tensor a seeded sample of rows is read from the GGUF (memory-mapped:
+a 70B file is not read whole), dequantized to f32 when stored quantized, quantized to each
+candidate type by `ggml_quantize_chunk` and dequantized back; the relative squared error
+||W - deq(q(W))||^2 / ||W||^2 is the tensor's error at that type. Results are cached per
+source file in the user's cache dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from planner.errors import PlannerError
+from planner.estimate.quant_mix import allows_quantization
+from planner.model.spec import ModelSpec
+from planner.optimize.quality import candidates
+from planner.verify.ggml import requires_imatrix, roundtrip_error
+
+ErrorTable = dict[str, dict[str, float]]
+SAMPLE_ELEMENTS = 1 << 17  # ~131k weights per tensor: relative error settles to ~1% here
+
+
+def _rows(arr: np.ndarray, ggml_type: str, n_per_row: int, idx: np.ndarray) -> np.ndarray:
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+    sub = np.asarray(arr[idx])
+    if ggml_type in ("F32", "F16"):
+        return sub.astype(np.float32).reshape(len(idx), n_per_row)
+    if ggml_type == "BF16":
+        return (sub.astype(np.uint32) << 16).view(np.float32).reshape(len(idx), n_per_row)
+    return dequantize(sub, GGMLQuantizationType[ggml_type]).astype(np.float32).reshape(len(idx), n_per_row)
+
+
+def _key(path: str, imatrix: bool) -> str:
+    st = os.stat(path)
+    return hashlib.sha256(f"{os.path.abspath(path)}|{st.st_size}|{int(st.st_mtime)}|{imatrix}|v1".encode()).hexdigest()[:16]
+
+
+def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, cache: bool = True,
+                   progress: Callable[[int, int, str], None] | None = None) -> ErrorTable:
+    """{tensor name: {type: relative squared error}} for every quantizable tensor of `path`."""
+    from gguf import GGUFReader
+    cpath = None
+    if cache:
+        from planner.verify.calibration import cache_dir
+        d = os.path.join(cache_dir(), "tensor-errors")
+        os.makedirs(d, exist_ok=True)
+        cpath = os.path.join(d, _key(path, imatrix) + ".json")
+        if os.path.exists(cpath):
+            with open(cpath) as f:
+                return json.load(f)
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        raise PlannerError(f"cannot read the weights of {path}: {exc}") from None
+    by_name = {t.name: t for t in reader.tensors}
+    todo = [t for t in model.tensors if allows_quantization(t) and t.name in by_name]
+    rng = np.random.default_rng(0)
+    out: ErrorTable = {}
+    for i, t in enumerate(todo):
+        rt = by_name[t.name]
+        n_per_row = t.shape[0]
+        nrows = int(np.prod(t.shape[1:]))
+        k = max(1, min(nrows, SAMPLE_ELEMENTS // n_per_row))
+        idx = np.sort(rng.choice(nrows, size=k, replace=False))
+        data = rt.data.reshape(nrows, -1)
+        x = _rows(data, t.type or "F16", n_per_row, idx)
+        errs = {}
+        for c in candidates(t, imatrix):
+            im = np.ones(n_per_row, dtype=np.float32) if requires_imatrix(c) else None
+            errs[c] = roundtrip_error(x, c, im)
+        out[t.name] = errs
+        if progress:
+            progress(i + 1, len(todo), t.name)
+    if cpath:
+        tmp = cpath + ".part"
+        with open(tmp, "w") as f:
+            json.dump(out, f)
+        os.replace(tmp, cpath)
+    return out
