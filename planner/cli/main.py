@@ -144,11 +144,31 @@ def _type_mix(opt, model) -> str:
     return ", ".join(f"{k} {v / total:.0%}" for k, v in c.most_common() if v / total >= 0.005)
 
 
+MEASURE_AUTO_BYTES = 4 << 30  # measure errors unasked for local GGUFs up to this size (seconds, cached)
+
+
+def _tensor_errors(a: argparse.Namespace, spec):
+    """Per-tensor errors measured on the weights of a local GGUF (--measure), else None (priors)."""
+    path = _gguf_path(spec.source)
+    if a.measure == "off" or path is None or a.quant:
+        return None
+    if a.measure == "auto" and os.path.getsize(path) > MEASURE_AUTO_BYTES:
+        return None
+    from planner.verify.tensor_error import measure_errors
+    prog = None if a.json or a.emit else _Progress()
+    return measure_errors(path, spec, imatrix=a.imatrix,
+                          progress=(lambda i, n, name: prog("measure", i, n, name)) if prog else None)
+
+
 def cmd_plan(a: argparse.Namespace) -> int:
     from planner.api import plan_model
     from planner.cli.format import estimate_text, gib
     from planner.export import plan_dict, render
-    spec, hw, res = plan_model(a.model, a.target, _request(a), vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus,
+    from planner.model import load_model
+    spec = load_model(a.model)
+    req = _request(a)
+    req.tensor_errors = _tensor_errors(a, spec)
+    spec, hw, res = plan_model(spec, a.target, req, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus,
                                calibrate=not a.no_calibration)
     if res.best is None:
         if a.json:
@@ -157,6 +177,8 @@ def cmd_plan(a: argparse.Namespace) -> int:
             print(f"{spec.name} does not fit {hw.name} with these constraints: {res.nearest}")
         return 3
     best = res.best
+    basis = "measured per-tensor errors (ggml quantizer on the weights)" if req.tensor_errors \
+        else "priors: planner/data/quality.yaml"
     if a.verify:
         a.source = a.source_path or _gguf_path(spec.source)
         a.twin = a.source is None
@@ -164,7 +186,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
         return _run_verify(a, spec, best.types, best.options, best.estimate.margin, hw)
     model_path = a.model_path or f"{spec.name.split('/')[-1].removesuffix('.gguf')}-plan.gguf"
     if a.emit:
-        text = render(a.emit, best, spec, model_path, threads=hw.cpu.cores, src=a.source_path)
+        text = render(a.emit, best, spec, model_path, threads=hw.cpu.cores, src=a.source_path, basis=basis)
         if a.output:
             _write(a.output, text, a.force)
             print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
@@ -172,7 +194,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
             sys.stdout.write(text)
         return 0
     if a.json:
-        d = plan_dict(best, spec)
+        d = plan_dict(best, spec, basis)
         d.update(target=hw.name, goal=res.goal, considered=res.considered,
                  alternatives=[{"label": o.label, "why": o.why, "quality": {"kld": o.predicted_kld},
                                 "bits_per_weight": o.bits_per_weight, "n_ctx": o.options.n_ctx,
@@ -188,7 +210,9 @@ def cmd_plan(a: argparse.Namespace) -> int:
         print("\n  alternatives:")
         for o in res.alternatives:
             print(f"    {o.label:15s} {o.why}")
-    print("\n  predicted KLD uses priors (planner/data/quality.yaml); files: --emit "
+    basis = ("per-tensor errors measured on this file's weights" if req.tensor_errors
+             else "priors (planner/data/quality.yaml)")
+    print(f"\n  predicted KLD uses {basis}; files: --emit "
           "llama-quantize|llama-server|ollama|llama-cpp-python|yaml|json [-o FILE]")
     return 0
 
@@ -262,6 +286,13 @@ def cmd_verify(a: argparse.Namespace) -> int:
                            f"{a.source or spec.name} (first: {missing[0]})")
     hw = resolve_target("auto")
     return _run_verify(a, spec, plan.types, plan.options, plan.margin, hw)
+
+
+def cmd_wizard(a: argparse.Namespace) -> int:
+    if not sys.stdout.isatty():
+        raise PlannerError("plan wizard needs an interactive terminal; for scripts use plan --model M --json")
+    from planner.tui.app import run
+    return run(a.model, a.target)
 
 
 def cmd_recommend(a: argparse.Namespace) -> int:
@@ -351,6 +382,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     main.add_argument("--verify", action="store_true",
                       help="then verify the best plan on this machine (quantize --source-path, else a twin)")
     main.add_argument("--no-calibration", action="store_true", help="ignore what verify runs measured on this machine")
+    main.add_argument("--measure", choices=("auto", "on", "off"), default="auto",
+                      help="measure each tensor's quantization error on a local GGUF's weights (auto: files "
+                           "up to 4 GiB; cached) instead of priors")
     _verify_args(main)
     main.set_defaults(func=cmd_plan)
 
@@ -377,6 +411,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("--depth", type=int, default=0, help="time decode after this many tokens of context")
     _verify_args(p)
     p.set_defaults(func=cmd_verify)
+    p = sp.add_parser("wizard", parents=[common], help="a terminal wizard: hardware, model, goal, plan, export, verify")
+    p.add_argument("--model", "-m", help="start with this model")
+    p.add_argument("--target", default="auto", help="start with this target profile")
+    p.set_defaults(func=cmd_wizard)
     p = sp.add_parser("show", parents=[common], help="a model's architecture and tensors")
     p.add_argument("model")
     p.add_argument("--tensors", action="store_true", help="list every tensor")

@@ -119,11 +119,11 @@ def llama_cpp_python(opt: PlanOption, model: ModelSpec, model_path: str) -> dict
     return kw
 
 
-def plan_dict(opt: PlanOption, model: ModelSpec) -> dict:
+def plan_dict(opt: PlanOption, model: ModelSpec, basis: str = "priors: planner/data/quality.yaml") -> dict:
     d = opt.estimate.to_json()
     d.update({"model": model.name, "source": model.source, "label": opt.label, "why": opt.why,
               "options": opt.options.model_dump(), "bits_per_weight": opt.bits_per_weight,
-              "quality": {"kld": opt.predicted_kld, "basis": "priors: planner/data/quality.yaml"}})
+              "quality": {"kld": opt.predicted_kld, "basis": basis}})
     devs = {}
     from planner.estimate.placement import CPU, tensor_devices
     devs = tensor_devices(model, sum(1 for x in opt.estimate.devices if x.kind == "gpu"), opt.options,
@@ -135,7 +135,7 @@ def plan_dict(opt: PlanOption, model: ModelSpec) -> dict:
 
 
 def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None,
-           src: str | None = None) -> str:
+           src: str | None = None, basis: str = "priors: planner/data/quality.yaml") -> str:
     if kind in ("llama-server", "llama-cli"):
         return llama_server(opt, model, model_path, threads, binary=kind) + "\n"
     if kind == "llama-quantize":
@@ -147,7 +147,7 @@ def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, thread
         body = "".join(f"    {k}={v!r},\n" for k, v in kw.items())
         return f"from llama_cpp import Llama\n\nllm = Llama(\n{body})\n"
     if kind == "json":
-        return json.dumps(plan_dict(opt, model), indent=1) + "\n"
+        return json.dumps(plan_dict(opt, model, basis), indent=1) + "\n"
     if kind == "yaml":
-        return yaml.safe_dump(plan_dict(opt, model), sort_keys=False)
+        return yaml.safe_dump(plan_dict(opt, model, basis), sort_keys=False)
     raise ValueError(kind)

@@ -166,3 +166,32 @@ def test_cli_verify_twin_json_and_user_errors(tmp_path, cache, capsys):
     assert "needs --source" in capsys.readouterr().err
     assert main(["verify", str(tmp_path / "nope.yaml"), "--twin"]) == 2
     assert "cannot read plan" in capsys.readouterr().err
+
+
+def test_measured_errors_make_a_mix_that_beats_stock_q4_k_m(base, cache, tmp_path):
+    """The optimizer with errors measured on the weights, at Q4_K_M's bytes, against
+    llama.cpp's own Q4_K_M: real KLD over the shipped text (bench/quality.py does every ftype)."""
+    from planner.estimate.ggml_types import tensor_bytes
+    from planner.optimize.allocate import allocate
+    from planner.optimize.quality import predicted_kld
+    from planner.verify.probe import run_probe
+    from planner.verify.run import TEXT, base_logprobs
+    from planner.verify.tensor_error import measure_errors
+    m = load_gguf(base)
+    errors = measure_errors(base, m)
+    assert set(errors["blk.0.ffn_down.weight"]) >= {"Q8_0", "Q6_K", "Q4_K", "Q2_K"}
+    assert errors["blk.0.attn_q.weight"].keys().isdisjoint({"Q4_1", "Q4_K"})  # 576-wide rows; Q4_1 excluded
+    stock = ftype_tensor_types(m, "Q4_K_M")
+    budget = sum(tensor_bytes(stock[t.name] if t.name in stock else t.type, t.shape) for t in m.tensors)
+    ours = allocate(m.tensors, budget, m.n_layers, m.tied_embeddings, errors=errors)
+    assert sum(tensor_bytes(ours[t.name], t.shape) for t in m.tensors) <= budget
+    assert len({ours[t.name] for t in m.tensors if t.role == "ffn_up"} | {ours["blk.0.attn_v.weight"]}) > 1
+    assert predicted_kld(m.with_types(ours), errors) < predicted_kld(m.with_types(stock), errors)
+    npy, _ = base_logprobs(base)
+    kld = {}
+    for name, types in (("stock", stock), ("ours", ours)):
+        p = str(tmp_path / f"{name}.gguf")
+        quantize(base, p, m, types)
+        r = run_probe(dict(mode="logits", model=p, text=TEXT, base=npy), timeout_s=600)
+        kld[name] = r["kld"]
+    assert kld["ours"] < 0.8 * kld["stock"], kld

@@ -1,0 +1,367 @@
+"""`plan wizard`: a textual face over the same API the CLI uses (planner.api / optimize / export /
+verify). Six tabs, keyboard first (F1-F6 switch, Tab moves between fields), usable at 80x24.
+Every change re-plans in a worker thread; errors are shown as notifications, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import (
+    Button,
+    Checkbox,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    ProgressBar,
+    Select,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+
+from planner.errors import PlannerError
+
+TABS = ("hardware", "model", "goal", "plan", "export", "verify")
+EXPORTS = ("llama-server", "ollama", "llama-quantize", "llama-cpp-python", "yaml", "json")
+BAR = 30
+
+
+def memory_bar(d) -> str:
+    """weights █, KV ▓, compute ▒, overhead ░, free · against the device's capacity."""
+    m, cap = d.memory, max(d.capacity_bytes, 1)
+    parts = [(m.weights_bytes, "█"), (m.kv_bytes, "▓"), (m.compute_bytes + m.output_bytes, "▒"),
+             (m.overhead_bytes, "░")]
+    cells = ""
+    for nbytes, ch in parts:
+        cells += ch * round(BAR * nbytes / cap)
+    cells = cells[:BAR] + "·" * max(0, BAR - len(cells))
+    over = " OVER" if m.total_bytes > cap else ""
+    return f"{d.name[:20]:20s} {cells} {m.total_bytes / 2**30:5.1f}/{cap / 2**30:.0f} GiB{over}"
+
+
+def layer_map(model, types: dict[str, str]) -> str:
+    """Mean bits per weight of each layer as one digit (9 = 9+ bits), embeddings/output apart."""
+    from planner.estimate.ggml_types import tensor_bytes
+    nb: dict[int, float] = defaultdict(float)
+    ne: dict[int, int] = defaultdict(int)
+    for t in model.tensors:
+        if t.layer is not None and len(t.shape) > 1:
+            nb[t.layer] += tensor_bytes(types.get(t.name) or t.type or "F16", t.shape) * 8
+            ne[t.layer] += t.n_elements
+    digits = "".join(str(min(9, round(nb[i] / ne[i]))) if ne[i] else "-" for i in range(model.n_layers))
+    rows = [digits[i:i + 60] for i in range(0, len(digits), 60)]
+    emb = types.get("token_embd.weight", "?")
+    out = types.get("output.weight", "tied")
+    return "bits per layer: " + "\n                ".join(rows) + f"\nembedding {emb}, output {out}"
+
+
+class PlannerApp(App):
+    TITLE = "planner wizard"
+    CSS = """
+    TabPane { padding: 0 1; }
+    Input { width: 1fr; }
+    .row { height: auto; }
+    .row Label { width: 18; padding: 1 0 0 0; }
+    #plan-body, #export-text, #verify-out, #hw-text, #model-info { height: auto; }
+    DataTable { height: 10; }
+    #alts { height: 7; }
+    """
+    BINDINGS = [Binding(f"f{i + 1}", f"tab('{t}')", t.capitalize()) for i, t in enumerate(TABS)] + [
+        Binding("ctrl+s", "save", "Save export"), Binding("ctrl+q", "quit", "Quit")]
+
+    def __init__(self, model: str | None = None, target: str = "auto") -> None:
+        super().__init__()
+        self.model_name, self.target = model, target
+        self.spec = None
+        self.hw = None
+        self.result = None
+        self.choice = None  # the PlanOption shown
+
+    # ---- layout ----
+    def compose(self) -> ComposeResult:
+        from planner.profile.targets import list_targets
+        yield Header()
+        with TabbedContent(initial="hardware", id="tabs"):
+            with TabPane("1 Hardware", id="hardware"), VerticalScroll():
+                yield Select([("this machine (detected)", "auto")] + [(f"{n}: {t}", n) for n, t in list_targets()],
+                             value=self.target, allow_blank=False, id="target")
+                with Horizontal(classes="row"):
+                    yield Label("VRAM GiB per GPU")
+                    yield Input(placeholder="as detected / as in the profile (e.g. 24 or 24,12)", id="vram")
+                with Horizontal(classes="row"):
+                    yield Label("RAM GiB")
+                    yield Input(placeholder="as detected / as in the profile", id="ram")
+                yield Static(id="hw-text")
+            with TabPane("2 Model", id="model"), VerticalScroll():
+                yield Input(placeholder="search the catalog (llama 70b, qwen coder...) or a .gguf path, "
+                                        "HF repo, Ollama name + Enter", id="model-q")
+                yield DataTable(id="models", cursor_type="row")
+                yield Static(id="model-info")
+            with TabPane("3 Goal", id="goal"), VerticalScroll():
+                yield Select([(g, g) for g in ("balanced", "quality", "speed", "context")], value="balanced",
+                             allow_blank=False, id="goal-sel")
+                with Horizontal(classes="row"):
+                    yield Label("context tokens")
+                    yield Input(placeholder="free (the optimizer picks)", id="ctx", type="integer")
+                with Horizontal(classes="row"):
+                    yield Label("min tok/s")
+                    yield Input(placeholder="none", id="min-tps", type="number")
+            with TabPane("4 Plan", id="plan"), VerticalScroll():
+                yield Static("pick a model (F2)", id="plan-body")
+                yield DataTable(id="alts", cursor_type="row")
+            with TabPane("5 Export", id="export"), VerticalScroll():
+                yield Select([(k, k) for k in EXPORTS], value="llama-server", allow_blank=False, id="kind")
+                yield Static(id="export-text")
+                with Horizontal(classes="row"):
+                    yield Input(placeholder="file to write", id="path")
+                    yield Checkbox("overwrite", id="force")
+                with Horizontal(classes="row"):
+                    yield Button("Save", id="save", variant="primary")
+                    yield Button("Copy", id="copy")
+            with TabPane("6 Verify", id="verify"), VerticalScroll():
+                yield Input(placeholder="source F16/BF16 GGUF (blank: a shape twin, memory and speed only)", id="source")
+                yield Button("Run verify", id="run-verify", variant="primary")
+                yield ProgressBar(total=100, id="progress", show_eta=False)
+                yield Static(id="verify-out")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        t = self.query_one("#models", DataTable)
+        t.add_columns("model", "params", "arch", "context", "use")
+        self._fill_models("")
+        self.load_hardware()
+        if self.model_name:
+            self.load_model(self.model_name)
+
+    # ---- helpers ----
+    FOCUS = {"hardware": "#target", "model": "#model-q", "goal": "#goal-sel", "plan": "#alts", "export": "#kind",
+             "verify": "#source"}
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+        self.query_one(self.FOCUS[tab]).focus()
+
+    def _error(self, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, PlannerError) else f"{type(exc).__name__}: {exc}"
+        self.notify(msg, severity="error", timeout=8)
+
+    def _fill_models(self, q: str) -> None:
+        from planner.model.catalog import search, spec_for
+        t = self.query_one("#models", DataTable)
+        t.clear()
+        for e in search(q or None)[:40]:
+            s = spec_for(e.id)
+            t.add_row(e.id, f"{s.n_params / 1e9:.1f}B", s.architecture, f"{s.n_ctx_train:,}", ", ".join(e.use[:2]),
+                      key=e.id)
+
+    # ---- hardware ----
+    @work(thread=True, exclusive=True, group="hw")
+    def load_hardware(self) -> None:
+        from planner.cli.format import profile_text
+        from planner.profile.targets import resolve_target
+        try:
+            vram = self.query_one("#vram", Input).value.strip() or None
+            ram = self.query_one("#ram", Input).value.strip()
+            hw = resolve_target(self.target, vram_gib=vram, ram_gib=float(ram) if ram else None)
+            if self.target == "auto" and not (vram or ram):
+                from planner.verify.calibration import calibrated
+                hw = calibrated(hw)
+        except (PlannerError, ValueError) as exc:
+            self.call_from_thread(self._error, exc)
+            return
+        self.hw = hw
+        self.call_from_thread(self.query_one("#hw-text", Static).update, profile_text(hw))
+        self.call_from_thread(self.replan)
+
+    @on(Select.Changed, "#target")
+    def _target(self, ev: Select.Changed) -> None:
+        self.target = str(ev.value)
+        self.load_hardware()
+
+    @on(Input.Submitted, "#vram")
+    @on(Input.Submitted, "#ram")
+    def _hw_override(self) -> None:
+        self.load_hardware()
+
+    # ---- model ----
+    @on(Input.Changed, "#model-q")
+    def _search(self, ev: Input.Changed) -> None:
+        self._fill_models(ev.value.strip())
+
+    @on(Input.Submitted, "#model-q")
+    def _model_entered(self, ev: Input.Submitted) -> None:
+        t = self.query_one("#models", DataTable)
+        name = ev.value.strip()
+        if t.row_count and not (os.path.sep in name or name.endswith(".gguf")):
+            name = str(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
+        if name:
+            self.load_model(name)
+
+    @on(DataTable.RowSelected, "#models")
+    def _model_row(self, ev: DataTable.RowSelected) -> None:
+        self.load_model(str(ev.row_key.value))
+
+    @work(thread=True, exclusive=True, group="model")
+    def load_model(self, name: str) -> None:
+        from planner.cli.format import model_text
+        from planner.model import load_model
+        try:
+            spec = load_model(name)
+        except Exception as exc:  # noqa: BLE001 - shown in the app
+            self.call_from_thread(self._error, exc)
+            return
+        self.spec = spec
+        self.call_from_thread(self.query_one("#model-info", Static).update, model_text(spec))
+        self.call_from_thread(self.replan)
+        self.call_from_thread(self.action_tab, "plan")
+
+    # ---- goal ----
+    @on(Select.Changed, "#goal-sel")
+    @on(Input.Changed, "#ctx")
+    @on(Input.Changed, "#min-tps")
+    def _goal(self) -> None:
+        self.replan()
+
+    def _request(self):
+        from planner.optimize import PlanRequest
+        ctx = self.query_one("#ctx", Input).value.strip()
+        tps = self.query_one("#min-tps", Input).value.strip()
+        return PlanRequest(goal=str(self.query_one("#goal-sel", Select).value),
+                           n_ctx=int(ctx) if ctx.isdigit() and int(ctx) >= 256 else None,
+                           min_tps=float(tps) if tps.replace(".", "", 1).isdigit() else None)
+
+    # ---- plan ----
+    def replan(self) -> None:
+        if self.spec is not None and self.hw is not None:
+            self._plan_worker(self._request())
+
+    @work(thread=True, exclusive=True, group="plan")
+    def _plan_worker(self, req) -> None:
+        from planner.optimize import make_plan
+        try:
+            res = make_plan(self.spec, self.hw, req)
+        except Exception as exc:  # noqa: BLE001 - shown in the app
+            self.call_from_thread(self._error, exc)
+            return
+        self.call_from_thread(self._show_plan, res)
+
+    def _show_plan(self, res) -> None:
+        self.result = res
+        body = self.query_one("#plan-body", Static)
+        alts = self.query_one("#alts", DataTable)
+        alts.clear(columns=True)
+        if res.best is None:
+            self.choice = None
+            body.update(f"{self.spec.name} does not fit {self.hw.name}: {res.nearest}")
+            self._show_export()
+            return
+        alts.add_columns("option", "bits/w", "context", "tok/s", "KLD", "placement")
+        for i, o in enumerate([res.best, *res.alternatives]):
+            alts.add_row(o.label, f"{o.bits_per_weight:.2f}", f"{o.options.n_ctx:,}",
+                         f"{o.estimate.throughput.decode_tps:.1f}", f"{o.predicted_kld:.4f}", o.placement, key=str(i))
+        self._select(res.best)
+
+    def _select(self, opt) -> None:
+        self.choice = opt
+        e = opt.estimate
+        lines = [f"{self.spec.name} on {self.hw.name} — {opt.label}", opt.why, "",
+                 "memory   █ weights ▓ KV ▒ compute ░ overhead · free"]
+        lines += [memory_bar(d) for d in e.devices]
+        lines += ["", f"decode {e.throughput.decode_tps:.1f} tok/s   prefill {e.throughput.prefill_tps:.0f} tok/s   "
+                      f"context {opt.options.n_ctx:,}   predicted KLD {opt.predicted_kld:.4f}   "
+                      f"{'FITS' if e.fits else 'DOES NOT FIT'}", layer_map(self.spec, opt.types)]
+        self.query_one("#plan-body", Static).update("\n".join(lines))
+        self._show_export()
+
+    @on(DataTable.RowSelected, "#alts")
+    def _alt(self, ev: DataTable.RowSelected) -> None:
+        opts = [self.result.best, *self.result.alternatives]
+        self._select(opts[int(str(ev.row_key.value))])
+
+    # ---- export ----
+    def _export_text(self) -> str | None:
+        if self.choice is None:
+            return None
+        from planner.export import render
+        kind = str(self.query_one("#kind", Select).value)
+        path = f"{self.spec.name.split('/')[-1].removesuffix('.gguf')}-plan.gguf"
+        return render(kind, self.choice, self.spec, path, threads=self.hw.cpu.cores)
+
+    @on(Select.Changed, "#kind")
+    def _show_export(self) -> None:
+        text = self._export_text()
+        self.query_one("#export-text", Static).update(text if text is not None else "no plan yet")
+        if text is not None:
+            kind = str(self.query_one("#kind", Select).value)
+            ext = {"ollama": "Modelfile", "yaml": "plan.yaml", "json": "plan.json", "llama-cpp-python": "run.py"}
+            p = self.query_one("#path", Input)
+            if not p.value:
+                p.value = ext.get(kind, f"{kind}.sh")
+
+    def action_save(self) -> None:
+        from planner.cli.main import _write
+        text = self._export_text()
+        path = self.query_one("#path", Input).value.strip()
+        if text is None or not path:
+            self.notify("nothing to save: pick a model and a file name", severity="warning")
+            return
+        try:
+            _write(path, text, self.query_one("#force", Checkbox).value)
+        except PlannerError as exc:
+            self._error(exc)
+            return
+        self.notify(f"wrote {path}")
+
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#copy")
+    def _copy(self) -> None:
+        text = self._export_text()
+        if text:
+            self.copy_to_clipboard(text)
+            self.notify("copied to the clipboard (terminals with OSC 52)")
+
+    # ---- verify ----
+    @on(Button.Pressed, "#run-verify")
+    def _verify(self) -> None:
+        if self.choice is None:
+            self.notify("no plan to verify yet", severity="warning")
+            return
+        self.query_one("#verify-out", Static).update("running…")
+        self._verify_worker(self.query_one("#source", Input).value.strip() or None)
+
+    @work(thread=True, exclusive=True, group="verify")
+    def _verify_worker(self, source: str | None) -> None:
+        from planner.profile.targets import resolve_target
+        from planner.verify.run import report_text, verify
+        bar = self.query_one("#progress", ProgressBar)
+        steps = {"twin": (0, 40), "quantize": (0, 40), "load": (40, 80), "quality": (80, 100)}
+
+        def step(name: str, done: int, total: int, detail: str) -> None:
+            lo, hi = steps.get(name, (0, 100))
+            self.call_from_thread(bar.update, progress=lo + (hi - lo) * done / max(total, 1))
+
+        try:
+            rep = verify(self.spec, self.choice.types, self.choice.options, resolve_target("auto"), source=source,
+                         twin=source is None, margin=self.choice.estimate.margin, pp=128, tg=32, reps=1, step=step)
+            text = report_text(rep)
+        except Exception as exc:  # noqa: BLE001 - shown in the app
+            self.call_from_thread(self._error, exc)
+            text = f"verify failed: {exc}"
+        self.call_from_thread(bar.update, progress=100)
+        self.call_from_thread(self.query_one("#verify-out", Static).update, text)
+
+
+def run(model: str | None = None, target: str = "auto") -> int:
+    PlannerApp(model, target).run()
+    return 0

@@ -1,0 +1,81 @@
+"""The wizard driven by textual's pilot: keys in, screen text out."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.tui.app import PlannerApp
+
+
+async def _settle(app, pilot) -> None:
+    for _ in range(40):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        if not any(w.is_running for w in app.workers):
+            await pilot.pause()
+            return
+
+
+def _text(app, sel: str) -> str:
+    return str(app.query_one(sel).render())
+
+
+@pytest.mark.asyncio
+async def test_whole_flow_search_plan_goal_export(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = PlannerApp(target="rtx4090")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(app, pilot)
+        assert "RTX 4090" in _text(app, "#hw-text")
+        await pilot.press("f2")  # the tab's first field takes the keys
+        await pilot.press(*"llama3.1-8b")
+        await pilot.press("enter")
+        await _settle(app, pilot)
+        body = _text(app, "#plan-body")
+        assert "llama3.1-8b on" in body and "FITS" in body and "tok/s" in body
+        assert "bits per layer:" in body and "█" in body
+        assert app.query_one("#alts").row_count >= 1
+        # a goal change re-plans at once
+        await pilot.press("f3", "tab")
+        await pilot.press(*"32768")
+        await _settle(app, pilot)
+        assert "context 32,768" in _text(app, "#plan-body")
+        # export: preview and save, never a silent overwrite
+        await pilot.press("f5")
+        await _settle(app, pilot)
+        assert "llama-server -m" in _text(app, "#export-text") and "-c 32768" in _text(app, "#export-text")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert (tmp_path / "llama-server.sh").read_text().startswith("llama-server")
+        (tmp_path / "llama-server.sh").write_text("mine")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert (tmp_path / "llama-server.sh").read_text() == "mine"
+
+
+@pytest.mark.asyncio
+async def test_bad_model_is_a_message_and_too_big_says_what_fits():
+    app = PlannerApp(target="rtx4090")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(app, pilot)
+        app.query_one("#model-q").focus()
+        await pilot.press(*"/nope/missing.gguf", "enter")
+        await _settle(app, pilot)
+        assert any("missing.gguf" in n.message for n in app._notifications)
+        app.load_model("llama3.1-405b")
+        await _settle(app, pilot)
+        assert "does not fit" in _text(app, "#plan-body")
+
+
+@pytest.mark.asyncio
+async def test_verify_tab_runs_a_twin(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))
+    app = PlannerApp(model="smollm2-135m", target="auto")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await _settle(app, pilot)
+        assert app.choice is not None
+        await pilot.press("f6")
+        await pilot.click("#run-verify")
+        await _settle(app, pilot)
+        out = _text(app, "#verify-out")
+        assert "verify smollm2-135m" in out and "decode tok/s" in out, out
