@@ -92,8 +92,8 @@ def rows() -> list[dict]:
                                            flags=["avx", "avx2", "fma", "f16c"]),
                                ram=RAM(total_bytes=24 << 30, bandwidth_gbps=r["ram_copy_gbps"],
                                        bandwidth_source="measured: single-thread 64 MiB copy test"))
-        from planner.estimate.throughput import throughput
         from planner.estimate.placement import CPU
+        from planner.estimate.throughput import throughput
         n_params = r.get("n_params")
         spec = load_model("llama3.2-1b") if "1B" in r["case"] else (load_gguf(smol[0]) if smol else None)
         if spec is None:

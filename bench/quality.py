@@ -123,7 +123,7 @@ def main() -> int:
         k0 = priors()["measured"]["kld_per_rel_error"]
         xs = [r["stock_pred"] / k0 for r in rows] + [r["ours_pred"] / k0 for r in rows]
         ys = [r["stock"]["kld"] for r in rows] + [r["ours"]["kld"] for r in rows]
-        k = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
+        k = sum(x * y for x, y in zip(xs, ys, strict=True)) / sum(x * x for x in xs)
         print(f"fit: kld_per_rel_error = {k:.3f} (least squares through 0 over {len(xs)} files)")
     ok = all(r["gain"] >= GOAL and r["ours_bytes"] <= r["stock_bytes"] for r in rows)
     lines = [f"{'ftype':8s} {'bytes':>12s} {'stock KLD':>10s} {'ours bytes':>12s} {'ours KLD':>10s} {'gain':>7s}"]

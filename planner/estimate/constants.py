@@ -8,10 +8,13 @@ from typing import Any
 
 import yaml
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
+
 
 @cache
 def backends() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("planner.data").joinpath("backends.yaml").read_text(encoding="utf-8"))
+    text = resources.files("planner.data").joinpath("backends.yaml").read_text(encoding="utf-8")
+    return yaml.load(text, Loader=_LOADER)
 
 
 def backend(name: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from planner.errors import InvalidOptionError
 
 
+@cache
 def ggml_type(name: str) -> GGMLQuantizationType:
     try:
         return GGMLQuantizationType[name.upper()]
@@ -17,6 +18,7 @@ def ggml_type(name: str) -> GGMLQuantizationType:
                                  + ", ".join(t.name for t in GGMLQuantizationType)) from None
 
 
+@cache
 def block_size(name: str) -> int:
     return GGML_QUANT_SIZES[ggml_type(name)][0]
 

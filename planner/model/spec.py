@@ -20,7 +20,7 @@ class TensorSpec(BaseModel):
     shape: list[int]
     type: str | None = Field(None, description="ggml type name (Q4_K, F16...), None = not decided")
 
-    @property
+    @cached_property
     def n_elements(self) -> int:
         return math.prod(self.shape)
 
@@ -116,5 +116,9 @@ class ModelSpec(BaseModel):
 
     def with_types(self, types: dict[str, str]) -> ModelSpec:
         """A copy whose tensors carry the given ggml types (names not in `types` keep theirs)."""
-        tensors = [t.model_copy(update={"type": types.get(t.name, t.type)}) for t in self.tensors]
+        # model_construct: the fields are already validated; a 70B has 724 tensors and the
+        # optimizer re-types them for every candidate plan
+        tensors = [t if types.get(t.name, t.type) == t.type
+                   else TensorSpec.model_construct(name=t.name, shape=t.shape, type=types[t.name])
+                   for t in self.tensors]
         return self.model_copy(update={"tensors": tensors})

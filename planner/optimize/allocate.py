@@ -72,7 +72,7 @@ def allocate(tensors: list[TensorSpec], budget_bytes: int, n_layers: int, tied: 
                 for g in groups]
 
     def used(choice: list[int]) -> int:
-        return sum(g.options[i][0] * len(g.names) for g, i in zip(groups, choice))
+        return sum(g.options[i][0] * len(g.names) for g, i in zip(groups, choice, strict=True))
 
     best = pick(0.0)
     if used(best) > budget_bytes:
@@ -89,7 +89,7 @@ def allocate(tensors: list[TensorSpec], budget_bytes: int, n_layers: int, tied: 
     # per-tensor state, then greedy exchange with the bytes left
     level = {}
     group_of = {}
-    for g, i in zip(groups, best):
+    for g, i in zip(groups, best, strict=True):
         for n in g.names:
             level[n], group_of[n] = i, g
     left = budget_bytes - used(best)

@@ -57,6 +57,8 @@ def _placements(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
     out = ["gpu"] if gpu_only else ["gpu", "partial"]
     if model.moe and req.n_cpu_moe is None:
         out.append("moe-cpu")
+        if not gpu_only:
+            out.append("moe-partial")  # --n-cpu-moe N: the GPU keeps attention and as many experts as fit
     return out
 
 
@@ -91,8 +93,39 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
 
 
 def _fit_ngl(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float):
-    """Largest -ngl whose estimate fits (binary search; fits is monotone in practice)."""
-    lo, hi, best = 0, model.n_layers + 1, None
+    """Largest -ngl whose estimate fits. One GPU: interpolate on its memory per layer (3-4
+    estimates instead of ~7); several GPUs or anything odd: binary search."""
+    n = model.n_layers + 1
+
+    def at(g: int):
+        o = opts.model_copy(update={"n_gpu_layers": g})
+        return o, estimate(model, hw, o, margin=margin)
+
+    if len(hw.gpus) == 1:
+        o_hi, e_hi = at(n)
+        if e_hi.fits:
+            return n, o_hi, e_hi
+        o_lo, e_lo = at(0)
+        cap = e_lo.devices[0].capacity_bytes * (1 - margin)
+        u0, u1 = e_lo.devices[0].memory.total_bytes, e_hi.devices[0].memory.total_bytes
+        if u1 > u0:
+            per = (u1 - u0) / n
+            g = max(0, min(n - 1, int((cap - u0) / per)))
+            seen: dict[int, tuple] = {0: (o_lo, e_lo), n: (o_hi, e_hi)}
+            for _ in range(8):
+                o, e = seen[g] if g in seen else at(g)
+                seen[g] = (o, e)
+                if e.fits:
+                    o2, e2 = seen[g + 1] if g + 1 in seen else at(g + 1)
+                    seen[g + 1] = (o2, e2)
+                    if not e2.fits:
+                        return g, o, e
+                    g += 1
+                elif e.devices[0].memory.total_bytes > cap and g > 0:
+                    g = max(0, g - max(1, int((e.devices[0].memory.total_bytes - cap) / per + 0.999)))
+                else:
+                    break  # the host does not fit at g: fall back to the search below
+    lo, hi, best = 0, n, None
     while lo <= hi:
         mid = (lo + hi) // 2
         o = opts.model_copy(update={"n_gpu_layers": mid})
@@ -104,11 +137,28 @@ def _fit_ngl(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin
     return best
 
 
+def _fit_ncmoe(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float):
+    """Smallest --n-cpu-moe (experts of the first N layers in RAM, all else on the GPU) that fits:
+    fewer experts in RAM is faster, so the first N that fits is the one (binary search)."""
+    lo, hi, best = 1, model.n_layers, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        o = opts.model_copy(update={"n_cpu_moe": mid, "cpu_moe": False, "n_gpu_layers": -1})
+        e = estimate(model, hw, o, margin=margin)
+        if e.fits:
+            best, hi = (mid, o, e), mid - 1
+        else:
+            lo = mid + 1
+    return best
+
+
 def _describe(model: ModelSpec, placement: str, e, bpw: float, kld: float, opts: RuntimeOptions) -> str:
     gpu_layers = sum(d.n_layers for d in e.devices if d.kind == "gpu")
     where = {"gpu": f"all {model.n_layers} layers on the GPU",
              "moe-cpu": "attention and shared weights on the GPU, experts in RAM",
              "partial": f"{gpu_layers} of {model.n_layers} layers on the GPU, the rest on the CPU",
+             "moe-partial": f"all on the GPU but the experts of {opts.n_cpu_moe} of {model.n_layers} layers "
+                            "(in RAM, --n-cpu-moe)",
              "pinned": f"{gpu_layers} of {model.n_layers} layers on the GPU (pinned)",
              "cpu": "CPU only"}[placement]
     kv = "" if opts.cache_type_k == "f16" else f", {opts.cache_type_k} KV cache"
@@ -127,11 +177,12 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
             if ctk != "f16" and ctx < 16384 and len(kv_list) > 1:
                 continue  # a quantized cache only pays at long context
             for placement in _placements(model, hw, req, gpu_only):
-                ngl = {"gpu": -1, "moe-cpu": -1, "partial": 0, "cpu": 0}.get(placement, req.n_gpu_layers)
+                ngl = {"gpu": -1, "moe-cpu": -1, "moe-partial": -1, "partial": 0, "cpu": 0}.get(placement,
+                                                                                                req.n_gpu_layers)
                 o = _opts(req, n_ctx=ctx, cache_type_k=ctk, cache_type_v=ctv, n_gpu_layers=ngl,
-                          cpu_moe=placement == "moe-cpu")
+                          cpu_moe=placement in ("moe-cpu", "moe-partial"))
                 e0 = estimate(ref, hw, o, margin=req.margin, depth=req.depth)
-                if placement == "partial":
+                if placement in ("partial", "moe-partial"):
                     e_full = estimate(ref, hw, o.model_copy(update={"n_gpu_layers": -1}), margin=req.margin, depth=req.depth)
                     avail = _avail(e_full, req.margin)[:-1] + [_avail(e0, req.margin)[-1]]
                 else:
@@ -146,12 +197,16 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                         types = None
                         for shrink in (1.0, 0.97, 0.93):
                             a = [int(x * shrink) for x in avail]
-                            types = _allocate_for(model, "pinned" if placement == "pinned" else placement, a,
-                                                  cap_bytes, req)
+                            types = _allocate_for(model, "partial" if placement == "moe-partial" else placement,
+                                                  a, cap_bytes, req)
                             if types is None:
                                 break
                             m = model.with_types(types)
-                            if placement in ("partial", "pinned") or estimate(m, hw, o, margin=req.margin, depth=req.depth).fits:
+                            if placement == "moe-partial":
+                                f = _fit_ncmoe(m, hw, o, req.margin)
+                                if f and f[0] < model.n_layers:
+                                    break  # else: fewer bytes, so that some experts fit on the GPU
+                            elif placement in ("partial", "pinned") or estimate(m, hw, o, margin=req.margin, depth=req.depth).fits:
                                 break
                         if types is None:
                             continue
@@ -160,6 +215,11 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                         found = _fit_ngl(m, hw, o, req.margin)
                         if not found or found[0] == 0 or found[0] > model.n_layers:
                             continue
+                        _, oo, e = found
+                    elif placement == "moe-partial":
+                        found = _fit_ncmoe(m, hw, o, req.margin)
+                        if not found or found[0] >= model.n_layers:
+                            continue  # all experts in RAM: that is moe-cpu
                         _, oo, e = found
                     else:
                         oo, e = o, estimate(m, hw, o, margin=req.margin, depth=req.depth)

@@ -6,7 +6,10 @@ from functools import cache
 from importlib import resources
 
 import yaml
+
 from pydantic import BaseModel
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 
 
 class GPUSpec(BaseModel):
@@ -21,7 +24,7 @@ class GPUSpec(BaseModel):
 @cache
 def gpu_specs() -> tuple[GPUSpec, ...]:
     text = resources.files("planner.data").joinpath("gpus.yaml").read_text(encoding="utf-8")
-    return tuple(GPUSpec(**g) for g in yaml.safe_load(text)["gpus"])
+    return tuple(GPUSpec(**g) for g in yaml.load(text, Loader=_LOADER)["gpus"])
 
 
 def lookup_gpu_spec(name: str) -> GPUSpec | None:

@@ -14,6 +14,8 @@ from planner.errors import TargetNotFoundError
 from planner.profile.gpu_specs import lookup_gpu_spec
 from planner.profile.hardware import CPU, GPU, RAM, HardwareProfile
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
+
 GiB = 1024**3
 MiB = 1024**2
 
@@ -35,7 +37,7 @@ def _raw_profiles() -> dict[str, dict[str, Any]]:
     out = {}
     for entry in _profile_dir().iterdir():
         if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text(encoding="utf-8"))
+            data = yaml.load(entry.read_text(encoding="utf-8"), Loader=_LOADER)
             out[data["name"]] = data
     return out
 
@@ -100,7 +102,7 @@ def load_target(name_or_path: str) -> HardwareProfile:
         if not path.is_file():
             raise TargetNotFoundError(f"target file {name_or_path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
         except (OSError, yaml.YAMLError) as exc:
             raise TargetNotFoundError(f"cannot read target file {name_or_path}: {exc}") from None
         if not isinstance(data, dict):

@@ -35,10 +35,18 @@ def test_llama_70b_on_m3_max_uses_high_precision_within_the_gpu_share():
 
 
 def test_moe_on_a_small_gpu_keeps_experts_in_ram():
+    """Attention and shared weights on the GPU, experts in RAM: all of them (--cpu-moe), or those
+    of the first N layers (--n-cpu-moe N) when the GPU has room for some."""
+    from planner.export import render
     for name, target in (("qwen3-30b-a3b", "rtx4060"), ("gpt-oss-120b", "rtx4090")):
-        b = make_plan(load_model(name), load_target(target), PlanRequest()).best
-        assert b.placement == "moe-cpu", (name, b.why)
-        assert b.options.cpu_moe and b.estimate.devices[0].memory.weights_bytes < 6 * 2**30
+        m = load_model(name)
+        b = make_plan(m, load_target(target), PlanRequest()).best
+        assert b.placement in ("moe-cpu", "moe-partial"), (name, b.why)
+        assert b.options.n_gpu_layers == -1 and (b.options.cpu_moe or 0 < b.options.n_cpu_moe < m.n_layers)
+        gpu = b.estimate.devices[0]
+        assert gpu.n_layers == m.n_layers and gpu.memory.total_bytes <= gpu.capacity_bytes * 0.95
+        line = render("llama-server", b, m, "x.gguf")
+        assert "--cpu-moe" in line or f"--n-cpu-moe {b.options.n_cpu_moe}" in line
 
 
 def test_nothing_fits_says_how_much_is_missing():
