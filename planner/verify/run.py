@@ -227,6 +227,10 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
     e = estimate(typed, hw_cal, opts, margin=margin, depth=depth)
     rep = VerifyReport(model=model.name, machine=hw.name, mode="twin" if twin else "quantized",
                        predicted=_predicted(e), margin=margin)
+    if hw.gpus and (opts.override_tensor or opts.n_cpu_moe or opts.cpu_moe):
+        rep.notes.append("llama-cpp-python cannot apply -ot/--n-cpu-moe/--cpu-moe (no tensor buffer overrides in "
+                         "its API): the load keeps those tensors with their layers, so GPU figures differ from "
+                         "the plan's placement")
     if hw_cal.calibration:
         rep.notes.append(f"predicted with this machine's calibration ({hw_cal.calibration.runs} earlier run(s))")
     workdir = None

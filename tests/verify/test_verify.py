@@ -195,3 +195,36 @@ def test_measured_errors_make_a_mix_that_beats_stock_q4_k_m(base, cache, tmp_pat
         r = run_probe(dict(mode="logits", model=p, text=TEXT, base=npy), timeout_s=600)
         kld[name] = r["kld"]
     assert kld["ours"] < 0.8 * kld["stock"], kld
+
+
+def test_an_importance_matrix_changes_the_quantization(base, tmp_path):
+    """A GGUF imatrix (llama-imatrix's layout: <tensor>.in_sum2 and <tensor>.counts) reaches
+    ggml's quantizer: the same plan quantizes to other bytes, and IQ2 types become possible."""
+    from gguf import GGUFWriter
+
+    from planner.verify.quantize import load_imatrix
+    m = load_gguf(base)
+    path = tmp_path / "imatrix.gguf"
+    w = GGUFWriter(str(path), "imatrix")
+    rng = np.random.default_rng(0)
+    for t in m.tensors:
+        if t.layer is not None and len(t.shape) == 2:
+            w.add_tensor(f"{t.name}.in_sum2", (rng.random(t.shape[0]) * 50 + 1).astype(np.float32))
+            w.add_tensor(f"{t.name}.counts", np.array([10.0], dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    im = load_imatrix(str(path))
+    assert len(im["blk.0.ffn_down.weight"]) == 1536 and min(im["blk.0.ffn_down.weight"]) >= 0.1
+    types = ftype_tensor_types(m, "Q4_K_M")
+    types.update({t.name: "IQ2_XS" for t in m.tensors if t.role == "ffn_down"})
+    a, b = tmp_path / "with.gguf", tmp_path / "plain.gguf"
+    quantize(base, str(a), m, types, imatrix=str(path))
+    quantize(base, str(b), m, ftype_tensor_types(m, "Q4_K_M"), imatrix=str(path))
+    c = tmp_path / "noim.gguf"
+    quantize(base, str(c), m, ftype_tensor_types(m, "Q4_K_M"))
+    assert load_gguf(str(a)).tensor("blk.3.ffn_down.weight").type == "IQ2_XS"
+    assert b.stat().st_size == c.stat().st_size and b.read_bytes() != c.read_bytes()
+    with pytest.raises(PlannerError, match="not a GGUF imatrix|no imatrix entries"):
+        load_imatrix(base)
