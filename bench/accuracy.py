@@ -16,6 +16,8 @@ import sys
 from planner.estimate import RuntimeOptions, estimate
 from planner.estimate.compute import compute_buffers
 from planner.estimate.memory import kv_cells
+from planner.estimate.placement import CPU
+from planner.estimate.throughput import throughput
 from planner.model import load_gguf, load_model
 from planner.profile.hardware import CPU as CPUSpec
 from planner.profile.hardware import RAM, HardwareProfile
@@ -92,9 +94,6 @@ def rows() -> list[dict]:
                                            flags=["avx", "avx2", "fma", "f16c"]),
                                ram=RAM(total_bytes=24 << 30, bandwidth_gbps=r["ram_copy_gbps"],
                                        bandwidth_source="measured: single-thread 64 MiB copy test"))
-        from planner.estimate.placement import CPU
-        from planner.estimate.throughput import throughput
-        n_params = r.get("n_params")
         spec = load_model("llama3.2-1b") if "1B" in r["case"] else (load_gguf(smol[0]) if smol else None)
         if spec is None:
             continue
@@ -102,7 +101,6 @@ def rows() -> list[dict]:
         case = f"CPU {r['case']} (2 cores, copy test {r['ram_copy_gbps']} GB/s)"
         out.append(dict(case=case, part="decode tok/s", meas=r["tg_tps"], est=t.decode_tps, goal="15%"))
         out.append(dict(case=case, part="prefill tok/s", meas=r["pp_tps"], est=t.prefill_tps, goal="25%"))
-        del n_params
     for r in out:
         err = r["est"] - r["meas"]
         rel = err / r["meas"] if r["meas"] else 0.0

@@ -78,8 +78,17 @@ def plan_model(model: str | ModelSpec, target: str | HardwareProfile = "auto", r
     On this machine (target auto) what `plan verify` measured here calibrates the estimate."""
     from planner.optimize import PlanRequest, make_plan
     spec = load_model(model) if isinstance(model, str) else model
-    hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus) if isinstance(target, str) else target
+    hw = resolve_hardware(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus, calibrate=calibrate) \
+        if isinstance(target, str) else target
+    return spec, hw, make_plan(spec, hw, request or PlanRequest())
+
+
+def resolve_hardware(target: str = "auto", *, vram_gib: str | None = None, ram_gib: float | None = None,
+                     gpus: str | None = None, calibrate: bool = True) -> HardwareProfile:
+    """resolve_target, plus this machine's calibration (from `plan verify` runs) when the target
+    is this machine as detected: overrides describe another box, so they get none."""
+    hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus)
     if calibrate and target == "auto" and not (vram_gib or ram_gib or gpus):
         from planner.verify.calibration import calibrated
         hw = calibrated(hw)
-    return spec, hw, make_plan(spec, hw, request or PlanRequest())
+    return hw

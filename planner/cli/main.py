@@ -210,8 +210,6 @@ def cmd_plan(a: argparse.Namespace) -> int:
         print("\n  alternatives:")
         for o in res.alternatives:
             print(f"    {o.label:15s} {o.why}")
-    basis = ("per-tensor errors measured on this file's weights" if req.tensor_errors
-             else "priors (planner/data/quality.yaml)")
     print(f"\n  predicted KLD uses {basis}; files: --emit "
           "llama-quantize|llama-server|ollama|llama-cpp-python|yaml|json [-o FILE]")
     return 0

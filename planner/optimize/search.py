@@ -69,27 +69,30 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
     host_avail = avail[-1]
     emb = [t for t in model.tensors if t.name == "token_embd.weight"]
     rest = [t for t in model.tensors if t.name != "token_embd.weight"]
+
+    def alloc(tensors: list, budget: int) -> dict[str, str] | None:
+        return allocate(tensors, budget, n, tied, req.imatrix, req.tensor_errors)
+
     if placement == "cpu":
-        return allocate(model.tensors, min(host_avail, cap_bytes or host_avail), n, tied, req.imatrix, req.tensor_errors)
+        return alloc(model.tensors, min(host_avail, cap_bytes or host_avail))
     if placement == "moe-cpu":
         experts = [t for t in rest if "_exps" in t.name]
         dense = [t for t in rest if "_exps" not in t.name]
-        a = allocate(dense + (emb if tied else []), gpu_avail, n, tied, req.imatrix, req.tensor_errors)
+        a = alloc(dense + (emb if tied else []), gpu_avail)
         host_pool = experts + ([] if tied else emb)
         cap = None if cap_bytes is None else int(cap_bytes * sum(t.n_elements for t in host_pool) / model.n_params)
-        b = allocate(host_pool, min(host_avail, cap or host_avail), n, tied, req.imatrix, req.tensor_errors)
+        b = alloc(host_pool, min(host_avail, cap or host_avail))
         return None if a is None or b is None else {**a, **b}
     if placement == "gpu":
-        pool = rest + (emb if tied else [])
-        a = allocate(pool, min(gpu_avail, cap_bytes or gpu_avail), n, tied, req.imatrix, req.tensor_errors)
+        a = alloc(rest + (emb if tied else []), min(gpu_avail, cap_bytes or gpu_avail))
         if a is None:
             return None
         if not tied:
-            a.update(allocate(emb, host_avail, n, tied, req.imatrix, req.tensor_errors) or {"token_embd.weight": "Q4_K"})
+            a.update(alloc(emb, host_avail) or {"token_embd.weight": "Q4_K"})
         return a
-    # partial / pinned ngl: the whole model over VRAM + RAM, then as many layers on the GPU as fit
-    return allocate(model.tensors, min(gpu_avail + host_avail, cap_bytes or gpu_avail + host_avail), n, tied,
-                    req.imatrix, req.tensor_errors)
+    # partial / moe-partial / pinned ngl: the whole model over VRAM + RAM, then as many layers
+    # (or experts) on the GPU as fit
+    return alloc(model.tensors, min(gpu_avail + host_avail, cap_bytes or gpu_avail + host_avail))
 
 
 def _fit_ngl(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float):
@@ -191,20 +194,20 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                     continue
                 for cap in BPW_CAPS:
                     cap_bytes = None if cap is None else int(model.n_params * cap / 8)
+                    found = None  # moe-partial: the --n-cpu-moe fit, found while sizing the types
                     if req.quant:
                         types = ftype_tensor_types(model, req.quant, imatrix=req.imatrix)
                     else:
                         types = None
                         for shrink in (1.0, 0.97, 0.93):
                             a = [int(x * shrink) for x in avail]
-                            types = _allocate_for(model, "partial" if placement == "moe-partial" else placement,
-                                                  a, cap_bytes, req)
+                            types = _allocate_for(model, placement, a, cap_bytes, req)
                             if types is None:
                                 break
                             m = model.with_types(types)
                             if placement == "moe-partial":
-                                f = _fit_ncmoe(m, hw, o, req.margin)
-                                if f and f[0] < model.n_layers:
+                                found = _fit_ncmoe(m, hw, o, req.margin)
+                                if found and found[0] < model.n_layers:
                                     break  # else: fewer bytes, so that some experts fit on the GPU
                             elif placement in ("partial", "pinned") or estimate(m, hw, o, margin=req.margin, depth=req.depth).fits:
                                 break
@@ -217,7 +220,7 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                             continue
                         _, oo, e = found
                     elif placement == "moe-partial":
-                        found = _fit_ncmoe(m, hw, o, req.margin)
+                        found = found or _fit_ncmoe(m, hw, o, req.margin)
                         if not found or found[0] >= model.n_layers:
                             continue  # all experts in RAM: that is moe-cpu
                         _, oo, e = found

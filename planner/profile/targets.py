@@ -10,11 +10,10 @@ from typing import Any
 
 import yaml
 
+from planner.data import load_yaml
 from planner.errors import TargetNotFoundError
 from planner.profile.gpu_specs import lookup_gpu_spec
 from planner.profile.hardware import CPU, GPU, RAM, HardwareProfile
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 
 GiB = 1024**3
 MiB = 1024**2
@@ -37,7 +36,7 @@ def _raw_profiles() -> dict[str, dict[str, Any]]:
     out = {}
     for entry in _profile_dir().iterdir():
         if entry.name.endswith(".yaml"):
-            data = yaml.load(entry.read_text(encoding="utf-8"), Loader=_LOADER)
+            data = load_yaml(entry.read_text(encoding="utf-8"))
             out[data["name"]] = data
     return out
 
@@ -102,7 +101,7 @@ def load_target(name_or_path: str) -> HardwareProfile:
         if not path.is_file():
             raise TargetNotFoundError(f"target file {name_or_path} does not exist")
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+            data = load_yaml(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise TargetNotFoundError(f"cannot read target file {name_or_path}: {exc}") from None
         if not isinstance(data, dict):

@@ -165,15 +165,12 @@ class PlannerApp(App):
     # ---- hardware ----
     @work(thread=True, exclusive=True, group="hw")
     def load_hardware(self) -> None:
+        from planner.api import resolve_hardware
         from planner.cli.format import profile_text
-        from planner.profile.targets import resolve_target
         try:
             vram = self.query_one("#vram", Input).value.strip() or None
             ram = self.query_one("#ram", Input).value.strip()
-            hw = resolve_target(self.target, vram_gib=vram, ram_gib=float(ram) if ram else None)
-            if self.target == "auto" and not (vram or ram):
-                from planner.verify.calibration import calibrated
-                hw = calibrated(hw)
+            hw = resolve_hardware(self.target, vram_gib=vram, ram_gib=float(ram) if ram else None)
         except (PlannerError, ValueError) as exc:
             self.call_from_thread(self._error, exc)
             return

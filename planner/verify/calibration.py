@@ -27,6 +27,16 @@ def cache_dir() -> str:
     return d
 
 
+def cached_path(kind: str, source: str, suffix: str, *extra: object) -> str:
+    """Where a result derived from the file `source` is cached: keyed by its path, size and
+    mtime (a changed file is a new key) plus whatever else the result depends on."""
+    st = os.stat(source)
+    key = "|".join(str(x) for x in (os.path.abspath(source), st.st_size, int(st.st_mtime), *extra))
+    d = os.path.join(cache_dir(), kind)
+    os.makedirs(d, exist_ok=True)
+    return os.path.join(d, hashlib.sha256(key.encode()).hexdigest()[:16] + suffix)
+
+
 def fingerprint(hw: HardwareProfile) -> str:
     """CPU model and cores, RAM size, each GPU's name, VRAM and backend: what the ratios depend on."""
     parts = [hw.cpu.model, str(hw.cpu.cores), str(round(hw.ram.total_bytes / 2**30))]

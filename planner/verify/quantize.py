@@ -153,7 +153,7 @@ def quantize(src: str, dst: str, model: ModelSpec, types: dict[str, str], *, ima
         raise PlannerError(f"not enough disk space in {d}: the quantized model needs {need / 2**30:.2f} GiB, "
                            f"{free / 2**30:.2f} GiB free; pass another output path")
     tmp = dst + ".part"
-    cfg = dict(quantize_args(srcm if srcm.tensors else model, {**{t.name: t.type for t in srcm.tensors}, **types}),
+    cfg = dict(quantize_args(srcm, {**{t.name: t.type for t in srcm.tensors}, **types}),
                src=src, dst=tmp, nthread=nthread, imatrix=imatrix)
     if _ftype:  # a float ftype: no patterns (they only apply to quantized defaults)
         cfg.update(ftype=_ftype, patterns=[], token_embd=None, output=None)

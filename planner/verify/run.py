@@ -109,8 +109,12 @@ def _kv_int(name: str) -> int:
     return int(GGMLQuantizationType[name.upper()])
 
 
+def _ngl(o: RuntimeOptions) -> int:
+    return o.n_gpu_layers if o.n_gpu_layers >= 0 else 999  # llama.cpp's "all"
+
+
 def probe_config(path: str, o: RuntimeOptions, *, pp: int, tg: int, reps: int, depth: int) -> dict[str, Any]:
-    cfg: dict[str, Any] = dict(model=path, ngl=o.n_gpu_layers if o.n_gpu_layers >= 0 else 999, ctx=o.n_ctx * o.n_seq,
+    cfg: dict[str, Any] = dict(model=path, ngl=_ngl(o), ctx=o.n_ctx * o.n_seq,
                                n_batch=o.n_batch, n_ubatch=o.n_ubatch, fa=o.flash_attn, mmap=o.mmap,
                                ctk=_kv_int(o.cache_type_k), ctv=_kv_int(o.cache_type_v), swa_full=o.swa_full,
                                threads=o.threads, speed=bool(pp or tg), pp=pp, tg=tg, reps=reps, depth=depth)
@@ -166,19 +170,11 @@ def measured_devices(e: Estimate, r: dict[str, Any]) -> list[DeviceFigures]:
     return out
 
 
-def _source_key(path: str) -> str:
-    st = os.stat(path)
-    h = hashlib.sha256(f"{os.path.abspath(path)}|{st.st_size}|{int(st.st_mtime)}".encode())
-    with open(TEXT, "rb") as f:
-        h.update(f.read())
-    return h.hexdigest()[:16]
-
-
 def base_logprobs(source: str, step: Step | None = None) -> tuple[str, float]:
     """The source's log-probs over the shipped text, cached per source file: (npy path, PPL)."""
-    d = os.path.join(calibration.cache_dir(), "logits")
-    os.makedirs(d, exist_ok=True)
-    npy = os.path.join(d, _source_key(source) + ".npy")
+    with open(TEXT, "rb") as f:
+        text_hash = hashlib.sha256(f.read()).hexdigest()
+    npy = calibration.cached_path("logits", source, ".npy", text_hash)
     meta = npy[:-4] + ".json"
     if os.path.exists(npy) and os.path.exists(meta):
         with open(meta) as f:
@@ -273,8 +269,7 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
             npy, base_ppl = base_logprobs(source, step)
             if step:
                 step("quality", 0, 1, "KLD / PPL / top-1 against the source")
-            qr = run_probe(dict(mode="logits", model=out, text=TEXT, base=npy,
-                                ngl=probe_config(out, opts, pp=0, tg=0, reps=1, depth=0)["ngl"]), timeout_s=3600)
+            qr = run_probe(dict(mode="logits", model=out, text=TEXT, base=npy, ngl=_ngl(opts)), timeout_s=3600)
             if qr.get("ok"):
                 meas.kld, meas.ppl, meas.top1, meas.base_ppl = qr["kld"], qr["ppl"], qr["top1"], base_ppl
             else:

@@ -10,7 +10,6 @@ source file in the user's cache dir.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -38,21 +37,14 @@ def _rows(arr: np.ndarray, ggml_type: str, n_per_row: int, idx: np.ndarray) -> n
     return dequantize(sub, GGMLQuantizationType[ggml_type]).astype(np.float32).reshape(len(idx), n_per_row)
 
 
-def _key(path: str, imatrix: bool) -> str:
-    st = os.stat(path)
-    return hashlib.sha256(f"{os.path.abspath(path)}|{st.st_size}|{int(st.st_mtime)}|{imatrix}|v1".encode()).hexdigest()[:16]
-
-
 def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, cache: bool = True,
                    progress: Callable[[int, int, str], None] | None = None) -> ErrorTable:
     """{tensor name: {type: relative squared error}} for every quantizable tensor of `path`."""
     from gguf import GGUFReader
     cpath = None
     if cache:
-        from planner.verify.calibration import cache_dir
-        d = os.path.join(cache_dir(), "tensor-errors")
-        os.makedirs(d, exist_ok=True)
-        cpath = os.path.join(d, _key(path, imatrix) + ".json")
+        from planner.verify.calibration import cached_path
+        cpath = cached_path("tensor-errors", path, ".json", imatrix, "v1")
         if os.path.exists(cpath):
             with open(cpath) as f:
                 return json.load(f)

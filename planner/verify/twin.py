@@ -138,8 +138,7 @@ def write_twin(model: ModelSpec, path: str | os.PathLike, *, n_ctx_train: int | 
                     if key not in patterns:
                         patterns[key] = _row_pattern(ty, t.shape[0], rng)
                     pat = patterns[key]
-                    reps, rest = divmod(nb, len(pat))
-                    chunk = pat * max(1, min(reps, (64 << 20) // len(pat)))
+                    chunk = pat * max(1, min(nb // len(pat), (64 << 20) // len(pat)))  # <= 64 MiB writes
                     left = nb
                     while left >= len(chunk):
                         f.write(chunk)
