@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from planner.estimate.ggml_types import tensor_bytes
-from planner.estimate.memory import MiB, memory_breakdown
+from planner.estimate.memory import MiB, memory_breakdown, tensor_sizes
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU
-from planner.estimate.quant_mix import source_type
 from planner.estimate.result import DeviceEstimate, Estimate, MemoryParts
 from planner.estimate.throughput import throughput
 from planner.model.spec import ModelSpec
@@ -16,7 +14,8 @@ from planner.profile.hardware import HardwareProfile
 def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, margin: float = 0.05,
              depth: int | None = None) -> Estimate:
     opts.check()
-    b = memory_breakdown(model, hw, opts)
+    sizes = tensor_sizes(model)
+    b = memory_breakdown(model, hw, opts, sizes)
     devices = []
     for g, gpu in enumerate(hw.gpus):
         mem = MemoryParts(weights_bytes=b.weights.get(g, 0), kv_bytes=b.kv.get(g, 0),
@@ -46,6 +45,6 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
     notes = list(model.notes)
     if any(lay.attn == "swa" for lay in model.layers) and opts.swa_full:
         notes.append("--swa-full: sliding-window layers keep the whole context")
-    file_bytes = sum(tensor_bytes(t.type or source_type(t), t.shape) for t in model.tensors)
+    file_bytes = sum(sizes)
     return Estimate(model=model.name, devices=devices, throughput=thr, n_ctx=b.n_ctx, margin=margin,
                     fits=fits, weights_file_bytes=file_bytes, notes=notes)

@@ -82,41 +82,57 @@ def kv_layer_bytes(model: ModelSpec, il: int, cells: int, ctk: str, ctv: str) ->
     return k + v
 
 
-def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> Breakdown:
+def tensor_sizes(model: ModelSpec) -> list[int]:
+    """Bytes of each tensor at its type (the source type when none is set), in file order."""
+    return [tensor_bytes(t.type or source_type(t), t.shape) for t in model.tensors]
+
+
+def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions,
+                     sizes: list[int] | None = None) -> Breakdown:
+    """sizes: tensor_sizes(model), when the caller has it already."""
     n_gpus = len(hw.gpus)
     free = [g.usable_bytes for g in hw.gpus]
     devs = tensor_devices(model, n_gpus, opts, free)
     layer_dev, out_dev = layer_devices(model.n_layers, n_gpus, opts, free)
+    sizes = sizes if sizes is not None else tensor_sizes(model)
     # with a GPU, its host buffer type comes before the repack types in llama.cpp's CPU
     # buffer list (llama-model.cpp make_cpu_buft_list), so nothing is repacked
     rp = repack_types(hw.cpu.flags, hw.cpu.arch) if n_gpus == 0 else set()
     b = Breakdown()
-    # weights, in file order (for the mmap span)
+    weights, reads_of = b.weights, b.read_per_token
+    moe, tied = model.moe, model.tied_embeddings
+    # one pass in file order: weights per device, repacked copies, the mmap span, bytes read
+    # per token, and the host layers' weights a GPU stages for big batches (op offload)
     offset, span_lo, span_hi = 0, None, 0
-    for t in model.tensors:
-        ty = t.type or source_type(t)
-        nb = tensor_bytes(ty, t.shape)
+    staged_layer: dict[int, dict[str, int]] = {}
+    for t, nb in zip(model.tensors, sizes, strict=True):
         d = devs[t.name]
-        b.weights[d] = b.weights.get(d, 0) + nb
-        if d == CPU and ty in rp and len(t.shape) >= 2 and t.name != "token_embd.weight" and t.shape[1] % 8 == 0 \
-                and "ffn_gate_inp" not in t.name:
-            b.repack += nb
-        elif d == CPU and opts.mmap:
-            span_lo = offset if span_lo is None else span_lo
-            span_hi = offset + nb
-        if t.layer is not None or t.name in ("output.weight",) or (t.name == "token_embd.weight" and model.tied_embeddings):
+        weights[d] = weights.get(d, 0) + nb
+        il = t.layer
+        if d == CPU:
+            ty = t.type or source_type(t)
+            if ty in rp and len(t.shape) >= 2 and t.name != "token_embd.weight" and t.shape[1] % 8 == 0 \
+                    and "ffn_gate_inp" not in t.name:
+                b.repack += nb
+            elif opts.mmap:
+                span_lo = offset if span_lo is None else span_lo
+                span_hi = offset + nb
+            if n_gpus and il is not None and len(t.shape) >= 2:
+                kind = "attention" if t.role.startswith("attn") else "ffn"
+                per = staged_layer.setdefault(il, {"attention": 0, "ffn": 0})
+                per[kind] += nb
+        if il is not None or t.name == "output.weight" or (t.name == "token_embd.weight" and tied):
             reads = nb
-            if "_exps" in t.name and model.moe:
-                reads = nb * model.moe.n_expert_used // model.moe.n_expert
+            if moe and "_exps" in t.name:
+                reads = nb * moe.n_expert_used // moe.n_expert
             if t.name == "token_embd.weight":
-                reads = nb if model.tied_embeddings else 0
-                d = out_dev if model.tied_embeddings else d
-            b.read_per_token[d] = b.read_per_token.get(d, 0) + reads
-        offset = pad(offset + nb, GGUF_ALIGN)
+                d = out_dev  # tied: read as the output matrix
+            reads_of[d] = reads_of.get(d, 0) + reads
+        offset = (offset + nb + GGUF_ALIGN - 1) // GGUF_ALIGN * GGUF_ALIGN  # pad(), inline: hot loop
     dup = "output.weight (token_embd duplicated)"
     if dup in devs:
         emb = model.tensor("token_embd.weight")
-        b.weights[devs[dup]] = b.weights.get(devs[dup], 0) + tensor_bytes(emb.type or source_type(emb), emb.shape)
+        weights[devs[dup]] = weights.get(devs[dup], 0) + tensor_bytes(emb.type or source_type(emb), emb.shape)
     if opts.mmap and span_lo is not None:
         # llama.cpp maps the file span of host tensors (llama_model_loader::get_mapping_range)
         # and reports it whole, GPU and repacked tensors inside the span included. What must
@@ -138,7 +154,7 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     if n_gpus == 0:
         b.compute[CPU], _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, False)
     else:
-        staged = staged_host_weights(model, devs, out_dev)
+        staged = staged_host_weights(model, devs, out_dev, staged_layer)
         dev_buf, host_buf = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
                                             True, staged)
         copies = 4 if (n_gpus > 1 and CPU not in layer_dev and not opts.override_tensor and opts.n_cpu_moe == 0
@@ -161,9 +177,11 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     return b
 
 
-def staged_host_weights(model: ModelSpec, devs: dict[str, int], out_dev: int) -> dict[str, int]:
+def staged_host_weights(model: ModelSpec, devs: dict[str, int], out_dev: int,
+                        per_layer: dict[int, dict[str, int]]) -> dict[str, int]:
     """Host weights the GPU copies into its compute buffer per phase when it runs their ops.
 
+    per_layer: bytes of each host layer's attention and FFN weights (2D tensors).
     Checked on the H100 runs (bench/data): ngl 0 puts output.weight (Q6_K, 411 MiB) beside the
     logits: 258.5 + 411 = 669.5 MiB, measured 669.48; ngl 16 puts one host layer's attention
     weights beside the attention scores: 564 + 23.5 = 587.5, measured 585.0.
@@ -173,13 +191,6 @@ def staged_host_weights(model: ModelSpec, devs: dict[str, int], out_dev: int) ->
         name = "output.weight" if "output.weight" in devs else "token_embd.weight"
         t = model.tensor(name)
         staged["logits"] = tensor_bytes(t.type or source_type(t), t.shape)
-    per_layer: dict[int, dict[str, int]] = {}
-    for t in model.tensors:
-        if t.layer is None or devs[t.name] != CPU or len(t.shape) < 2:
-            continue
-        kind = "attention" if t.role.startswith("attn") else "ffn"
-        d = per_layer.setdefault(t.layer, {"attention": 0, "ffn": 0})
-        d[kind] += tensor_bytes(t.type or source_type(t), t.shape)
     for d in per_layer.values():
         for k, v in d.items():
             staged[k] = max(staged[k], v)

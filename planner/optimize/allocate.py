@@ -1,10 +1,11 @@
 """Per-tensor bit widths under a byte budget: a multiple-choice knapsack.
 
 Minimise sum(w_t * kld(type_t)) subject to sum(bytes_t) <= budget. Tensors of the same
-shape, candidates and weight form a group (a 70B has ~700 tensors but ~20 groups). A
-Lagrangian relaxation (bisection on the price of a byte, lambda) picks one type per group
-on each group's lower convex hull; a greedy exchange then spends what is left, one tensor
-at a time, on the best loss reduction per byte. Pure; no I/O.
+shape, candidates and weight form a group (a 70B has ~700 tensors but ~20 groups). The
+Lagrangian relaxation picks one type per group on each group's lower convex hull: sorting
+all hull steps by loss reduction per byte, it takes the longest prefix that fits (the same
+answer as bisecting on the price of a byte, without the 60 passes); a greedy exchange then
+spends what is left, one tensor at a time, on the best loss reduction per byte. Pure; no I/O.
 """
 
 from __future__ import annotations
@@ -58,56 +59,64 @@ def groups_of(tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: boo
     return out
 
 
+class Allocator:
+    """The groups of a tensor set, built once; solve() then answers any byte budget (the
+    optimizer asks the same tensors for many budgets)."""
+
+    def __init__(self, tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: bool = False,
+                 errors: dict[str, dict[str, float]] | None = None):
+        self.groups = groups_of(tensors, n_layers, tied, imatrix, errors)
+        self.min_bytes = sum(g.options[0][0] * len(g.names) for g in self.groups)
+        # every step up a group's hull, best loss reduction per byte first: the Lagrangian
+        # relaxation's solution for a budget is the longest prefix of this list that fits
+        steps = []
+        for gi, g in enumerate(self.groups):
+            for i in range(len(g.options) - 1):
+                db = g.options[i + 1][0] - g.options[i][0]
+                dl = g.options[i][1] - g.options[i + 1][1]
+                steps.append((-dl / max(db, 1), gi, i, db * len(g.names)))
+        self.steps = sorted(steps)
+
+    def solve(self, budget_bytes: int) -> dict[str, str] | None:
+        """Types within budget_bytes, lowest predicted loss; None if even the smallest types do not fit."""
+        groups = self.groups
+        left = budget_bytes - self.min_bytes
+        if left < 0:
+            return None
+        best = [0] * len(groups)
+        for _, gi, i, cost in self.steps:  # a group's steps come in order: its hull is convex
+            if cost > left:
+                break
+            best[gi] = i + 1
+            left -= cost
+        # per-tensor state, then greedy exchange with the bytes left
+        level = {}
+        group_of = {}
+        for g, i in zip(groups, best, strict=True):
+            for n in g.names:
+                level[n], group_of[n] = i, g
+        heap = []
+
+        def push(n: str) -> None:
+            g, i = group_of[n], level[n]
+            if i + 1 < len(g.options):
+                db = g.options[i + 1][0] - g.options[i][0]
+                dl = g.options[i][1] - g.options[i + 1][1]
+                heapq.heappush(heap, (-dl / max(db, 1), db, n))
+
+        for n in level:
+            push(n)
+        while heap:
+            _, db, n = heapq.heappop(heap)
+            if db <= left:
+                level[n] += 1
+                left -= db
+                push(n)
+        return {n: group_of[n].options[i][2] for n, i in level.items()}
+
+
 def allocate(tensors: list[TensorSpec], budget_bytes: int, n_layers: int, tied: bool,
              imatrix: bool = False, errors: dict[str, dict[str, float]] | None = None) -> dict[str, str] | None:
     """Types for `tensors` within budget_bytes, lowest predicted loss; None if even the
     smallest types do not fit."""
-    groups = groups_of(tensors, n_layers, tied, imatrix, errors)
-    min_bytes = sum(g.options[0][0] * len(g.names) for g in groups)
-    if min_bytes > budget_bytes:
-        return None
-
-    def pick(lam: float) -> list[int]:
-        return [min(range(len(g.options)), key=lambda i, g=g: g.options[i][1] + lam * g.options[i][0])
-                for g in groups]
-
-    def used(choice: list[int]) -> int:
-        return sum(g.options[i][0] * len(g.names) for g, i in zip(groups, choice, strict=True))
-
-    best = pick(0.0)
-    if used(best) > budget_bytes:
-        lo, hi = 0.0, 1.0
-        while used(pick(hi)) > budget_bytes:
-            hi *= 10
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            if used(pick(mid)) > budget_bytes:
-                lo = mid
-            else:
-                hi = mid
-        best = pick(hi)
-    # per-tensor state, then greedy exchange with the bytes left
-    level = {}
-    group_of = {}
-    for g, i in zip(groups, best, strict=True):
-        for n in g.names:
-            level[n], group_of[n] = i, g
-    left = budget_bytes - used(best)
-    heap = []
-
-    def push(n: str) -> None:
-        g, i = group_of[n], level[n]
-        if i + 1 < len(g.options):
-            db = g.options[i + 1][0] - g.options[i][0]
-            dl = g.options[i][1] - g.options[i + 1][1]
-            heapq.heappush(heap, (-dl / max(db, 1), db, n))
-
-    for n in level:
-        push(n)
-    while heap:
-        _, db, n = heapq.heappop(heap)
-        if db <= left:
-            level[n] += 1
-            left -= db
-            push(n)
-    return {n: group_of[n].options[i][2] for n, i in level.items()}
+    return Allocator(tensors, n_layers, tied, imatrix, errors).solve(budget_bytes)

@@ -13,7 +13,7 @@ import math
 
 from planner.estimate import RuntimeOptions, estimate, ftype_tensor_types
 from planner.model.spec import ModelSpec
-from planner.optimize.allocate import allocate
+from planner.optimize.allocate import Allocator
 from planner.optimize.plan import PlanOption, PlanRequest, PlanResult
 from planner.optimize.quality import bytes_of, predicted_kld
 from planner.profile.hardware import HardwareProfile
@@ -63,36 +63,44 @@ def _placements(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
 
 
 def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes: int | None,
-                  req: PlanRequest) -> dict[str, str] | None:
-    n, tied = model.n_layers, model.tied_embeddings
+                  req: PlanRequest, pools: dict[str, Allocator]) -> dict[str, str] | None:
+    """Types for a placement within the memory it leaves for weights. `pools` keeps the
+    allocator of each tensor set, built once per search."""
+    tied = model.tied_embeddings
     gpu_avail = sum(avail[:-1])
     host_avail = avail[-1]
-    emb = [t for t in model.tensors if t.name == "token_embd.weight"]
-    rest = [t for t in model.tensors if t.name != "token_embd.weight"]
 
-    def alloc(tensors: list, budget: int) -> dict[str, str] | None:
-        return allocate(tensors, budget, n, tied, req.imatrix, req.tensor_errors)
+    def alloc(pool: str, budget: int) -> dict[str, str] | None:
+        if pool not in pools:
+            emb = [t for t in model.tensors if t.name == "token_embd.weight"]
+            rest = [t for t in model.tensors if t.name != "token_embd.weight"]
+            tensors = {"all": model.tensors, "emb": emb, "rest": rest + (emb if tied else []),
+                       "dense": [t for t in rest if "_exps" not in t.name] + (emb if tied else []),
+                       "experts": [t for t in rest if "_exps" in t.name] + ([] if tied else emb)}[pool]
+            pools[pool] = Allocator(tensors, model.n_layers, tied, req.imatrix, req.tensor_errors)
+        return pools[pool].solve(budget)
 
     if placement == "cpu":
-        return alloc(model.tensors, min(host_avail, cap_bytes or host_avail))
+        return alloc("all", min(host_avail, cap_bytes or host_avail))
     if placement == "moe-cpu":
-        experts = [t for t in rest if "_exps" in t.name]
-        dense = [t for t in rest if "_exps" not in t.name]
-        a = alloc(dense + (emb if tied else []), gpu_avail)
-        host_pool = experts + ([] if tied else emb)
-        cap = None if cap_bytes is None else int(cap_bytes * sum(t.n_elements for t in host_pool) / model.n_params)
-        b = alloc(host_pool, min(host_avail, cap or host_avail))
+        a = alloc("dense", gpu_avail)
+        cap = None
+        if cap_bytes is not None:
+            n_host = sum(t.n_elements for t in model.tensors if "_exps" in t.name
+                         or (t.name == "token_embd.weight" and not tied))
+            cap = int(cap_bytes * n_host / model.n_params)
+        b = alloc("experts", min(host_avail, cap or host_avail))
         return None if a is None or b is None else {**a, **b}
     if placement == "gpu":
-        a = alloc(rest + (emb if tied else []), min(gpu_avail, cap_bytes or gpu_avail))
+        a = alloc("rest", min(gpu_avail, cap_bytes or gpu_avail))
         if a is None:
             return None
         if not tied:
-            a.update(alloc(emb, host_avail) or {"token_embd.weight": "Q4_K"})
+            a.update(alloc("emb", host_avail) or {"token_embd.weight": "Q4_K"})
         return a
     # partial / moe-partial / pinned ngl: the whole model over VRAM + RAM, then as many layers
     # (or experts) on the GPU as fit
-    return alloc(model.tensors, min(gpu_avail + host_avail, cap_bytes or gpu_avail + host_avail))
+    return alloc("all", min(gpu_avail + host_avail, cap_bytes or gpu_avail + host_avail))
 
 
 def _fit_ngl(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float):
@@ -175,6 +183,7 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
     if req.cache_type_k is None and req.cache_type_v is None and req.flash_attn is not False:
         kv_list.append(("q8_0", "q8_0"))
     ref = model.with_types(ftype_tensor_types(model, "Q4_K_M"))
+    pools: dict[str, Allocator] = {}
     for ctx in _ctx_list(model, req):
         for ctk, ctv in kv_list:
             if ctk != "f16" and ctx < 16384 and len(kv_list) > 1:
@@ -192,28 +201,39 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                     avail = _avail(e0, req.margin)
                 if min(avail[-1:] + (avail[:-1] if placement in ("gpu", "moe-cpu") else [])) <= 0:
                     continue
+                tried: list[dict[str, str]] = []  # a cap above what memory allows repeats the uncapped mix
                 for cap in BPW_CAPS:
                     cap_bytes = None if cap is None else int(model.n_params * cap / 8)
                     found = None  # moe-partial: the --n-cpu-moe fit, found while sizing the types
+                    e = None  # the estimate of the last sizing, when it is the final one
                     if req.quant:
                         types = ftype_tensor_types(model, req.quant, imatrix=req.imatrix)
+                        m = model.with_types(types)
                     else:
                         types = None
                         for shrink in (1.0, 0.97, 0.93):
                             a = [int(x * shrink) for x in avail]
-                            types = _allocate_for(model, placement, a, cap_bytes, req)
+                            types = _allocate_for(model, placement, a, cap_bytes, req, pools)
                             if types is None:
                                 break
+                            if shrink == 1.0:
+                                if types in tried:
+                                    types = None
+                                    break
+                                tried.append(types)
                             m = model.with_types(types)
                             if placement == "moe-partial":
                                 found = _fit_ncmoe(m, hw, o, req.margin)
                                 if found and found[0] < model.n_layers:
                                     break  # else: fewer bytes, so that some experts fit on the GPU
-                            elif placement in ("partial", "pinned") or estimate(m, hw, o, margin=req.margin, depth=req.depth).fits:
+                            elif placement in ("partial", "pinned"):
                                 break
+                            else:
+                                e = estimate(m, hw, o, margin=req.margin, depth=req.depth)
+                                if e.fits:
+                                    break
                         if types is None:
                             continue
-                    m = model.with_types(types)
                     if placement == "partial":
                         found = _fit_ngl(m, hw, o, req.margin)
                         if not found or found[0] == 0 or found[0] > model.n_layers:
@@ -225,7 +245,7 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                             continue  # all experts in RAM: that is moe-cpu
                         _, oo, e = found
                     else:
-                        oo, e = o, estimate(m, hw, o, margin=req.margin, depth=req.depth)
+                        oo, e = o, e or estimate(m, hw, o, margin=req.margin, depth=req.depth)
                     if not e.fits or (req.min_tps and e.throughput.decode_tps < req.min_tps):
                         continue
                     kld = predicted_kld(m, req.tensor_errors)
