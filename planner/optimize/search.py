@@ -22,7 +22,12 @@ CTX_LADDER = (4096, 32768, 131072)
 BPW_CAPS = (None, 8.5, 4.5)  # None = spend all the memory there is
 KLD_FLOOR = 0.002  # below Q8_0-level differences are noise: do not trade speed for them
 KLD_CAP = {"speed": 0.6, "context": 0.08}  # the worst predicted KLD those goals accept (0.6: pure Q2_K)
-READING_TPS = 30.0  # balanced: speed beyond reading pace counts no more
+# balanced: speed counts fully up to reading pace and half as much beyond it (a reply in 3 s,
+# not 15, still matters); quality differences below the Q5_K_M level (KLD ~0.01 on Llama-3-8B,
+# llama.cpp's perplexity README, ../shared/research/bit-allocation.md) count little
+READING_TPS = 30.0
+FAST_WEIGHT = 0.75
+KLD_SCALE = 0.01
 
 
 def _opts(req: PlanRequest, **kw) -> RuntimeOptions:
@@ -268,8 +273,10 @@ def _score(c: PlanOption, goal: str) -> tuple:
         return (kld > KLD_CAP["speed"], -tps, kld)
     if goal == "context":
         return (kld > KLD_CAP["context"], -ctx, kld, -tps)
-    # balanced: log-utility of speed (saturating at reading pace) and quality, context up to 32K a little
-    utility = 1.5 * math.log(min(tps, READING_TPS)) - math.log(kld) + 0.25 * math.log(min(ctx, 32768))
+    # balanced: log-utility of speed (half weight beyond reading pace) and quality (on the KLD_SCALE),
+    # context up to 32K a little
+    speed = 1.5 * math.log(min(tps, READING_TPS)) + FAST_WEIGHT * math.log(max(tps, READING_TPS) / READING_TPS)
+    utility = speed - math.log(kld + KLD_SCALE) + 0.25 * math.log(min(ctx, 32768))
     return (-round(utility, 3), -tps)
 
 

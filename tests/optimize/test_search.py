@@ -34,6 +34,16 @@ def test_llama_70b_on_m3_max_uses_high_precision_within_the_gpu_share():
     assert gpu.memory.total_bytes <= gpu.capacity_bytes * 0.95
 
 
+def test_balanced_takes_a_big_speed_up_over_a_quality_gain_below_q5_k_m_level():
+    """Qwen3-30B-A3B on a 4090: all on the GPU at ~6 bpw (141 tok/s) beats 8.5 bpw with experts
+    in RAM (28 tok/s); the quality goal still takes the latter."""
+    m, hw = load_model("qwen3-30b-a3b"), load_target("rtx4090")
+    b = make_plan(m, hw, PlanRequest()).best
+    q = make_plan(m, hw, PlanRequest(goal="quality")).best
+    assert b.placement == "gpu" and b.bits_per_weight >= 5 and b.estimate.throughput.decode_tps > 100
+    assert q.bits_per_weight >= 8 and q.predicted_kld < b.predicted_kld
+
+
 def test_moe_on_a_small_gpu_keeps_experts_in_ram():
     """Attention and shared weights on the GPU, experts in RAM: all of them (--cpu-moe), or those
     of the first N layers (--n-cpu-moe N) when the GPU has room for some."""
