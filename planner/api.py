@@ -27,10 +27,12 @@ class Evaluation(BaseModel):
 
 
 def typed_model(model: ModelSpec, quant: str | None) -> tuple[ModelSpec, str]:
-    """Apply an ftype's per-tensor mix; without one keep a GGUF's own types, else Q4_K_M."""
+    """Apply an ftype's per-tensor mix; without one keep a GGUF's own types, else the release's
+    own format for weights that ship quantized (gpt-oss: MXFP4_MOE), else Q4_K_M."""
     if quant is None and all(t.type for t in model.tensors):
         return model, model.file_type or "as in the file"
-    q = (quant or DEFAULT_QUANT).upper()
+    native = "MXFP4_MOE" if any(t.origin == "MXFP4" for t in model.tensors) else None
+    q = (quant or native or DEFAULT_QUANT).upper()
     return model.with_types(ftype_tensor_types(model, q)), q
 
 

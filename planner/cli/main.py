@@ -163,7 +163,7 @@ def _tensor_errors(a: argparse.Namespace, spec):
 def cmd_plan(a: argparse.Namespace) -> int:
     from planner.api import plan_model
     from planner.cli.format import estimate_text, gib
-    from planner.export import plan_dict, render
+    from planner.export import plan_dict, planned_file, render
     from planner.model import load_model
     spec = load_model(a.model)
     req = _request(a)
@@ -184,7 +184,8 @@ def cmd_plan(a: argparse.Namespace) -> int:
         a.twin = a.source is None
         a.output = a.model_path
         return _run_verify(a, spec, best.types, best.options, best.estimate.margin, hw)
-    model_path = a.model_path or f"{spec.name.split('/')[-1].removesuffix('.gguf')}-plan.gguf"
+    model_path, as_is = planned_file(spec, best)
+    model_path = a.model_path or model_path
     if a.emit:
         text = render(a.emit, best, spec, model_path, threads=hw.cpu.cores, src=a.source_path, basis=basis)
         if a.output:
@@ -204,7 +205,8 @@ def cmd_plan(a: argparse.Namespace) -> int:
         return 0
     head = (f"{spec.name} on {hw.name}, goal {res.goal}: {best.why}\n"
             f"  weights {gib(best.estimate.weights_file_bytes)}: {_type_mix(best, spec)}\n"
-            f"  run:  {render('llama-server', best, spec, model_path, threads=hw.cpu.cores).strip()}")
+            + ("  the file runs as it is: every tensor keeps its type, nothing to quantize\n" if as_is else "")
+            + f"  run:  {render('llama-server', best, spec, model_path, threads=hw.cpu.cores).strip()}")
     print(estimate_text(best.estimate, head))
     if res.alternatives:
         print("\n  alternatives:")

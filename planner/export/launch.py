@@ -5,6 +5,7 @@ kwargs, YAML/JSON. Flags are those of the vendored llama.cpp (2026-10): --load-m
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from collections import defaultdict
@@ -69,6 +70,15 @@ def tensor_type_patterns(opt: PlanOption | dict[str, str], model: ModelSpec) -> 
     return out
 
 
+def planned_file(model: ModelSpec, opt: PlanOption) -> tuple[str, bool]:
+    """The GGUF the launch lines name, and whether it is the source file as it is: a local GGUF
+    whose plan keeps every tensor's type needs no quantizing."""
+    src = model.source[5:] if model.source.startswith("gguf:") else None
+    if src and all(opt.types.get(t.name, t.type) == t.type for t in model.tensors):
+        return src, True
+    return f"{model.name.split('/')[-1].removesuffix('.gguf')}-plan.gguf", False
+
+
 def llama_quantize(opt: PlanOption, model: ModelSpec, src: str, dst: str, imatrix: str | None = None) -> str:
     counts: dict[str, int] = defaultdict(int)
     for t in model.tensors:
@@ -76,6 +86,8 @@ def llama_quantize(opt: PlanOption, model: ModelSpec, src: str, dst: str, imatri
             counts[opt.types[t.name]] += t.n_elements
     base = max(counts, key=counts.get)
     args = ["llama-quantize"]
+    if any(t.origin for t in model.tensors):
+        args.append("--allow-requantize")  # the source is quantized already (llama-quant.cpp refuses otherwise)
     if imatrix or "imatrix" in opt.label:
         args += ["--imatrix", imatrix or "imatrix.gguf"]
     args += ["--token-embedding-type", opt.types["token_embd.weight"].lower()]
@@ -139,7 +151,12 @@ def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, thread
     if kind in ("llama-server", "llama-cli"):
         return llama_server(opt, model, model_path, threads, binary=kind) + "\n"
     if kind == "llama-quantize":
-        return llama_quantize(opt, model, src or model_path.replace(".gguf", "-F16.gguf"), model_path) + "\n"
+        local = model.source[5:] if model.source.startswith("gguf:") else None
+        src = src or local or model_path.replace(".gguf", "-F16.gguf")
+        if os.path.abspath(src) == os.path.abspath(model_path):
+            return (f"# nothing to quantize: the plan keeps every tensor of {os.path.basename(src)} at its type;"
+                    " run the file as it is\n")
+        return llama_quantize(opt, model, src, model_path) + "\n"
     if kind == "ollama":
         return ollama(opt, model, model_path, threads)
     if kind == "llama-cpp-python":

@@ -37,7 +37,8 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
     ff = _per_layer(k("feed_forward_length"), n_layers, 0)
     hd_k = int(k("attention.key_length", n_embd // n_head if n_head else 0))
     hd_v = int(k("attention.value_length", hd_k))
-    tensors = [TensorSpec(name=t.name, shape=t.shape, type=t.type) for t in h.tensors]
+    tensors = [TensorSpec(name=t.name, shape=t.shape, type=t.type,
+                          origin=None if t.type in ("F32", "F16", "BF16", "F64") else t.type) for t in h.tensors]
     by_name = {t.name: t for t in tensors}
     vocab = h.array_lengths.get("tokenizer.ggml.tokens") or len(h.get("tokenizer.ggml.tokens") or []) \
         or int(k("vocab_size", 0)) or (by_name["token_embd.weight"].shape[1] if "token_embd.weight" in by_name else 0)

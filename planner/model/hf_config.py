@@ -103,9 +103,17 @@ def spec_from_hf_config(config: dict[str, Any], name: str, source: str) -> Model
     layers = [LayerSpec(attn="swa" if swa_of(il) else "full", n_head=n_head, n_head_kv=s.n_kv_heads,
                         window=window if swa_of(il) else None, moe=bool(s.n_expert) and il >= s.n_dense_lead)
               for il in range(n_layers)]
+    tensors = build_tensors(s)
+    quant = (config.get("quantization_config") or {}).get("quant_method")
+    if quant == "mxfp4":
+        # gpt-oss ships its experts in MXFP4 and convert_hf_to_gguf.py keeps them so: that is
+        # their full precision (the rest is BF16)
+        for t in tensors:
+            if "_exps" in t.name:
+                t.origin = "MXFP4"
     return ModelSpec(
         name=name, source=source, architecture=arch, n_layers=n_layers, n_embd=n_embd, n_head=n_head,
         n_kv_heads=s.n_kv_heads, head_dim_k=s.head_dim_k, head_dim_v=s.head_dim_v, n_ff=s.n_ff,
         n_vocab=s.n_vocab, tied_embeddings=s.tied,
         n_ctx_train=_get(cfg, "max_position_embeddings", default=4096),
-        layers=layers, moe=moe, mla=mla, tensors=build_tensors(s))
+        layers=layers, moe=moe, mla=mla, tensors=tensors)

@@ -19,6 +19,9 @@ class TensorSpec(BaseModel):
     name: str
     shape: list[int]
     type: str | None = Field(None, description="ggml type name (Q4_K, F16...), None = not decided")
+    origin: str | None = Field(None, description="quantized type of the weights as released or in the source "
+                                                 "file (MXFP4 experts, a Q4_K_M GGUF); None: float weights. "
+                                                 "Kept as is, such a tensor loses nothing; more bits gain nothing")
 
     @cached_property
     def n_elements(self) -> int:

@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 from planner.data import data_yaml
-from planner.estimate.ggml_types import block_size, tensor_bytes
+from planner.estimate.ggml_types import bits_per_weight, block_size, tensor_bytes
 from planner.estimate.quant_mix import allows_quantization, source_type
 from planner.model.spec import ModelSpec, TensorSpec
 
@@ -33,10 +33,20 @@ def _role_depth(role: str, il: int | None, n_layers: int) -> float:
 
 
 def candidates(t: TensorSpec, imatrix: bool = False) -> list[str]:
-    """Types this tensor may take: K/IQ types need rows that are a multiple of 256."""
+    """Types this tensor may take: K/IQ types need rows that are a multiple of 256. Weights that
+    come quantized (t.origin) stay as they are or go to a smaller type: requantizing them to more
+    bits costs bytes and gains nothing."""
     if not allows_quantization(t):
         return [source_type(t)]
+    if t.origin:
+        return list(_below(t.origin, t.shape[0], imatrix))
     return list(_ladder(t.shape[0], imatrix))
+
+
+@cache
+def _below(origin: str, row: int, imatrix: bool) -> tuple[str, ...]:
+    bpw = bits_per_weight(origin)
+    return (origin, *(q for q in _ladder(row, imatrix) if bits_per_weight(q) < bpw))
 
 
 @cache
@@ -52,7 +62,10 @@ def kld_of(t_type: str) -> float:
 
 def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None) -> float:
     """Predicted KLD of tensor t at type ty, before weighting: measured when the weights were at
-    hand (relative squared error x the calibrated factor), else the type's prior."""
+    hand (relative squared error x the calibrated factor), else the type's prior. A tensor kept
+    at the type it came in loses nothing."""
+    if ty == t.origin:
+        return 0.0
     if errors and t.name in errors and ty in errors[t.name]:
         return errors[t.name][ty] * priors()["measured"]["kld_per_rel_error"]
     return kld_of(ty)

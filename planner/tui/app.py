@@ -287,9 +287,9 @@ class PlannerApp(App):
     def _export_text(self) -> str | None:
         if self.choice is None:
             return None
-        from planner.export import render
+        from planner.export import planned_file, render
         kind = str(self.query_one("#kind", Select).value)
-        path = f"{self.spec.name.split('/')[-1].removesuffix('.gguf')}-plan.gguf"
+        path, _ = planned_file(self.spec, self.choice)
         return render(kind, self.choice, self.spec, path, threads=self.hw.cpu.cores)
 
     @on(Select.Changed, "#kind")

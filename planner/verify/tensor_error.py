@@ -44,7 +44,7 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, cache:
     cpath = None
     if cache:
         from planner.verify.calibration import cached_path
-        cpath = cached_path("tensor-errors", path, ".json", imatrix, "v1")
+        cpath = cached_path("tensor-errors", path, ".json", imatrix, "v2")  # v2: candidates below a quantized origin
         if os.path.exists(cpath):
             with open(cpath) as f:
                 return json.load(f)

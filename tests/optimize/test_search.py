@@ -102,3 +102,39 @@ def test_budget_is_respected_and_more_budget_never_hurts():
         k = predicted_kld(mm)
         assert prev is None or k <= prev
         prev = k
+
+
+def test_a_quantized_gguf_runs_as_it_is_when_it_fits_and_is_never_requantized_upwards(smol_path):
+    """SmolLM2's file is Q4_1 with a Q8_0 embedding: kept as is it loses nothing; more bits
+    would only cost bytes. With less room, tensors go to smaller types only."""
+    from planner.estimate.ggml_types import bits_per_weight
+    from planner.export import planned_file, render
+    from planner.model import load_gguf
+    m = load_gguf(smol_path)
+    b = make_plan(m, load_target("rtx4060"), PlanRequest()).best
+    assert all(b.types[t.name] == t.type for t in m.tensors) and b.predicted_kld == 0
+    assert planned_file(m, b) == (smol_path, True)
+    assert render("llama-quantize", b, m, smol_path).startswith("# nothing to quantize")
+    squeezed = allocate(m.tensors, int(bytes_of(m) * 0.9), m.n_layers, m.tied_embeddings)
+    assert squeezed is not None and any(squeezed[t.name] != t.type for t in m.tensors)
+    assert all(bits_per_weight(squeezed[t.name]) <= bits_per_weight(t.type) for t in m.tensors)
+    typed = m.with_types(squeezed)
+    assert predicted_kld(typed) > 0 and bytes_of(typed) <= int(bytes_of(m) * 0.9)
+    line = render("llama-quantize", b.model_copy(update={"types": squeezed}), m, "out.gguf")
+    assert line.startswith("llama-quantize --allow-requantize") and smol_path in line
+
+
+def test_a_gpu_too_small_for_its_own_runtime_is_named_in_the_answer():
+    r = make_plan(load_model("llama3.2-1b"), apply_overrides(load_target("rtx4060"), vram_gib="0.5"), PlanRequest())
+    assert r.best is None and "cannot hold even its runtime" in r.nearest and "--gpus 0" in r.nearest
+
+
+def test_gpt_oss_experts_stay_in_mxfp4_the_precision_they_ship_in():
+    """openai/gpt-oss ships its experts in MXFP4 (config.json quantization_config): a plan with room
+    keeps them so, and the estimate with no --quant is the release's MXFP4_MOE file (12.1 GB)."""
+    from planner.api import typed_model
+    m = load_model("gpt-oss-20b")
+    b = make_plan(m, load_target("rtx4090"), PlanRequest()).best
+    assert all(b.types[t.name] == "MXFP4" for t in m.tensors if "_exps" in t.name)
+    typed, q = typed_model(m, None)
+    assert q == "MXFP4_MOE" and 11.9e9 < bytes_of(typed) < 12.2e9
