@@ -109,7 +109,7 @@ def spec_from_hf_config(config: dict[str, Any], name: str, source: str) -> Model
         # gpt-oss ships its experts in MXFP4 and convert_hf_to_gguf.py keeps them so: that is
         # their full precision (the rest is BF16)
         for t in tensors:
-            if "_exps" in t.name:
+            if t.name.endswith("_exps.weight"):
                 t.origin = "MXFP4"
     return ModelSpec(
         name=name, source=source, architecture=arch, n_layers=n_layers, n_embd=n_embd, n_head=n_head,
