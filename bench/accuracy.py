@@ -1,6 +1,6 @@
 """The estimator against llama.cpp-measured runs kept in bench/data/, part by part.
 
-Usage: python -m bench.accuracy [--markdown]
+Usage: python -m bench.accuracy [--markdown] [--write docs/accuracy.md] [--refresh-llmfit]
 Prints one row per run and component; exits 1 when a goal is missed:
 weights and KV within 0.01 MiB (the log's resolution), compute within 5%, device totals
 within 2% or 64 MiB, decode tok/s within 15%, prefill within 25% (GPU runs with flash attention).
@@ -110,6 +110,109 @@ def rows() -> list[dict]:
     return out
 
 
+def peer_rows(refresh: bool = False) -> list[dict]:
+    """The cases where a whole-device figure was measured, with our estimate and llmfit's answer:
+    the H100 GPU total (NVML) and decode at full offload; the sum of llama.cpp's CPU buffers; CPU
+    decode on this box."""
+    from bench import llmfit
+    cases = []  # (case, part, measured, ours, question, answer key)
+    hw = load_target("h100-80gb")
+    m = h100_llama3_8b_types(load_model("llama3-8b"))
+    for line in open(os.path.join(HERE, "h100-llama3-8b-q4k-calibration.jsonl")):
+        c = json.loads(line)["cfg"]
+        if c["ngl"] < 99:
+            continue  # llmfit has no partial-offload figure per device
+        r = json.loads(line)
+        o = RuntimeOptions(n_ctx=c["ctx"], flash_attn=c.get("fa", False), n_ubatch=c.get("n_ubatch", 512),
+                           n_batch=c.get("n_batch", 2048), cache_type_k=KV[c.get("ctk")], cache_type_v=KV[c.get("ctv")])
+        e = estimate(m, hw, o)
+        q = ("llama3-8b", "Q4_K_M", c["ctx"], "q8_0" if c.get("ctk") else None, True)
+        case = f"H100 llama3-8b Q4_K_M ctx={c['ctx']} fa={int(bool(c.get('fa')))} kv={KV[c.get('ctk')]} ub={o.n_ubatch}"
+        cases.append((case, "GPU total MiB", r["gpu_delta_mib"], e.devices[0].memory.total_bytes / 2**20, q, "gpu_gb"))
+        cases.append((case, "decode tok/s", r["tg_tps"], e.throughput.decode_tps, q, "gpu_tps"))
+    cpu_rows = {(r["case"], r["part"]): r for r in rows() if r["case"].startswith("CPU ") and "dry" not in r["case"]}
+    totals: dict[str, list[float]] = {}
+    for (case, _), r in cpu_rows.items():
+        if "tok/s" in r["part"]:
+            continue
+        t = totals.setdefault(case, [0.0, 0.0])
+        t[0] += r["meas"]
+        t[1] += r["est"]
+    for case, (meas, est) in totals.items():
+        name = case.split()[1]
+        ctx = int(case.split("ctx=")[1].split()[0])
+        if "SmolLM2" in name:
+            model, quant = "SmolLM2", "Q4_1"
+        else:
+            model, quant = name[: -len(".gguf")].rsplit("-", 1)
+        cases.append((case, "llama.cpp CPU buffers MiB", meas, est, (model, quant, ctx, None, False), "cpu_gb"))
+    for (case, part), r in cpu_rows.items():
+        if part == "decode tok/s":
+            model = "llama3.2-1b" if "1B" in case else "SmolLM2"
+            quant = case.split()[3] if "1B" in case else case.split()[2]
+            cases.append((case, part, r["meas"], r["est"], (model, quant, 2048, None, False), "cpu_tps"))
+    got = llmfit.answers([c[4] for c in cases], refresh=refresh)
+    out = []
+    for case, part, meas, ours, q, key in cases:
+        a = got.get(q, {})
+        theirs = a.get(key)
+        if theirs is not None and key.endswith("_gb"):
+            theirs = theirs * llmfit.GB / 2**20
+        out.append(dict(case=case, part=part, meas=meas, ours=ours, theirs=theirs,
+                        err_ours=(ours - meas) / meas, err_theirs=None if theirs is None else (theirs - meas) / meas))
+    return out
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return (xs[n // 2] + xs[(n - 1) // 2]) / 2 if xs else float("nan")
+
+
+def peer_summary(ps: list[dict]) -> list[str]:
+    out = []
+    for kind in ("MiB", "tok/s"):
+        v = [p for p in ps if kind in p["part"] and p["err_theirs"] is not None]
+        if not v:
+            continue
+        ours = [abs(p["err_ours"]) for p in v]
+        theirs = [abs(p["err_theirs"]) for p in v]
+        out.append(f"{'memory' if kind == 'MiB' else 'decode'} ({len(v)} cases): median |error| ours "
+                   f"{_median(ours):.1%}, llmfit {_median(theirs):.1%}; worst ours {max(ours):.1%}, "
+                   f"llmfit {max(theirs):.1%}")
+    return out
+
+
+def peer_section(ps: list[dict], svg_path: str) -> list[str]:
+    from bench.llmfit import ANSWERS
+    from bench.plot import svg_plot
+    ver = json.loads(open(ANSWERS).readline())["llmfit"] if os.path.exists(ANSWERS) else "?"
+    series = {"ours": [], "llmfit": []}
+    for i, p in enumerate(ps, 1):
+        series["ours"].append((i, max(abs(p["err_ours"]) * 100, 0.01)))
+        if p["err_theirs"] is not None:
+            series["llmfit"].append((i, max(abs(p["err_theirs"]) * 100, 0.01)))
+    with open(svg_path + ".part", "w") as f:
+        f.write(svg_plot(series, "case (table order)", "|error| % (log)", logy=True, lines=False))
+    os.replace(svg_path + ".part", svg_path)
+    lines = [f"## Against llmfit {ver}", "",
+             "The same questions put to llmfit (`llmfit plan MODEL --context N --quant Q [--kv-quant q8_0] --json`,",
+             "an H100 profile for the GPU cases; answers kept in `bench/data/llmfit.jsonl`, refreshed with",
+             "`python -m bench.accuracy --refresh-llmfit`). Compared where a whole-device figure was measured:",
+             "the H100's memory (NVML) and decode at full offload, the sum of llama.cpp's CPU buffers, and",
+             "CPU decode on this box. llmfit has no Q4_1 (Q4_0 asked for SmolLM2) and no flash-attention or",
+             "ubatch option.", ""]
+    lines += [f"- {x}" for x in peer_summary(ps)]
+    lines += ["", f"![error per case, ours vs llmfit]({os.path.basename(svg_path)})", "",
+              "| # | case | figure | measured | ours | error | llmfit | error |", "|---|---|---|---|---|---|---|---|"]
+    for i, p in enumerate(ps, 1):
+        th = "—" if p["theirs"] is None else f"{p['theirs']:.1f}"
+        te = "—" if p["err_theirs"] is None else f"{p['err_theirs']:+.1%}"
+        lines.append(f"| {i} | {p['case']} | {p['part']} | {p['meas']:.1f} | {p['ours']:.1f} | {p['err_ours']:+.1%} | "
+                     f"{th} | {te} |")
+    return lines + [""]
+
+
 def write_doc(rs: list[dict], path: str) -> None:
     by: dict[str, list[dict]] = {}
     for r in rs:
@@ -124,7 +227,9 @@ def write_doc(rs: list[dict], path: str) -> None:
     for g, v in by.items():
         worst = max(v, key=lambda r: abs(r["err"]))
         lines.append(f"| {g} | {sum(r['ok'] for r in v)} | {len(v)} | {worst['err']:+.1%} ({worst['case']}, {worst['part']}) |")
-    lines += ["", "Misses are listed in docs/model.md under Known gaps.", "",
+    lines += ["", "Misses are listed in docs/model.md under Known gaps.", ""]
+    lines += peer_section(peer_rows(), os.path.splitext(path)[0] + "-llmfit.svg")
+    lines += ["## Every case", "",
               "| case | part | llama.cpp | ours | error | goal | ok |", "|---|---|---|---|---|---|---|"]
     for r in rs:
         lines.append(f"| {r['case']} | {r['part']} | {r['meas']:.2f} | {r['est']:.2f} | {r['err']:+.1%} | {r['goal']} | "
@@ -150,6 +255,8 @@ def main() -> int:
     for r in rs:
         by.setdefault(r["goal"], []).append(r["ok"])
     print("\nsummary: " + "; ".join(f"{g}: {sum(v)}/{len(v)}" for g, v in by.items()))
+    for line in peer_summary(peer_rows(refresh="--refresh-llmfit" in sys.argv)):
+        print("vs llmfit, " + line)
     return 0 if all(r["ok"] for r in rs) else 1
 
 
