@@ -18,15 +18,17 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
     b = memory_breakdown(model, hw, opts, sizes)
     devices = []
     for g, gpu in enumerate(hw.gpus):
-        mem = MemoryParts(weights_bytes=b.weights.get(g, 0), kv_bytes=b.kv.get(g, 0),
+        mem = MemoryParts(weights_bytes=b.weights.get(g, 0), kv_bytes=b.kv.get(g, 0) + b.rs.get(g, 0),
                           compute_bytes=b.compute.get(g, 0), overhead_bytes=b.overhead.get(g, 0))
         prefix = {"cuda": "CUDA", "metal": "MTL", "rocm": "ROCm", "vulkan": "Vulkan"}.get(gpu.backend, "GPU")
-        bufs = {f"{prefix}{g} model": mem.weights_bytes / MiB, f"{prefix}{g} KV": mem.kv_bytes / MiB,
+        bufs = {f"{prefix}{g} model": mem.weights_bytes / MiB, f"{prefix}{g} KV": b.kv.get(g, 0) / MiB,
                 f"{prefix}{g} compute": mem.compute_bytes / MiB}
+        if b.rs.get(g):
+            bufs[f"{prefix}{g} RS"] = b.rs[g] / MiB
         devices.append(DeviceEstimate(name=gpu.name, kind="gpu", index=g, capacity_bytes=gpu.usable_bytes,
                                       memory=mem, n_layers=b.layers.get(g, 0),
                                       buffers_mib={k: round(v, 2) for k, v in bufs.items()}))
-    host = MemoryParts(weights_bytes=b.weights.get(CPU, 0), kv_bytes=b.kv.get(CPU, 0),
+    host = MemoryParts(weights_bytes=b.weights.get(CPU, 0), kv_bytes=b.kv.get(CPU, 0) + b.rs.get(CPU, 0),
                        compute_bytes=b.compute.get(CPU, 0), overhead_bytes=b.overhead[CPU],
                        output_bytes=b.output, repack_bytes=b.repack, mapped_bytes=b.mapped)
     cap = hw.ram.available_bytes or hw.ram.total_bytes
@@ -35,7 +37,8 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
     mapped_name = "CPU_Mapped model" if opts.mmap else "CPU model"
     mapped = host.mapped_bytes if opts.mmap else host.weights_bytes - host.repack_bytes
     bufs = {mapped_name: mapped / MiB, "CPU_REPACK model": host.repack_bytes / MiB,
-            "CPU KV": host.kv_bytes / MiB, "CPU compute": host.compute_bytes / MiB, "CPU output": host.output_bytes / MiB}
+            "CPU KV": b.kv.get(CPU, 0) / MiB, "CPU RS": b.rs.get(CPU, 0) / MiB,
+            "CPU compute": host.compute_bytes / MiB, "CPU output": host.output_bytes / MiB}
     devices.append(DeviceEstimate(name=f"host RAM ({hw.cpu.model})", kind="cpu", capacity_bytes=cap, memory=host,
                                   n_layers=b.layers.get(CPU, 0),
                                   buffers_mib={k: round(v, 2) for k, v in bufs.items() if v}))

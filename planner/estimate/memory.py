@@ -47,6 +47,7 @@ class Breakdown:
     repack: int = 0
     mapped: int = 0
     kv: dict[int, int] = field(default_factory=dict)
+    rs: dict[int, int] = field(default_factory=dict)  # recurrent state (llama.cpp's RS buffers)
     compute: dict[int, int] = field(default_factory=dict)
     overhead: dict[int, int] = field(default_factory=dict)
     output: int = 0
@@ -71,6 +72,16 @@ def kv_cells(model: ModelSpec, opts: RuntimeOptions) -> tuple[int, int, int]:
     if windows and not opts.swa_full:
         swa = pad(min(per_stream, max(windows) * (n_seq if opts.kv_unified else 1) + opts.n_ubatch), KV_PAD)
     return n_ctx, per_stream * n_stream, swa * n_stream
+
+
+def rs_layer_bytes(model: ModelSpec, n_seq: int) -> int:
+    """Recurrent state of one recurrent layer: n_embd_r + n_embd_s f32 values per sequence slot
+    (llama-memory-recurrent.cpp: cache_r_l/cache_s_l of mem_size = max(1, n_seq_max) rows, F32 as
+    llama-model.cpp creates it; no rollback snapshots, n_rs_seq = 0 by default)."""
+    rec = model.recurrent
+    if rec is None:
+        return 0
+    return (rec.r_elements + rec.s_elements) * 4 * max(1, n_seq)
 
 
 def kv_layer_bytes(model: ModelSpec, il: int, cells: int, ctk: str, ctv: str) -> int:
@@ -148,6 +159,10 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         cells = cells_swa if lay.attn == "swa" else cells_full
         d = layer_dev[il] if opts.offload_kqv else CPU
         b.kv[d] = b.kv.get(d, 0) + kv_layer_bytes(model, il, cells, opts.cache_type_k, opts.cache_type_v)
+        if lay.attn == "recurrent":
+            rs = rs_layer_bytes(model, opts.n_seq)
+            b.rs[d] = b.rs.get(d, 0) + rs
+            reads_of[d] = reads_of.get(d, 0) + rs  # read (and written) whole every token
     # compute buffers
     per_stream_swa = cells_swa // (1 if opts.kv_unified else opts.n_seq)
     per_stream_full = cells_full // (1 if opts.kv_unified else opts.n_seq)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from planner.model.gguf_header import GGUFHeader
-from planner.model.spec import LayerSpec, MLASpec, ModelSpec, MoESpec, TensorSpec
+from planner.model.spec import LayerSpec, MLASpec, ModelSpec, MoESpec, RecurrentSpec, TensorSpec
 
 # Default SWA pattern per architecture when the file does not carry one (models/<arch>.cpp:
 # load_swa_pattern(ml, n)); window defaults where llama.cpp hard-codes one.
@@ -24,6 +24,32 @@ def _per_layer(v: Any, n: int, default: int) -> list[int]:
     if isinstance(v, list):
         return [int(x) for x in v] + [int(v[-1]) if v else default] * (n - len(v))
     return [int(v)] * n
+
+
+SSM_KEYS = ("ssm.conv_kernel", "ssm.inner_size", "ssm.state_size", "ssm.group_count", "ssm.time_step_rank")
+
+
+def recurrent_state(h: GGUFHeader, arch: str, n_embd: int) -> RecurrentSpec | None:
+    """Per-layer recurrent state sizes as llama_hparams::n_embd_r()/n_embd_s() compute them
+    (vendor/llama.cpp/src/llama-hparams.cpp): RWKV token shift + WKV state, LFM2's short conv,
+    else Mamba's conv state (d_conv - 1)(d_inner + 2 n_group d_state) and SSM state d_state d_inner
+    (Mamba 1/2, Jamba, Granite/Nemotron hybrids, Qwen3-Next's gated delta net)."""
+    k = lambda key, default=0: int(h.get(f"{arch}.{key}", default) or default)  # noqa: E731
+    if k("wkv.head_size"):
+        g = {"wkv.head_size": k("wkv.head_size"), "token_shift_count": k("token_shift_count", 2)}
+        return RecurrentSpec(r_elements=g["token_shift_count"] * n_embd, s_elements=n_embd * g["wkv.head_size"], gguf=g)
+    if k("shortconv.l_cache"):
+        g = {"shortconv.l_cache": k("shortconv.l_cache")}
+        return RecurrentSpec(r_elements=n_embd * (g["shortconv.l_cache"] - 1), s_elements=0, gguf=g)
+    if k("kda.head_dim") or arch.startswith("minimax"):
+        return None  # Kimi KDA / MiniMax linear attention: other state shapes, not modelled
+    if k("ssm.inner_size"):
+        g = {key: k(key) for key in SSM_KEYS}
+        d_conv, d_inner, d_state, n_group = (g["ssm.conv_kernel"], g["ssm.inner_size"], g["ssm.state_size"],
+                                             g["ssm.group_count"])
+        return RecurrentSpec(r_elements=max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state),
+                             s_elements=d_state * d_inner, gguf=g)
+    return None
 
 
 def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
@@ -87,11 +113,15 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
                                 moe=bool(n_expert) and il >= n_dense))
     ftype = h.get("general.file_type")
     notes = []
+    recurrent = None
     if any(lay.attn == "recurrent" for lay in layers):
-        notes.append("recurrent layers: their fixed state is not modelled yet")
+        recurrent = recurrent_state(h, arch, n_embd)
+        if recurrent is None:
+            notes.append("recurrent layers of an unknown kind: their fixed state is not in the estimate")
     return ModelSpec(
         name=name, source=source, architecture=arch, n_layers=n_layers, n_embd=n_embd, n_head=n_head,
         n_kv_heads=max(kv_heads) if kv_heads else 0, head_dim_k=hd_k, head_dim_v=hd_v, n_ff=max(ff) if ff else 0,
         n_vocab=int(vocab), tied_embeddings="output.weight" not in by_name,
-        n_ctx_train=int(k("context_length", 4096)), layers=layers, moe=moe, mla=mla, tensors=tensors,
+        n_ctx_train=int(k("context_length", 4096)), layers=layers, moe=moe, mla=mla, recurrent=recurrent,
+        tensors=tensors,
         file_type=LLAMA_FTYPES.get(int(ftype)) if ftype is not None else None, notes=notes)

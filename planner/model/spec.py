@@ -80,9 +80,13 @@ class MLASpec(BaseModel):
 
 
 class RecurrentSpec(BaseModel):
-    """Fixed per-sequence state sizes, in elements, for layers whose attn is 'recurrent'."""
+    """Fixed per-sequence state of the layers whose attn is 'recurrent', in elements per layer
+    (llama-hparams.cpp n_embd_r / n_embd_s: the conv or token-shift state, and the SSM/WKV state)."""
     r_elements: int
     s_elements: int
+    gguf: dict[str, int] = Field(default_factory=dict,
+                                 description="the GGUF hyperparameters they come from ({arch}.ssm.*, wkv.*), "
+                                             "so a shape twin can write them back")
 
 
 class ModelSpec(BaseModel):

@@ -61,6 +61,9 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
         w.add_uint32(f"{a}.attention.value_length_mla", m.mla.v_head_dim)
         w.add_uint32(f"{a}.attention.key_length", m.mla.kv_lora_rank + m.mla.rope_dim)
         w.add_uint32(f"{a}.attention.value_length", m.mla.kv_lora_rank)
+    if m.recurrent:
+        for key, v in m.recurrent.gguf.items():  # {arch}.ssm.*, wkv.*: the recurrent state's shape
+            w.add_uint32(f"{a}.{key}", v)
     # minimal SentencePiece vocabulary: specials, 256 byte tokens, then filler pieces
     n = m.n_vocab
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]

@@ -138,3 +138,48 @@ def test_more_layers_on_the_gpu_never_lowers_gpu_weights(ngl):
     a = estimate(m, hw, RuntimeOptions(n_gpu_layers=ngl)).devices[0].memory.weights_bytes
     b = estimate(m, hw, RuntimeOptions(n_gpu_layers=ngl + 1)).devices[0].memory.weights_bytes
     assert b >= a
+
+
+def _mamba2_spec():
+    """A small Mamba-2 laid out as llama.cpp's models/mamba2.cpp creates its tensors."""
+    from planner.model.spec import LayerSpec, ModelSpec, RecurrentSpec, TensorSpec
+    e, n_layer, vocab = 256, 3, 2048
+    g = {"ssm.conv_kernel": 4, "ssm.inner_size": 512, "ssm.state_size": 64, "ssm.group_count": 2,
+         "ssm.time_step_rank": 8}
+    d_conv, d_inner, d_state, n_group, dt_rank = g.values()
+    conv_dim = d_inner + 2 * n_group * d_state
+    ts = [TensorSpec(name="token_embd.weight", shape=[e, vocab], type="F16"),
+          TensorSpec(name="output_norm.weight", shape=[e], type="F32"),
+          TensorSpec(name="output.weight", shape=[e, vocab], type="F16")]
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+               TensorSpec(name=b + "ssm_in.weight", shape=[e, d_inner + conv_dim + dt_rank], type="F16"),
+               TensorSpec(name=b + "ssm_conv1d.weight", shape=[d_conv, conv_dim], type="F32"),
+               TensorSpec(name=b + "ssm_conv1d.bias", shape=[conv_dim], type="F32"),
+               TensorSpec(name=b + "ssm_dt.bias", shape=[dt_rank], type="F32"),
+               TensorSpec(name=b + "ssm_a", shape=[1, dt_rank], type="F32"),
+               TensorSpec(name=b + "ssm_d", shape=[1, dt_rank], type="F32"),
+               TensorSpec(name=b + "ssm_norm.weight", shape=[d_inner // n_group, n_group], type="F32"),
+               TensorSpec(name=b + "ssm_out.weight", shape=[d_inner, e], type="F16")]
+    return ModelSpec(name="mamba2-twin", source="test", architecture="mamba2", n_layers=n_layer, n_embd=e, n_head=0,
+                     n_kv_heads=0, head_dim_k=0, head_dim_v=0, n_ff=0, n_vocab=vocab,
+                     layers=[LayerSpec(attn="recurrent", n_head=0, n_head_kv=0) for _ in range(n_layer)],
+                     recurrent=RecurrentSpec(r_elements=0, s_elements=0, gguf=g), tensors=ts)
+
+
+def test_recurrent_state_of_a_mamba2_is_exact_against_llama_cpp(tmp_path):
+    """The GGUF's ssm.* keys -> n_embd_r/n_embd_s per layer, F32, one row per sequence: the RS
+    buffer llama.cpp allocates, to its log's 0.01 MiB, and the weights with it."""
+    from planner.verify.twin import write_twin
+    path = str(tmp_path / "mamba2.gguf")
+    write_twin(_mamba2_spec(), path, fill="random")
+    m = load_gguf(path)
+    assert m.recurrent and all(lay.attn == "recurrent" for lay in m.layers)
+    assert m.recurrent.r_elements == 3 * (512 + 2 * 2 * 64) and m.recurrent.s_elements == 64 * 512
+    r = run_probe(dict(model=path, ctx=1024, fa=False, mmap=False), timeout_s=300)
+    assert r["ok"], r.get("error")
+    est = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=1024, flash_attn=False, mmap=False))
+    host, meas = est.devices[-1].buffers_mib, r["bufs_mib"]
+    assert meas["CPU RS"] > 0 and abs(host["CPU RS"] - meas["CPU RS"]) <= 0.011, (host, meas)
+    assert abs(host["CPU model"] - meas["CPU model"]) <= 0.011 and "CPU KV" not in meas
