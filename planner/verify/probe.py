@@ -198,6 +198,18 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
         kwargs["tensor_split"] = cfg["tensor_split"]
     if cfg.get("kwargs"):
         kwargs.update(cfg["kwargs"])
+    if cfg.get("n_seq", 1) != 1 or cfg.get("kv_unified"):
+        # Llama() has no parameter for these (llama.cpp's defaults: 1 sequence, split KV): set
+        # them where Llama.__init__ takes its context params from
+        lcc = llama_cpp.llama_cpp
+        default = lcc.llama_context_default_params
+
+        def with_seqs():
+            p = default()
+            p.n_seq_max = int(cfg.get("n_seq", 1))
+            p.kv_unified = bool(cfg.get("kv_unified", False))
+            return p
+        lcc.llama_context_default_params = with_seqs
     gpu0, rss0 = _gpu_used(), _rss()
     t0 = time.perf_counter()
     llm = llama_cpp.Llama(**kwargs)

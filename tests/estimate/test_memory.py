@@ -168,7 +168,8 @@ def _mamba2_spec():
                      recurrent=RecurrentSpec(r_elements=0, s_elements=0, gguf=g), tensors=ts)
 
 
-def test_recurrent_state_of_a_mamba2_is_exact_against_llama_cpp(tmp_path):
+@pytest.mark.parametrize("n_seq", [1, 3])
+def test_recurrent_state_of_a_mamba2_is_exact_against_llama_cpp(tmp_path, n_seq):
     """The GGUF's ssm.* keys -> n_embd_r/n_embd_s per layer, F32, one row per sequence: the RS
     buffer llama.cpp allocates, to its log's 0.01 MiB, and the weights with it."""
     from planner.verify.twin import write_twin
@@ -177,9 +178,23 @@ def test_recurrent_state_of_a_mamba2_is_exact_against_llama_cpp(tmp_path):
     m = load_gguf(path)
     assert m.recurrent and all(lay.attn == "recurrent" for lay in m.layers)
     assert m.recurrent.r_elements == 3 * (512 + 2 * 2 * 64) and m.recurrent.s_elements == 64 * 512
-    r = run_probe(dict(model=path, ctx=1024, fa=False, mmap=False), timeout_s=300)
+    r = run_probe(dict(model=path, ctx=1024, fa=False, mmap=False, n_seq=n_seq), timeout_s=300)
     assert r["ok"], r.get("error")
-    est = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=1024, flash_attn=False, mmap=False))
+    est = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=1024, flash_attn=False, mmap=False, n_seq=n_seq))
     host, meas = est.devices[-1].buffers_mib, r["bufs_mib"]
     assert meas["CPU RS"] > 0 and abs(host["CPU RS"] - meas["CPU RS"]) <= 0.011, (host, meas)
     assert abs(host["CPU model"] - meas["CPU model"]) <= 0.011 and "CPU KV" not in meas
+
+
+@pytest.mark.parametrize("name,n_seq,unified", [("smollm2", 3, False), ("gemma3-270m", 2, False),
+                                                ("gemma3-270m", 2, True)])
+def test_parallel_sequences_split_or_share_the_cache_as_llama_cpp_does(name, n_seq, unified, smol_path, make_twin):
+    """-np N: N streams of n_ctx/N cells each (padded), or one shared cache with --kv-unified; the
+    sliding-window layers' cells per stream follow the window."""
+    _need_avx2()
+    path, model = (smol_path, load_gguf(smol_path)) if name == "smollm2" else make_twin(name, "Q8_0")
+    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=True, n_seq=n_seq, kv_unified=unified, swa_full=False),
+                  timeout_s=300)
+    assert r["ok"], r.get("error")
+    est = estimate(model, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=True, n_seq=n_seq, kv_unified=unified))
+    _compare(est, r["bufs_mib"])
