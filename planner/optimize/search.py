@@ -313,8 +313,11 @@ def make_plan(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> PlanRe
     front = [c for c in pareto(cands) if c is not best]
     alts: list[PlanOption] = []
     seen = {_key(best)}
+    gains = {"quality": lambda c: c.predicted_kld < best.predicted_kld,  # what each label promises
+             "speed": lambda c: c.estimate.throughput.decode_tps > best.estimate.throughput.decode_tps,
+             "context": lambda c: c.options.n_ctx > best.options.n_ctx}
     for goal, label in (("quality", "higher quality"), ("speed", "faster"), ("context", "more context")):
-        pick = min(front, key=lambda c, g=goal: _score(c, g), default=None)
+        pick = min((c for c in front if gains[goal](c)), key=lambda c, g=goal: _score(c, g), default=None)
         if pick is not None and _key(pick) not in seen and _score(pick, goal) < _score(best, goal):
             seen.add(_key(pick))
             alts.append(pick.model_copy(update={"label": label}))
