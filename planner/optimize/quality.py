@@ -60,6 +60,11 @@ def kld_of(t_type: str) -> float:
     return float(priors()["kld"].get(t_type, 1.0))
 
 
+def _tied(errors: dict[str, dict[str, float]]) -> bool:
+    """A tied embedding is the output matrix: the model has no output.weight (measured for all)."""
+    return "output.weight" not in errors
+
+
 def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None) -> float:
     """Predicted KLD of tensor t at type ty, before weighting: measured when the weights were at
     hand (relative squared error x the calibrated factor), else the type's prior. A tensor kept
@@ -67,7 +72,10 @@ def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | No
     if ty == t.origin:
         return 0.0
     if errors and t.name in errors and ty in errors[t.name]:
-        return errors[t.name][ty] * priors()["measured"]["kld_per_rel_error"]
+        k = priors()["measured"]["kld_per_rel_error"]
+        if t.name == "output.weight" or (t.name == "token_embd.weight" and _tied(errors)):
+            k *= priors()["measured"]["output_factor"]
+        return errors[t.name][ty] * k
     return kld_of(ty)
 
 
