@@ -149,7 +149,8 @@ MEASURE_AUTO_BYTES = 4 << 30  # measure errors unasked for local GGUFs up to thi
 
 def _tensor_errors(a: argparse.Namespace, spec):
     """Per-tensor errors measured on the weights of a local GGUF (--measure), else None (priors)."""
-    path = _gguf_path(spec.source)
+    from planner.model import local_gguf
+    path = local_gguf(spec.source)
     if a.measure == "off" or path is None or a.quant:
         return None
     if a.measure == "auto" and os.path.getsize(path) > MEASURE_AUTO_BYTES:
@@ -164,7 +165,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from planner.api import plan_model
     from planner.cli.format import estimate_text, gib
     from planner.export import plan_dict, planned_file, render
-    from planner.model import load_model
+    from planner.model import load_model, local_gguf
     spec = load_model(a.model)
     req = _request(a)
     req.tensor_errors = _tensor_errors(a, spec)
@@ -180,7 +181,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     basis = "measured per-tensor errors (ggml quantizer on the weights)" if req.tensor_errors \
         else "priors: planner/data/quality.yaml"
     if a.verify:
-        a.source = a.source_path or _gguf_path(spec.source)
+        a.source = a.source_path or local_gguf(spec.source)
         a.twin = a.source is None
         a.output = a.model_path
         return _run_verify(a, spec, best.types, best.options, best.estimate.margin, hw)
@@ -262,18 +263,13 @@ def _run_verify(a, spec, types, opts, margin, hw) -> int:
     return 0 if rep.ok else 4
 
 
-def _gguf_path(source: str | None) -> str | None:
-    """A ModelSpec.source of a local file ('gguf:/path/x.gguf') -> the path."""
-    return source[5:] if source and source.startswith("gguf:") else None
-
-
 def cmd_verify(a: argparse.Namespace) -> int:
-    from planner.model import load_gguf, load_model
+    from planner.model import load_gguf, load_model, local_gguf
     from planner.profile.targets import resolve_target
     from planner.verify.run import read_plan
     plan = read_plan(a.plan)
     if a.twin:
-        src = _gguf_path(plan.source)
+        src = local_gguf(plan.source)
         spec = load_gguf(src) if src and os.path.exists(src) else load_model(plan.model)
     elif a.source:
         spec = load_gguf(a.source)

@@ -150,7 +150,7 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         # stay resident is less: the repacked copies plus the host tensors used from the map,
         # which is what weights_bytes (and so "fits") counts.
         b.mapped = span_hi - span_lo
-    for il, d in enumerate(layer_dev):
+    for d in layer_dev:
         b.layers[d] = b.layers.get(d, 0) + 1
     # KV cache
     n_ctx, cells_full, cells_swa = kv_cells(model, opts)

@@ -14,6 +14,7 @@ import yaml
 from gguf import GGMLQuantizationType
 
 from planner.estimate.quant_mix import allows_quantization
+from planner.model.resolve import local_gguf
 from planner.model.spec import ModelSpec
 from planner.optimize.plan import PlanOption
 
@@ -73,7 +74,7 @@ def tensor_type_patterns(opt: PlanOption | dict[str, str], model: ModelSpec) -> 
 def planned_file(model: ModelSpec, opt: PlanOption) -> tuple[str, bool]:
     """The GGUF the launch lines name, and whether it is the source file as it is: a local GGUF
     whose plan keeps every tensor's type needs no quantizing."""
-    src = model.source[5:] if model.source.startswith("gguf:") else None
+    src = local_gguf(model.source)
     if src and all(opt.types.get(t.name, t.type) == t.type for t in model.tensors):
         return src, True
     return f"{model.name.split('/')[-1].removesuffix('.gguf')}-plan.gguf", False
@@ -151,8 +152,7 @@ def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, thread
     if kind in ("llama-server", "llama-cli"):
         return llama_server(opt, model, model_path, threads, binary=kind) + "\n"
     if kind == "llama-quantize":
-        local = model.source[5:] if model.source.startswith("gguf:") else None
-        src = src or local or model_path.replace(".gguf", "-F16.gguf")
+        src = src or local_gguf(model.source) or model_path.replace(".gguf", "-F16.gguf")
         if os.path.abspath(src) == os.path.abspath(model_path):
             return (f"# nothing to quantize: the plan keeps every tensor of {os.path.basename(src)} at its type;"
                     " run the file as it is\n")

@@ -12,10 +12,17 @@ from planner.model.gguf_spec import spec_from_gguf
 from planner.model.ollama import ollama_blob
 from planner.model.spec import ModelSpec
 
+LOCAL = "gguf:"  # ModelSpec.source of a local file
+
 
 def load_gguf(path: str | os.PathLike) -> ModelSpec:
     path = str(path)
-    return spec_from_gguf(read_gguf_file(path), name=Path(path).name, source=f"gguf:{path}")
+    return spec_from_gguf(read_gguf_file(path), name=Path(path).name, source=f"{LOCAL}{path}")
+
+
+def local_gguf(source: str | None) -> str | None:
+    """The path of a ModelSpec.source that names a local file ('gguf:/path/x.gguf'), else None."""
+    return source[len(LOCAL):] if source and source.startswith(LOCAL) else None
 
 
 def load_model(name: str) -> ModelSpec:
