@@ -54,7 +54,7 @@ def groups_of(tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: boo
         by[(tuple(t.shape), tuple(candidates(t, imatrix)), round(w, 3), own)].append(t)
     out = []
     for (shape, cands, w, _), ts in by.items():
-        opts = [(tensor_bytes(c, list(shape)), w * tensor_loss(ts[0], c, errors), c) for c in cands]
+        opts = [(tensor_bytes(c, list(shape)), w * tensor_loss(ts[0], c, errors, tied), c) for c in cands]
         out.append(Group(names=[t.name for t in ts], options=_hull(opts)))
     return out
 

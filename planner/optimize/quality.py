@@ -19,9 +19,13 @@ def priors() -> dict[str, Any]:
     return data_yaml("quality.yaml")
 
 
+def role(t: TensorSpec, tied: bool) -> str:
+    """The tensor's role for quality: a tied embedding is the output matrix."""
+    return "output" if (t.name == "token_embd.weight" and tied) else t.role
+
+
 def tensor_weight(t: TensorSpec, n_layers: int, tied: bool) -> float:
-    role = "output" if (t.name == "token_embd.weight" and tied) else t.role
-    return t.n_elements * _role_depth(role, t.layer, n_layers)
+    return t.n_elements * _role_depth(role(t, tied), t.layer, n_layers)
 
 
 @cache
@@ -60,12 +64,7 @@ def kld_of(t_type: str) -> float:
     return float(priors()["kld"].get(t_type, 1.0))
 
 
-def _tied(errors: dict[str, dict[str, float]]) -> bool:
-    """A tied embedding is the output matrix: the model has no output.weight (measured for all)."""
-    return "output.weight" not in errors
-
-
-def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None) -> float:
+def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None, tied: bool) -> float:
     """Predicted KLD of tensor t at type ty, before weighting: measured when the weights were at
     hand (relative squared error x the calibrated factor), else the type's prior. A tensor kept
     at the type it came in loses nothing."""
@@ -73,7 +72,7 @@ def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | No
         return 0.0
     if errors and t.name in errors and ty in errors[t.name]:
         k = priors()["measured"]["kld_per_rel_error"]
-        if t.name == "output.weight" or (t.name == "token_embd.weight" and _tied(errors)):
+        if role(t, tied) == "output":
             k *= priors()["measured"]["output_factor"]
         return errors[t.name][ty] * k
     return kld_of(ty)
@@ -86,7 +85,7 @@ def predicted_kld(model: ModelSpec, errors: dict[str, dict[str, float]] | None =
         if not allows_quantization(t):
             continue
         w = tensor_weight(t, model.n_layers, model.tied_embeddings)
-        num += w * tensor_loss(t, t.type or "F16", errors)
+        num += w * tensor_loss(t, t.type or "F16", errors, model.tied_embeddings)
         den += w
     return num / den if den else 0.0
 
