@@ -110,7 +110,7 @@ def rows() -> list[dict]:
     return out
 
 
-def peer_rows(refresh: bool = False) -> list[dict]:
+def peer_rows(rs: list[dict], refresh: bool = False) -> list[dict]:
     """The cases where a whole-device figure was measured, with our estimate and llmfit's answer:
     the H100 GPU total (NVML) and decode at full offload; the sum of llama.cpp's CPU buffers; CPU
     decode on this box."""
@@ -130,7 +130,7 @@ def peer_rows(refresh: bool = False) -> list[dict]:
         case = f"H100 llama3-8b Q4_K_M ctx={c['ctx']} fa={int(bool(c.get('fa')))} kv={KV[c.get('ctk')]} ub={o.n_ubatch}"
         cases.append((case, "GPU total MiB", r["gpu_delta_mib"], e.devices[0].memory.total_bytes / 2**20, q, "gpu_gb"))
         cases.append((case, "decode tok/s", r["tg_tps"], e.throughput.decode_tps, q, "gpu_tps"))
-    cpu_rows = {(r["case"], r["part"]): r for r in rows() if r["case"].startswith("CPU ") and "dry" not in r["case"]}
+    cpu_rows = {(r["case"], r["part"]): r for r in rs if r["case"].startswith("CPU ") and "dry" not in r["case"]}
     totals: dict[str, list[float]] = {}
     for (case, _), r in cpu_rows.items():
         if "tok/s" in r["part"]:
@@ -213,7 +213,7 @@ def peer_section(ps: list[dict], svg_path: str) -> list[str]:
     return lines + [""]
 
 
-def write_doc(rs: list[dict], path: str) -> None:
+def write_doc(rs: list[dict], peers: list[dict], path: str) -> None:
     by: dict[str, list[dict]] = {}
     for r in rs:
         by.setdefault(r["goal"], []).append(r)
@@ -228,7 +228,7 @@ def write_doc(rs: list[dict], path: str) -> None:
         worst = max(v, key=lambda r: abs(r["err"]))
         lines.append(f"| {g} | {sum(r['ok'] for r in v)} | {len(v)} | {worst['err']:+.1%} ({worst['case']}, {worst['part']}) |")
     lines += ["", "Misses are listed in docs/model.md under Known gaps.", ""]
-    lines += peer_section(peer_rows(), os.path.splitext(path)[0] + "-llmfit.svg")
+    lines += peer_section(peers, os.path.splitext(path)[0] + "-llmfit.svg")
     lines += ["## Every case", "",
               "| case | part | llama.cpp | ours | error | goal | ok |", "|---|---|---|---|---|---|---|"]
     for r in rs:
@@ -241,8 +241,9 @@ def write_doc(rs: list[dict], path: str) -> None:
 
 def main() -> int:
     rs = rows()
+    peers = peer_rows(rs, refresh="--refresh-llmfit" in sys.argv)
     if "--write" in sys.argv:
-        write_doc(rs, sys.argv[sys.argv.index("--write") + 1])
+        write_doc(rs, peers, sys.argv[sys.argv.index("--write") + 1])
     md = "--markdown" in sys.argv
     if md:
         print("| case | part | llama.cpp | ours | error | goal | ok |\n|---|---|---|---|---|---|---|")
@@ -255,7 +256,7 @@ def main() -> int:
     for r in rs:
         by.setdefault(r["goal"], []).append(r["ok"])
     print("\nsummary: " + "; ".join(f"{g}: {sum(v)}/{len(v)}" for g, v in by.items()))
-    for line in peer_summary(peer_rows(refresh="--refresh-llmfit" in sys.argv)):
+    for line in peer_summary(peers):
         print("vs llmfit, " + line)
     return 0 if all(r["ok"] for r in rs) else 1
 

@@ -85,11 +85,9 @@ def _ask(exe: str, model: str, quant: str, ctx: int, kv: str | None, profile: st
 def answers(questions: list[tuple[str, str, int, str | None, bool]], refresh: bool = False) -> dict[tuple, dict]:
     """{(model, quant, ctx, kv, h100): llmfit's answer}; asks llmfit for what is not kept yet."""
     kept: dict[tuple, dict] = {}
-    version = None
     if os.path.exists(ANSWERS) and not refresh:
         for line in open(ANSWERS):
             r = json.loads(line)
-            version = r["llmfit"]
             kept[(r["model"], r["quant"], r["ctx"], r["kv"], r["h100"])] = r["answer"]
     todo = [q for q in dict.fromkeys(questions) if q not in kept]
     if not todo:

@@ -24,11 +24,10 @@ import sys
 import tempfile
 
 from bench.plot import svg_plot
-from planner.estimate.ggml_types import tensor_bytes
-from planner.estimate.quant_mix import ftype_tensor_types, source_type
+from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_gguf
 from planner.optimize.allocate import allocate
-from planner.optimize.quality import predicted_kld
+from planner.optimize.quality import bytes_of, predicted_kld
 from planner.verify.probe import run_probe
 from planner.verify.quantize import quantize, to_float
 from planner.verify.run import TEXT, base_logprobs
@@ -36,10 +35,6 @@ from planner.verify.tensor_error import measure_errors
 
 FTYPES = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 GOAL = 0.20
-
-
-def _bytes(m, types) -> int:
-    return sum(tensor_bytes(types.get(t.name) or t.type or source_type(t), t.shape) for t in m.tensors)
 
 
 def _measure(path: str, base_npy: str) -> dict:
@@ -123,7 +118,7 @@ def run_model(key: str, d: str) -> tuple[list[dict], float]:
     rows = []
     for f in FTYPES:
         st = ftype_tensor_types(m, f)
-        budget = _bytes(m, st)
+        budget = bytes_of(m.with_types(st))
         p = os.path.join(d, f"stock-{f}.gguf")
         quantize(base, p, m, st)
         stock = _measure(p, npy)
