@@ -25,6 +25,16 @@ def smol_path() -> str:
 
 
 @pytest.fixture(scope="session")
+def base(smol_path, tmp_path_factory):
+    """SmolLM2 dequantized to F16 once: the source of every quantization in the tests."""
+    from planner.verify.quantize import to_float
+    p = str(tmp_path_factory.mktemp("base") / "smol-f16.gguf")
+    r = to_float(smol_path, p, "F16")
+    assert r.bytes == 270_885_952  # the F16 base of shared/research/quality.md
+    return p
+
+
+@pytest.fixture(scope="session")
 def twin_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("twins")
 

@@ -10,7 +10,7 @@ import traceback
 
 from planner.errors import PlannerError
 
-SUBCOMMANDS = ("profile", "targets", "models", "show", "recommend", "verify", "wizard")
+SUBCOMMANDS = ("profile", "targets", "models", "show", "recommend", "verify", "wizard", "imatrix")
 
 
 def _json(obj) -> None:
@@ -157,7 +157,7 @@ def _tensor_errors(a: argparse.Namespace, spec):
         return None
     from planner.verify.tensor_error import measure_errors
     prog = None if a.json or a.emit else _Progress()
-    return measure_errors(path, spec, imatrix=a.imatrix,
+    return measure_errors(path, spec, imatrix=a.imatrix, importance=a.imatrix_file,
                           progress=(lambda i, n, name: prog("measure", i, n, name)) if prog else None)
 
 
@@ -167,6 +167,11 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from planner.export import plan_dict, planned_file, render
     from planner.model import load_model, local_gguf
     spec = load_model(a.model)
+    if a.imatrix_file:
+        if not os.path.isfile(a.imatrix_file):
+            raise PlannerError(f"--imatrix-file {a.imatrix_file} does not exist; make one with "
+                               "plan imatrix MODEL.gguf --text TEXT -o FILE (or llama-imatrix)")
+        a.imatrix = True  # the quantizer will have it: IQ2 types become candidates
     req = _request(a)
     req.tensor_errors = _tensor_errors(a, spec)
     spec, hw, res = plan_model(spec, a.target, req, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus,
@@ -178,8 +183,10 @@ def cmd_plan(a: argparse.Namespace) -> int:
             print(f"{spec.name} does not fit {hw.name} with these constraints: {res.nearest}")
         return 3
     best = res.best
-    basis = "measured per-tensor errors (ggml quantizer on the weights)" if req.tensor_errors \
-        else "priors: planner/data/quality.yaml"
+    basis = "priors: planner/data/quality.yaml"
+    if req.tensor_errors:
+        basis = "measured per-tensor errors (ggml quantizer on the weights" + \
+            (", weighted by the importance matrix)" if a.imatrix_file else ")")
     if a.verify:
         a.source = a.source_path or local_gguf(spec.source)
         a.twin = a.source is None
@@ -188,7 +195,8 @@ def cmd_plan(a: argparse.Namespace) -> int:
     model_path, as_is = planned_file(spec, best)
     model_path = a.model_path or model_path
     if a.emit:
-        text = render(a.emit, best, spec, model_path, threads=hw.cpu.cores, src=a.source_path, basis=basis)
+        text = render(a.emit, best, spec, model_path, threads=hw.cpu.cores, src=a.source_path, basis=basis,
+                      imatrix=a.imatrix_file)
         if a.output:
             _write(a.output, text, a.force)
             print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
@@ -284,6 +292,23 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return _run_verify(a, spec, plan.types, plan.options, plan.margin, hw)
 
 
+def cmd_imatrix(a: argparse.Namespace) -> int:
+    from planner.model import local_gguf
+    from planner.verify.imatrix import make_imatrix
+    path = a.model if a.model.endswith(".gguf") else local_gguf(a.model)
+    if not path or not os.path.isfile(path):
+        raise PlannerError(f"plan imatrix needs a local GGUF file; {a.model} is not one")
+    if os.path.exists(a.output) and not a.force:
+        raise PlannerError(f"{a.output} exists; add --force to overwrite it")
+    r = make_imatrix(path, a.text, a.output, n_ctx=a.ctx, n_chunks=a.chunks, ngl=a.ngl)
+    if a.json:
+        _json({k: v for k, v in r.items() if k not in ("cfg", "bufs_mib", "flash_attn")} | {"output": a.output})
+    else:
+        print(f"wrote {a.output}: {r['n_entries']} matrices over {r['n_chunks']} chunks of {a.ctx} tokens; use it "
+              f"with plan --model {a.model} --imatrix-file {a.output} (and llama-quantize --imatrix)")
+    return 0
+
+
 def cmd_wizard(a: argparse.Namespace) -> int:
     if not sys.stdout.isatty():
         raise PlannerError("plan wizard needs an interactive terminal; for scripts use plan --model M --json")
@@ -324,7 +349,8 @@ def cmd_recommend(a: argparse.Namespace) -> int:
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("verify")
-    g.add_argument("--imatrix-file", help="importance matrix (GGUF, from llama-imatrix) for the quantizer")
+    g.add_argument("--imatrix-file", help="importance matrix (GGUF: plan imatrix or llama-imatrix): weights the "
+                                          "measured errors and goes to the quantizer")
     g.add_argument("--pp", type=int, default=512, help="prompt tokens timed (llama-bench pp, default 512)")
     g.add_argument("--tg", type=int, default=128, help="generated tokens timed (llama-bench tg, default 128)")
     g.add_argument("--reps", type=int, default=2, help="timed repetitions after a warm-up (default 2)")
@@ -345,7 +371,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
     main = argparse.ArgumentParser(prog="plan", parents=[common, tgt],
                                    description="Can I run this model on this box, and how? "
-                                               "Subcommands: profile, targets, models, show.",
+                                               "Subcommands: profile, targets, models, show, recommend, verify, wizard, imatrix.",
                                    epilog="examples: plan --model llama3.1-70b --target rtx4090 | "
                                           "plan show qwen3-30b-a3b | plan profile")
     main.add_argument("--model", "-m", required=True, help="catalog name, .gguf path, HF repo or Ollama name")
@@ -411,6 +437,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("--model", "-m", help="start with this model")
     p.add_argument("--target", default="auto", help="start with this target profile")
     p.set_defaults(func=cmd_wizard)
+    p = sp.add_parser("imatrix", parents=[common],
+                      help="collect an importance matrix of a GGUF over a text (llama-imatrix's format)")
+    p.add_argument("model", help="the GGUF (F16/BF16 for the best statistics)")
+    p.add_argument("--text", required=True, help="calibration text (plain UTF-8); not the text you evaluate on")
+    p.add_argument("-o", "--output", required=True, help="the imatrix GGUF to write (atomic)")
+    p.add_argument("--force", action="store_true", help="overwrite --output")
+    p.add_argument("--ctx", type=int, default=512, help="tokens per chunk (llama-imatrix -c, default 512)")
+    p.add_argument("--chunks", type=int, help="at most this many chunks (default: the whole text)")
+    p.add_argument("--ngl", type=int, default=0, help="layers on the GPU while collecting (default 0)")
+    p.set_defaults(func=cmd_imatrix)
     p = sp.add_parser("show", parents=[common], help="a model's architecture and tensors")
     p.add_argument("model")
     p.add_argument("--tensors", action="store_true", help="list every tensor")

@@ -148,7 +148,7 @@ def plan_dict(opt: PlanOption, model: ModelSpec, basis: str = "priors: planner/d
 
 
 def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None,
-           src: str | None = None, basis: str = "priors: planner/data/quality.yaml") -> str:
+           src: str | None = None, basis: str = "priors: planner/data/quality.yaml", imatrix: str | None = None) -> str:
     if kind in ("llama-server", "llama-cli"):
         return llama_server(opt, model, model_path, threads, binary=kind) + "\n"
     if kind == "llama-quantize":
@@ -156,7 +156,7 @@ def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, thread
         if os.path.abspath(src) == os.path.abspath(model_path):
             return (f"# nothing to quantize: the plan keeps every tensor of {os.path.basename(src)} at its type;"
                     " run the file as it is\n")
-        return llama_quantize(opt, model, src, model_path) + "\n"
+        return llama_quantize(opt, model, src, model_path, imatrix) + "\n"
     if kind == "ollama":
         return ollama(opt, model, model_path, threads)
     if kind == "llama-cpp-python":

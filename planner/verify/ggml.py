@@ -75,16 +75,23 @@ def dequantize_rows(data: bytes, type_name: str, n_per_row: int) -> np.ndarray:
     return arr.reshape(-1, n_per_row).astype(np.float32)
 
 
-def roundtrip_error(x: np.ndarray, type_name: str, imatrix: np.ndarray | None = None) -> float:
-    """Relative squared error ||x - deq(q(x))||^2 / ||x||^2 (importance-weighted when given)."""
+def roundtrip_sums(x: np.ndarray, type_name: str, imatrix: np.ndarray | None = None,
+                   weights: np.ndarray | None = None) -> tuple[float, float]:
+    """(sum w (x - deq(q(x)))^2, sum w x^2) over the rows of x: `imatrix` goes to the quantizer
+    (ggml's quant_weights), `weights` (per input column) weight the error; either may be absent."""
     if type_name in ("F32",):
-        return 0.0
+        return 0.0, 1.0
     if type_name in ("F16", "BF16"):
         y = x.astype(np.float16).astype(np.float32) if type_name == "F16" else \
             (x.astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
     else:
         y = dequantize_rows(quantize_rows(x, type_name, imatrix), type_name, x.shape[1])
-    w = imatrix if imatrix is not None else 1.0
-    num = float(np.sum(w * (x - y) ** 2))
-    den = float(np.sum(w * x.astype(np.float64) ** 2)) or 1.0
-    return num / den
+    w = weights if weights is not None else 1.0
+    return float(np.sum(w * (x - y) ** 2)), float(np.sum(w * x.astype(np.float64) ** 2))
+
+
+def roundtrip_error(x: np.ndarray, type_name: str, imatrix: np.ndarray | None = None) -> float:
+    """Relative squared error ||x - deq(q(x))||^2 / ||x||^2 (quantized with and weighted by the
+    imatrix when given)."""
+    num, den = roundtrip_sums(x, type_name, imatrix, imatrix)
+    return num / (den or 1.0)

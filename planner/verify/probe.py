@@ -182,6 +182,9 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
         return dry_run(cfg)
     if cfg.get("mode") == "logits":
         return logits(cfg)
+    if cfg.get("mode") == "imatrix":
+        from planner.verify.imatrix import collect
+        return collect(cfg)
     kwargs = dict(model_path=cfg["model"], n_gpu_layers=cfg.get("ngl", 0), n_ctx=cfg.get("ctx", 4096),
                   n_batch=cfg.get("n_batch", 2048), n_ubatch=cfg.get("n_ubatch", 512),
                   use_mmap=cfg.get("mmap", True), n_threads=cfg.get("threads") or os.cpu_count(),

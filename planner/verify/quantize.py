@@ -64,34 +64,6 @@ def quantize_args(model: ModelSpec, types: dict[str, str]) -> dict[str, Any]:
             "token_embd": types.get("token_embd.weight"), "output": types.get("output.weight")}
 
 
-def load_imatrix(path: str) -> dict[str, list[float]]:
-    """A GGUF imatrix (llama-imatrix's format): <tensor>.in_sum2 / <tensor>.counts per expert,
-    normalised as tools/quantize/quantize.cpp load_imatrix does."""
-    import numpy as np
-    from gguf import GGUFReader
-    try:
-        r = GGUFReader(path)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
-        raise PlannerError(f"{path} is not a GGUF imatrix ({exc}); legacy .dat files: convert them with "
-                           "llama-imatrix --in-file old.dat -o new.gguf") from None
-    t = {x.name: np.asarray(x.data, dtype=np.float32).reshape(-1) for x in r.tensors}
-    out = {}
-    for name, sums in t.items():
-        if not name.endswith(".in_sum2"):
-            continue
-        base = name[: -len(".in_sum2")]
-        counts = t.get(base + ".counts")
-        if counts is None:
-            raise PlannerError(f"{path}: {base} has sums but no counts; not an imatrix file")
-        ne0 = sums.size // counts.size
-        e = sums.reshape(counts.size, ne0) / np.where(counts > 0, counts, 1)[:, None]
-        e[counts <= 0] = 1.0
-        out[base] = e.reshape(-1).tolist()
-    if not out:
-        raise PlannerError(f"{path} holds no imatrix entries")
-    return out
-
-
 def _child(cfg: dict[str, Any]) -> int:
     import ctypes
 
@@ -116,7 +88,8 @@ def _child(cfg: dict[str, Any]) -> int:
     arr[len(pats)].pattern = None
     p.tt_overrides = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     if cfg.get("imatrix"):
-        data = load_imatrix(cfg["imatrix"])
+        from planner.verify.imatrix import load_imatrix
+        data = {k: v.reshape(-1).tolist() for k, v in load_imatrix(cfg["imatrix"]).items()}
         im = (llama_cpp.llama_model_imatrix_data * (len(data) + 1))()
         for i, (name, vals) in enumerate(data.items()):
             buf = (ctypes.c_float * len(vals))(*vals)

@@ -6,6 +6,13 @@ a 70B file is not read whole), dequantized to f32 when stored quantized, quantiz
 candidate type by `ggml_quantize_chunk` and dequantized back; the relative squared error
 ||W - deq(q(W))||^2 / ||W||^2 is the tensor's error at that type. Results are cached per
 source file in the user's cache dir.
+
+With an importance matrix (planner/verify/imatrix.py: the mean x^2 of each input column over a
+text) the error is activation-weighted, sum_j E[x_j^2] dW_ij^2 / sum_j E[x_j^2] W_ij^2: the
+relative error of the matrix's *outputs* rather than of its weights. Tensors the matrix does not
+cover (the embedding, the output) keep the plain error. The same file can also go to the
+quantizer (what llama-quantize --imatrix does), or only weight the errors: a plan for stock
+llama-quantize without an imatrix still ranks tensors by what their errors do to the outputs.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from planner.errors import PlannerError
 from planner.estimate.quant_mix import allows_quantization
 from planner.model.spec import ModelSpec
 from planner.optimize.quality import candidates
-from planner.verify.ggml import requires_imatrix, roundtrip_error
+from planner.verify.ggml import requires_imatrix, roundtrip_sums
 
 ErrorTable = dict[str, dict[str, float]]
 SAMPLE_ELEMENTS = 1 << 17  # ~131k weights per tensor: relative error settles to ~1% here
@@ -37,14 +44,26 @@ def _rows(arr: np.ndarray, ggml_type: str, n_per_row: int, idx: np.ndarray) -> n
     return dequantize(sub, GGMLQuantizationType[ggml_type]).astype(np.float32).reshape(len(idx), n_per_row)
 
 
-def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, cache: bool = True,
+def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, importance: str | None = None,
+                   quantize_with_importance: bool = True, cache: bool = True,
                    progress: Callable[[int, int, str], None] | None = None) -> ErrorTable:
-    """{tensor name: {type: relative squared error}} for every quantizable tensor of `path`."""
+    """{tensor name: {type: relative squared error}} for every quantizable tensor of `path`;
+    activation-weighted by the GGUF imatrix `importance` when given (and quantized with it unless
+    quantize_with_importance is False)."""
     from gguf import GGUFReader
+    imx = None
+    if importance:
+        from planner.verify.imatrix import load_imatrix
+        imx = load_imatrix(importance)
+        imatrix = imatrix or quantize_with_importance
     cpath = None
     if cache:
         from planner.verify.calibration import cached_path
-        cpath = cached_path("tensor-errors", path, ".json", imatrix, "v2")  # v2: candidates below a quantized origin
+        extra: list[object] = [imatrix, "v2"]  # v2: candidates below a quantized origin
+        if importance:
+            st = os.stat(importance)
+            extra += [os.path.abspath(importance), st.st_size, int(st.st_mtime), quantize_with_importance]
+        cpath = cached_path("tensor-errors", path, ".json", *extra)
         if os.path.exists(cpath):
             with open(cpath) as f:
                 return json.load(f)
@@ -64,10 +83,16 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, cache:
         idx = np.sort(rng.choice(nrows, size=k, replace=False))
         data = rt.data.reshape(nrows, -1)
         x = _rows(data, t.type or "F16", n_per_row, idx)
+        groups = _importance_groups(imx.get(t.name) if imx else None, idx, t.shape, n_per_row)
         errs = {}
         for c in candidates(t, imatrix):
-            im = np.ones(n_per_row, dtype=np.float32) if requires_imatrix(c) else None
-            errs[c] = roundtrip_error(x, c, im)
+            num = den = 0.0
+            for rows, w in groups:
+                q_im = w if (w is not None and quantize_with_importance) else \
+                    (np.ones(n_per_row, dtype=np.float32) if requires_imatrix(c) else None)
+                a, b = roundtrip_sums(x[rows], c, q_im, w)
+                num, den = num + a, den + b
+            errs[c] = num / (den or 1.0)
         out[t.name] = errs
         if progress:
             progress(i + 1, len(todo), t.name)
@@ -77,3 +102,16 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, cache:
             json.dump(out, f)
         os.replace(tmp, cpath)
     return out
+
+
+def _importance_groups(im: np.ndarray | None, idx: np.ndarray, shape: list[int],
+                       n_per_row: int) -> list[tuple[np.ndarray | slice, np.ndarray | None]]:
+    """The sampled rows grouped by the importance vector that applies to them: one group for a
+    dense matrix; for stacked experts (one vector per expert) the rows of each expert."""
+    if im is None or im.shape[-1] != n_per_row:
+        return [(slice(None), None)]
+    if im.shape[0] == 1:
+        return [(slice(None), im[0])]
+    per_mat = int(shape[1]) if len(shape) > 2 else len(idx)
+    mats = idx // per_mat
+    return [(np.nonzero(mats == e)[0], im[min(int(e), im.shape[0] - 1)]) for e in np.unique(mats)]
