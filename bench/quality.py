@@ -9,7 +9,10 @@ for SmolLM2, Q4_1 is never a candidate; Gemma's base is perturbed (`perturb`) be
 Q4_K_M would otherwise rebuild the shipped file exactly.
 Stock: llama_model_quantize with each ftype (what llama-quantize makes). Ours: the optimizer's
 allocation (measured per-tensor errors, role/depth weights) within the stock file's tensor
-bytes, quantized by the same quantizer. KLD, top-1 and PPL: `plan verify`'s measurement over the
+bytes, quantized by the same quantizer. The errors are activation-weighted by an importance
+matrix that `plan imatrix` collects on the base over bench/data/calibration.txt (the GPL-3 text,
+disjoint from the evaluation text); the matrix only ranks tensors: neither side's quantizer gets
+it, so both files come from the same stock quantizer and differ only in the mix. KLD, top-1 and PPL: `plan verify`'s measurement over the
 shipped public-domain text (4 x 512 tokens, second halves scored). Exits 1 when ours is not
 at least 20% lower in KLD at equal or fewer bytes for every ftype.
 """
@@ -28,6 +31,7 @@ from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_gguf
 from planner.optimize.allocate import allocate
 from planner.optimize.quality import bytes_of, predicted_kld
+from planner.verify.imatrix import make_imatrix
 from planner.verify.probe import run_probe
 from planner.verify.quantize import quantize, to_float
 from planner.verify.run import TEXT, base_logprobs
@@ -35,6 +39,7 @@ from planner.verify.tensor_error import measure_errors
 
 FTYPES = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 GOAL = 0.20
+CALIBRATION = os.path.join(os.path.dirname(__file__), "data", "calibration.txt")
 
 
 def _measure(path: str, base_npy: str) -> dict:
@@ -113,7 +118,9 @@ def run_model(key: str, d: str) -> tuple[list[dict], float]:
     if cfg["perturb"]:
         perturb(src, base)
     m = load_gguf(base)
-    errors = measure_errors(base, m, cache=False)
+    imx = os.path.join(d, f"{key}.imatrix.gguf")
+    make_imatrix(base, CALIBRATION, imx)
+    errors = measure_errors(base, m, importance=imx, quantize_with_importance=False, cache=False)
     npy, base_ppl = base_logprobs(base)
     rows = []
     for f in FTYPES:

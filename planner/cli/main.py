@@ -297,7 +297,7 @@ def cmd_imatrix(a: argparse.Namespace) -> int:
     from planner.verify.imatrix import make_imatrix
     path = a.model if a.model.endswith(".gguf") else local_gguf(a.model)
     if not path or not os.path.isfile(path):
-        raise PlannerError(f"plan imatrix needs a local GGUF file; {a.model} is not one")
+        raise PlannerError(f"plan imatrix needs a local GGUF file; {a.model} does not exist or is not one")
     if os.path.exists(a.output) and not a.force:
         raise PlannerError(f"{a.output} exists; add --force to overwrite it")
     r = make_imatrix(path, a.text, a.output, n_ctx=a.ctx, n_chunks=a.chunks, ngl=a.ngl)

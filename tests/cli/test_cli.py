@@ -72,6 +72,8 @@ def test_models_and_targets_list(capsys):
     (["--model", "llama3.1-8b", "--target", "rtx4090", "--cache-type-v", "q4_0", "--flash-attn", "off"],
      "flash attention"),
     (["--model", "/nonexistent/x.gguf"], "does not exist"),
+    (["imatrix", "/nonexistent/x.gguf", "--text", "t.txt", "-o", "x.imatrix.gguf"], "does not exist"),
+    (["--model", "llama3.1-8b", "--imatrix-file", "/nonexistent/im.gguf"], "plan imatrix"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(capsys, args, msg):
     code, out, err = run(args, capsys)
@@ -93,3 +95,15 @@ def test_override_tensor_and_depth(capsys):
     assert deep["throughput"]["decode_tps"] < base["throughput"]["decode_tps"]
     code, _, err = run(["--model", "qwen3-30b-a3b", "-ot", "exps=CUDA0"], capsys)
     assert code == 2 and "REGEX=CPU" in err
+
+
+def test_imatrix_from_the_command_line_reaches_the_quantize_line(base, tmp_path, capsys):
+    from planner.verify.run import TEXT
+    out = str(tmp_path / "smol.imatrix.gguf")
+    code, o, _ = run(["imatrix", base, "--text", TEXT, "-o", out, "--ctx", "64", "--chunks", "1", "--json"], capsys)
+    assert code == 0 and json.loads(o)["n_entries"] == 210
+    code, _, err = run(["imatrix", base, "--text", TEXT, "-o", out], capsys)
+    assert code == 2 and "--force" in err
+    code, o, _ = run(["--model", base, "--target", "laptop-16gb", "--measure", "off", "--imatrix-file", out,
+                      "--emit", "llama-quantize"], capsys)
+    assert code == 0 and f"--imatrix {out}" in o
