@@ -7,7 +7,13 @@ tensors; it is reached in one of three places (all f32 activations, 4 bytes):
 - attention without flash attention: the scores n_kv x u x n_head, the mask n_kv x u,
   plus 5.5 hidden states' worth of q/k/v/out temporaries;
 - attention with flash attention: the f16 mask n_kv x u and ~5 hidden states;
-- the FFN: gate, up and their product (3 x n_ff x u), MoE: n_used x expert_ff x u each.
+- the FFN: gate, up and their product (3 x n_ff x u), MoE: n_used x expert_ff x u each;
+- a Mamba layer's SSM (no attention scores: nothing grows with n_ctx): Mamba-2 holds
+  5 d_inner + 3 (2 n_group d_state) + 3 n_embd values per token (in_proj output, conv input,
+  output and activation, scan output), Mamba-1 6.55 d_inner (fitted); beside the logits they
+  keep 3 hidden states. Fitted on no_alloc dry runs of Mamba-1/2 twins (7 + 8 shapes, u 256 and
+  512, within 2%; bench/mamba_grid.py), exact at Mamba-2 2.7B size; plus the states the scan
+  outputs beside y, d_state x d_inner per sequence.
 A GPU that holds the layers does not hold the input embedding (get_rows runs on the
 host, token_embd lives there), so its buffer is one hidden state smaller; the host gets
 the mask and two hidden states (CUDA_Host compute).
@@ -29,18 +35,34 @@ def _n_kv_attn(model: ModelSpec, n_ctx: int, swa_cells: int) -> int:
     return n_ctx if full else swa_cells
 
 
-def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int) -> dict[str, int]:
+def ssm_per_token(model: ModelSpec) -> int:
+    """Values per token a Mamba layer's SSM keeps live (0: no Mamba layers, or a recurrent kind
+    whose graph is not fitted: RWKV, LFM2's short convolution)."""
+    g = model.recurrent.gguf if model.recurrent else {}
+    d_inner = g.get("ssm.inner_size", 0)
+    if not d_inner:
+        return 0
+    if g.get("ssm.group_count"):  # Mamba-2 (and the hybrids built on it)
+        return 5 * d_inner + 6 * g["ssm.group_count"] * g.get("ssm.state_size", 0) + 3 * model.n_embd
+    return int(6.55 * d_inner)
+
+
+def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
+           n_seq: int = 1) -> dict[str, int]:
     u = min(n_ubatch, n_ctx)
     e = model.n_embd
     n_kv = _n_kv_attn(model, n_ctx, swa_cells)
     h = model.n_head
     q_dim = max(e, h * model.head_dim_k)
-    # hidden states alive beside the logits: 2; gemma's final soft-capping 3; gpt-oss 7 (fitted)
-    n_hidden = 3 if model.architecture.startswith("gemma") else 2
+    ssm = ssm_per_token(model)
+    # hidden states alive beside the logits: 2; gemma's final soft-capping 3; gpt-oss 7; Mamba 3 (fitted)
+    n_hidden = 3 if model.architecture.startswith("gemma") or ssm else 2
     if model.architecture == "gpt-oss":
         n_hidden = 3 if flash_attn else 7
     out = (model.n_vocab + n_hidden * e) * u * F32
-    if flash_attn:
+    if ssm and not any(lay.attn in ("full", "swa") for lay in model.layers):
+        attn = 0  # no attention layer: no scores, no mask
+    elif flash_attn:
         attn = n_kv * u * 2 + 5 * q_dim * u * F32
     else:
         # scores + mask; iSWA models (full and sliding layers) carry a second full-width mask
@@ -55,18 +77,24 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         # fused gate+up (phi3): 2 n_ff, then n_ff, and more temporaries with flash attention (fitted)
         ff_mult = (4.7 if flash_attn else 4.3) if model.architecture == "phi3" else 3
         ffn = int((ff_mult * model.n_ff + 2 * e) * u * F32)
-    return {"logits": out, "attention": attn, "ffn": ffn}
+    if not model.n_ff and not model.moe:
+        ffn = 0  # no FFN (Mamba)
+    p = {"logits": out, "attention": attn, "ffn": ffn}
+    if ssm:
+        g = model.recurrent.gguf
+        p["ssm"] = (ssm * u + g.get("ssm.state_size", 0) * g["ssm.inner_size"] * max(1, n_seq)) * F32
+    return p
 
 
 def compute_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
-                    gpu_holds_layers: bool, staged: dict[str, int] | None = None) -> tuple[int, int]:
+                    gpu_holds_layers: bool, staged: dict[str, int] | None = None, n_seq: int = 1) -> tuple[int, int]:
     """(device compute bytes, host compute bytes) for a device holding the repeating layers;
     for CPU-only runs the first is the CPU buffer and the second 0.
 
     staged: bytes of host weights copied into the GPU's buffer during a phase (op offload):
     the output matrix in the logits phase, one host layer's attention or FFN weights.
     """
-    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells)
+    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_seq)
     for k, v in (staged or {}).items():
         p[k] += v
     peak = max(p.values())

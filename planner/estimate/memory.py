@@ -167,17 +167,19 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     per_stream_swa = cells_swa // (1 if opts.kv_unified else opts.n_seq)
     per_stream_full = cells_full // (1 if opts.kv_unified else opts.n_seq)
     if n_gpus == 0:
-        b.compute[CPU], _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, False)
+        b.compute[CPU], _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
+                                            False, n_seq=opts.n_seq)
     else:
         staged = staged_host_weights(model, devs, out_dev, staged_layer)
         dev_buf, host_buf = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
-                                            True, staged)
+                                            True, staged, n_seq=opts.n_seq)
         copies = 4 if (n_gpus > 1 and CPU not in layer_dev and not opts.override_tensor and opts.n_cpu_moe == 0
                        and not opts.cpu_moe) else 1  # pipeline parallel: GGML_SCHED_MAX_COPIES
         # every GPU gets a compute buffer: big batches run host weights there too (op offload)
         for g in range(n_gpus):
             b.compute[g] = dev_buf * copies
-        host_full, _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, False)
+        host_full, _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, False,
+                                       n_seq=opts.n_seq)
         b.compute[CPU] = host_full if CPU in layer_dev else host_buf
     # logits output buffer on the host: n_vocab x n_seq outputs x f32
     b.output = model.n_vocab * opts.n_seq * 4

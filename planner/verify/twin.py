@@ -19,7 +19,7 @@ from gguf import GGMLQuantizationType, GGUFWriter
 
 from planner.estimate.ggml_types import tensor_bytes
 from planner.estimate.quant_mix import source_type
-from planner.model.spec import ModelSpec
+from planner.model.spec import LayerSpec, ModelSpec, RecurrentSpec, TensorSpec
 
 ALIGN = 32
 
@@ -156,3 +156,39 @@ def write_twin(model: ModelSpec, path: str | os.PathLike, *, n_ctx_train: int | 
         if os.path.exists(tmp):
             os.remove(tmp)
     return path.stat().st_size
+
+
+def mamba_spec(version=2, e=256, n_layer=3, vocab=2048, d_inner=512, d_state=64, n_group=2, head=64):
+    """A Mamba-1 or -2 of any size laid out as llama.cpp's llama-model.cpp creates its tensors
+    (Mamba-1 needs d_inner = 2 n_embd): shape twins for the recurrent-state and compute checks."""
+    d_conv, dt_rank = 4, (d_inner // head if version == 2 else e // 16)
+    g = {"ssm.conv_kernel": d_conv, "ssm.inner_size": d_inner, "ssm.state_size": d_state, "ssm.time_step_rank": dt_rank}
+    if version == 2:
+        g["ssm.group_count"] = n_group
+    conv_dim = d_inner + 2 * n_group * d_state if version == 2 else d_inner
+    ts = [TensorSpec(name="token_embd.weight", shape=[e, vocab], type="F16"),
+          TensorSpec(name="output_norm.weight", shape=[e], type="F32"),
+          TensorSpec(name="output.weight", shape=[e, vocab], type="F16")]
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+               TensorSpec(name=b + "ssm_in.weight", shape=[e, d_inner + conv_dim + dt_rank if version == 2
+                                                             else 2 * d_inner], type="F16"),
+               TensorSpec(name=b + "ssm_conv1d.weight", shape=[d_conv, conv_dim], type="F32"),
+               TensorSpec(name=b + "ssm_conv1d.bias", shape=[conv_dim], type="F32"),
+               TensorSpec(name=b + "ssm_out.weight", shape=[d_inner, e], type="F16")]
+        if version == 2:
+            ts += [TensorSpec(name=b + "ssm_dt.bias", shape=[dt_rank], type="F32"),
+                   TensorSpec(name=b + "ssm_a", shape=[1, dt_rank], type="F32"),
+                   TensorSpec(name=b + "ssm_d", shape=[1, dt_rank], type="F32"),
+                   TensorSpec(name=b + "ssm_norm.weight", shape=[d_inner // n_group, n_group], type="F32")]
+        else:
+            ts += [TensorSpec(name=b + "ssm_x.weight", shape=[d_inner, dt_rank + 2 * d_state], type="F16"),
+                   TensorSpec(name=b + "ssm_dt.weight", shape=[dt_rank, d_inner], type="F16"),
+                   TensorSpec(name=b + "ssm_dt.bias", shape=[d_inner], type="F32"),
+                   TensorSpec(name=b + "ssm_a", shape=[d_state, d_inner], type="F32"),
+                   TensorSpec(name=b + "ssm_d", shape=[d_inner], type="F32")]
+    return ModelSpec(name=f"mamba{version}-twin", source="test", architecture="mamba2" if version == 2 else "mamba",
+                     n_layers=n_layer, n_embd=e, n_head=0, n_kv_heads=0, head_dim_k=0, head_dim_v=0, n_ff=0,
+                     n_vocab=vocab, layers=[LayerSpec(attn="recurrent", n_head=0, n_head_kv=0) for _ in range(n_layer)],
+                     recurrent=RecurrentSpec(r_elements=0, s_elements=0, gguf=g), tensors=ts)

@@ -13,6 +13,7 @@ from planner.model import load_gguf, load_model
 from planner.profile.hardware import CPU, RAM, HardwareProfile
 from planner.profile.targets import load_target
 from planner.verify.probe import run_probe
+from planner.verify.twin import mamba_spec
 
 THIS_CPU = HardwareProfile(cpu=CPU(model="x86-64", cores=2, threads=2, flags=["avx", "avx2", "fma", "f16c"]),
                            ram=RAM(total_bytes=24 << 30, bandwidth_gbps=20))
@@ -140,41 +141,13 @@ def test_more_layers_on_the_gpu_never_lowers_gpu_weights(ngl):
     assert b >= a
 
 
-def _mamba2_spec():
-    """A small Mamba-2 laid out as llama.cpp's models/mamba2.cpp creates its tensors."""
-    from planner.model.spec import LayerSpec, ModelSpec, RecurrentSpec, TensorSpec
-    e, n_layer, vocab = 256, 3, 2048
-    g = {"ssm.conv_kernel": 4, "ssm.inner_size": 512, "ssm.state_size": 64, "ssm.group_count": 2,
-         "ssm.time_step_rank": 8}
-    d_conv, d_inner, d_state, n_group, dt_rank = g.values()
-    conv_dim = d_inner + 2 * n_group * d_state
-    ts = [TensorSpec(name="token_embd.weight", shape=[e, vocab], type="F16"),
-          TensorSpec(name="output_norm.weight", shape=[e], type="F32"),
-          TensorSpec(name="output.weight", shape=[e, vocab], type="F16")]
-    for i in range(n_layer):
-        b = f"blk.{i}."
-        ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
-               TensorSpec(name=b + "ssm_in.weight", shape=[e, d_inner + conv_dim + dt_rank], type="F16"),
-               TensorSpec(name=b + "ssm_conv1d.weight", shape=[d_conv, conv_dim], type="F32"),
-               TensorSpec(name=b + "ssm_conv1d.bias", shape=[conv_dim], type="F32"),
-               TensorSpec(name=b + "ssm_dt.bias", shape=[dt_rank], type="F32"),
-               TensorSpec(name=b + "ssm_a", shape=[1, dt_rank], type="F32"),
-               TensorSpec(name=b + "ssm_d", shape=[1, dt_rank], type="F32"),
-               TensorSpec(name=b + "ssm_norm.weight", shape=[d_inner // n_group, n_group], type="F32"),
-               TensorSpec(name=b + "ssm_out.weight", shape=[d_inner, e], type="F16")]
-    return ModelSpec(name="mamba2-twin", source="test", architecture="mamba2", n_layers=n_layer, n_embd=e, n_head=0,
-                     n_kv_heads=0, head_dim_k=0, head_dim_v=0, n_ff=0, n_vocab=vocab,
-                     layers=[LayerSpec(attn="recurrent", n_head=0, n_head_kv=0) for _ in range(n_layer)],
-                     recurrent=RecurrentSpec(r_elements=0, s_elements=0, gguf=g), tensors=ts)
-
-
 @pytest.mark.parametrize("n_seq", [1, 3])
 def test_recurrent_state_of_a_mamba2_is_exact_against_llama_cpp(tmp_path, n_seq):
     """The GGUF's ssm.* keys -> n_embd_r/n_embd_s per layer, F32, one row per sequence: the RS
     buffer llama.cpp allocates, to its log's 0.01 MiB, and the weights with it."""
     from planner.verify.twin import write_twin
     path = str(tmp_path / "mamba2.gguf")
-    write_twin(_mamba2_spec(), path, fill="random")
+    write_twin(mamba_spec(), path, fill="random")
     m = load_gguf(path)
     assert m.recurrent and all(lay.attn == "recurrent" for lay in m.layers)
     assert m.recurrent.r_elements == 3 * (512 + 2 * 2 * 64) and m.recurrent.s_elements == 64 * 512
@@ -198,3 +171,22 @@ def test_parallel_sequences_split_or_share_the_cache_as_llama_cpp_does(name, n_s
     assert r["ok"], r.get("error")
     est = estimate(model, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=True, n_seq=n_seq, kv_unified=unified))
     _compare(est, r["bufs_mib"])
+
+
+@pytest.mark.parametrize("version,shape,ctx,ub", [
+    (2, {}, 4096, 512), (2, {}, 32768, 256), (2, dict(d_inner=1024), 4096, 512), (2, dict(e=512), 4096, 512),
+    (2, dict(n_group=1, d_state=128), 4096, 512),
+    (2, dict(e=2560, n_layer=2, vocab=50288, d_inner=5120, d_state=128, n_group=1), 8192, 512),  # Mamba-2 2.7B
+    (1, {}, 4096, 512), (1, dict(e=1024, d_inner=2048, d_state=16), 32768, 512)])
+def test_mamba_compute_buffer_within_5_percent_of_llama_cpp_dry_run(tmp_path, version, shape, ctx, ub):
+    """No attention scores in a Mamba graph: the buffer does not grow with n_ctx; the SSM phase or
+    the logits (beside 3 hidden states) sets it."""
+    from planner.verify.twin import write_twin
+    kw = dict(d_inner=512, d_state=16) if version == 1 else {}
+    path = str(tmp_path / "m.gguf")
+    write_twin(mamba_spec(version, **(kw | shape)), path)
+    r = run_probe(dict(model=path, dry=True, ctx=ctx, n_ubatch=ub, n_batch=2048, fa=False), timeout_s=120)
+    assert r["ok"], r.get("error")
+    est = estimate(load_gguf(path), THIS_CPU, RuntimeOptions(n_ctx=ctx, n_ubatch=ub, flash_attn=False))
+    got, want = est.devices[-1].buffers_mib["CPU compute"], r["bufs_mib"]["CPU compute"]
+    assert abs(got / want - 1) <= 0.05, (got, want)
