@@ -212,8 +212,11 @@ def write_doc(path: str) -> None:
            "Address, Lincoln's second inaugural), 4 chunks of 512 tokens, the second half of each scored, like "
            "llama-perplexity's KLD mode. Stock: `llama_model_quantize` with the ftype (what llama-quantize makes). "
            "Ours: the optimizer's allocation with per-tensor errors measured by ggml's quantizer on the weights "
-           "(`planner/verify/tensor_error.py`) within the stock file's tensor bytes, quantized by the same quantizer "
-           "with `--tensor-type` patterns. Goal: at least 20% lower KLD at equal or fewer bytes.", "",
+           "(`planner/verify/tensor_error.py`), weighted by the activations (an importance matrix that `plan imatrix` "
+           "collects on the base over `bench/data/calibration.txt`, the GPL-3 text: disjoint from the evaluation "
+           "text), within the stock file's tensor bytes, quantized by the same quantizer with `--tensor-type` "
+           "patterns. The importance matrix only ranks tensors: neither quantizer gets it, so both files differ "
+           "only in the per-tensor types. Goal: at least 20% lower KLD at equal or fewer bytes.", "",
            "The measured error maps to KLD by two factors (planner/data/quality.yaml): 133 per unit of "
            "weighted relative error for the layers (fitted on SmolLM2) and 0.084 of that for the output matrix or "
            "tied embedding (fitted on Gemma 3 270M: with one factor its tied 262K-token embedding looked 12x more "

@@ -149,6 +149,8 @@ def collect(cfg: dict[str, Any]) -> dict[str, Any]:
     import glob
 
     import llama_cpp
+
+    from planner.verify.probe import eval_chunks
     lcc = llama_cpp.llama_cpp
     libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
     col = Collector(ctypes.CDLL(sorted(glob.glob(os.path.join(libdir, "libggml-base.*")))[0]))
@@ -164,21 +166,9 @@ def collect(cfg: dict[str, Any]) -> dict[str, Any]:
     llm = llama_cpp.Llama(model_path=cfg["model"], n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512),
                           verbose=False, n_gpu_layers=int(cfg.get("ngl", 0)), logits_all=True,
                           n_threads=cfg.get("threads") or os.cpu_count())  # all rows reach the last layer
-    with open(cfg["text"], "rb") as f:
-        toks = llm.tokenize(f.read(), add_bos=False, special=False)
-    n_chunks = len(toks) // n_ctx
-    if cfg.get("n_chunks"):
-        n_chunks = min(n_chunks, int(cfg["n_chunks"]))
-    if n_chunks < 1:
-        raise RuntimeError(f"the text has {len(toks)} tokens, fewer than one chunk of {n_ctx}")
-    bos = llm.token_bos()
-    for c in range(n_chunks):
-        chunk = toks[c * n_ctx:(c + 1) * n_ctx]
-        if bos is not None and bos >= 0 and llm._model.add_bos_token():
-            chunk = [bos] + chunk[1:]
-        llm.reset()
-        llm._ctx.kv_cache_clear()
-        llm.eval(chunk)
+    n_chunks = 0
+    for _ in eval_chunks(llm, cfg["text"], n_ctx, cfg.get("n_chunks")):
+        n_chunks += 1
         if col.error:
             raise RuntimeError(f"imatrix collection failed: {col.error}")
     if not col.sums:

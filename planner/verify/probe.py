@@ -123,6 +123,26 @@ def _speed(llm, cfg: dict[str, Any]) -> dict[str, Any]:
             "pp": pp, "tg": tg, "depth": depth, "reps": reps}
 
 
+def eval_chunks(llm, text: str, n_ctx: int, max_chunks: int | None = None):
+    """Evaluate the text file in chunks of n_ctx tokens from an empty cache, the first token of
+    each BOS when the model adds one (llama-perplexity / llama-imatrix); yields each chunk after
+    llm.eval."""
+    with open(text, "rb") as f:
+        toks = llm.tokenize(f.read(), add_bos=False, special=False)
+    n_chunks = len(toks) // n_ctx if not max_chunks else min(max_chunks, len(toks) // n_ctx)
+    if n_chunks < 1:
+        raise RuntimeError(f"the text has {len(toks)} tokens, fewer than one chunk of {n_ctx}")
+    bos = llm.token_bos()
+    for c in range(n_chunks):
+        chunk = toks[c * n_ctx:(c + 1) * n_ctx]
+        if bos is not None and bos >= 0 and llm._model.add_bos_token():
+            chunk = [bos] + chunk[1:]
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        llm.eval(chunk)
+        yield chunk
+
+
 def logits(cfg: dict[str, Any]) -> dict[str, Any]:
     """Next-token log-probabilities over a text, scored like llama-perplexity: chunks of n_ctx
     tokens (first one BOS), the second half of each chunk scored. With `base` (an .npy of the
@@ -134,22 +154,10 @@ def logits(cfg: dict[str, Any]) -> dict[str, Any]:
     llm = llama_cpp.Llama(model_path=cfg["model"], n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512),
                           logits_all=True, verbose=False, n_gpu_layers=int(cfg.get("ngl", 0)),
                           n_threads=cfg.get("threads") or os.cpu_count(), flash_attn=bool(cfg.get("fa", False)))
-    with open(cfg["text"], "rb") as f:
-        toks = llm.tokenize(f.read(), add_bos=False, special=False)
-    n_chunks = min(n_chunks, len(toks) // n_ctx)
-    if n_chunks < 1:
-        raise RuntimeError(f"the text has {len(toks)} tokens, fewer than one chunk of {n_ctx}")
     first = n_ctx // 2
-    bos = llm.token_bos()
     base = np.load(cfg["base"], mmap_mode="r") if cfg.get("base") else None
     outs, nll, kld, top1, n = [], 0.0, 0.0, 0, 0
-    for c in range(n_chunks):
-        chunk = toks[c * n_ctx:(c + 1) * n_ctx]
-        if bos is not None and bos >= 0 and llm._model.add_bos_token():
-            chunk = [bos] + chunk[1:]
-        llm.reset()
-        llm._ctx.kv_cache_clear()
-        llm.eval(chunk)
+    for c, chunk in enumerate(eval_chunks(llm, cfg["text"], n_ctx, n_chunks)):
         lg = np.asarray(llm.scores[first:n_ctx - 1], dtype=np.float64)
         lp = lg - lg.max(axis=1, keepdims=True)
         lp -= np.log(np.exp(lp).sum(axis=1, keepdims=True))
