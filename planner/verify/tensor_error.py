@@ -73,6 +73,13 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
         raise PlannerError(f"cannot read the weights of {path}: {exc}") from None
     by_name = {t.name: t for t in reader.tensors}
     todo = [t for t in model.tensors if allows_quantization(t) and t.name in by_name]
+    if imx is not None:
+        width = {t.name: t.shape[0] for t in todo}
+        wrong = [n for n, v in imx.items() if n in width and v.shape[-1] != width[n]]
+        if wrong or not any(n in width for n in imx):
+            raise PlannerError(f"the importance matrix {importance} is for another model: "
+                               + (f"{wrong[0]} has {imx[wrong[0]].shape[-1]} columns, the model's {width[wrong[0]]}"
+                                  if wrong else "none of its tensors is in this model"))
     rng = np.random.default_rng(0)
     out: ErrorTable = {}
     for i, t in enumerate(todo):

@@ -94,3 +94,14 @@ def test_errors_weighted_by_the_activations(base, smol_imatrix):
     assert sum(both[n]["Q4_K" if "ffn_down" in n else "Q4_0"] for n in blocks) < \
         sum(weighted[n]["Q4_K" if "ffn_down" in n else "Q4_0"] for n in blocks)
     assert "IQ2_XS" in both[name] and "IQ2_XS" not in weighted[name]  # the quantizer has the matrix
+
+
+def test_an_importance_matrix_of_another_model_is_refused(base, smol_imatrix, tmp_path):
+    from planner.verify.imatrix import write_imatrix
+    from planner.verify.tensor_error import measure_errors
+    m = load_gguf(base)
+    other = str(tmp_path / "other.imatrix.gguf")
+    write_imatrix(other, {"blk.0.attn_q.weight": np.ones((1, 640))}, {"blk.0.attn_q.weight": np.ones(1)},
+                  dataset="x", chunk_count=1, chunk_size=512)
+    with pytest.raises(PlannerError, match="for another model: blk.0.attn_q.weight has 640 columns"):
+        measure_errors(base, m, importance=other, cache=False)
