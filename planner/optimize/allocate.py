@@ -76,25 +76,55 @@ class Allocator:
                 dl = g.options[i][1] - g.options[i + 1][1]
                 steps.append((-dl / max(db, 1), gi, i, db * len(g.names)))
         self.steps = sorted(steps)
+        self.group_of = {n: g for g in self.groups for n in g.names}
+        top = sum(g.options[-1][0] * len(g.names) for g in self.groups)
+        self.big = [gi for gi, g in enumerate(self.groups)
+                    if len(g.names) == 1 and len(g.options) > 1 and g.options[-1][0] > 0.05 * top]
 
     def solve(self, budget_bytes: int) -> dict[str, str] | None:
-        """Types within budget_bytes, lowest predicted loss; None if even the smallest types do not fit."""
+        """Types within budget_bytes, lowest predicted loss; None if even the smallest types do not fit.
+
+        The relaxation plus greedy can strand a single big tensor (a tied 262K-token embedding is
+        62% of Gemma 3 270M): its next step does not fit, and the bytes go to small steps that
+        save less than a smaller type there would. So each big tensor (over 5% of the model) is
+        also tried at every type on its hull with the rest solved around it; the lowest loss wins."""
+        if budget_bytes < self.min_bytes:
+            return None
+        best = self._solve(budget_bytes, None)
+        for gi in self.big:
+            for lv in range(len(self.groups[gi].options)):
+                r = self._solve(budget_bytes, (gi, lv))
+                if r is not None and r[1] < best[1] * (1 - 1e-9):
+                    best = r
+        level, _ = best
+        group_of = self.group_of
+        return {n: group_of[n].options[i][2] for n, i in level.items()}
+
+    def _solve(self, budget_bytes: int, forced: tuple[int, int] | None) -> tuple[dict[str, int], float] | None:
         groups = self.groups
         left = budget_bytes - self.min_bytes
-        if left < 0:
-            return None
         best = [0] * len(groups)
+        if forced is not None:
+            fg, fl = forced
+            g = groups[fg]
+            left -= (g.options[fl][0] - g.options[0][0]) * len(g.names)
+            if left < 0:
+                return None
+            best[fg] = fl
         for _, gi, i, cost in self.steps:  # a group's steps come in order: its hull is convex
+            if forced is not None and gi == forced[0]:
+                continue
             if cost > left:
                 break
             best[gi] = i + 1
             left -= cost
         # per-tensor state, then greedy exchange with the bytes left
         level = {}
-        group_of = {}
+        group_of = self.group_of
         for g, i in zip(groups, best, strict=True):
             for n in g.names:
-                level[n], group_of[n] = i, g
+                level[n] = i
+        fixed = set(groups[forced[0]].names) if forced is not None else set()
         heap = []
 
         def push(n: str) -> None:
@@ -105,14 +135,15 @@ class Allocator:
                 heapq.heappush(heap, (-dl / max(db, 1), db, n))
 
         for n in level:
-            push(n)
+            if n not in fixed:
+                push(n)
         while heap:
             _, db, n = heapq.heappop(heap)
             if db <= left:
                 level[n] += 1
                 left -= db
                 push(n)
-        return {n: group_of[n].options[i][2] for n, i in level.items()}
+        return level, sum(group_of[n].options[i][1] for n, i in level.items())
 
 
 def allocate(tensors: list[TensorSpec], budget_bytes: int, n_layers: int, tied: bool,
