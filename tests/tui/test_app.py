@@ -8,9 +8,13 @@ from planner.tui.app import PlannerApp
 
 
 async def _settle(app, pilot) -> None:
+    from textual.worker import WorkerCancelled
     for _ in range(40):
         await pilot.pause()
-        await app.workers.wait_for_complete()
+        try:
+            await app.workers.wait_for_complete()
+        except WorkerCancelled:  # a newer request superseded it (exclusive workers): by design
+            continue
         if not any(w.is_running for w in app.workers):
             await pilot.pause()
             return
