@@ -293,14 +293,12 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
 
 def cmd_imatrix(a: argparse.Namespace) -> int:
-    from planner.model import local_gguf
     from planner.verify.imatrix import make_imatrix
-    path = a.model if a.model.endswith(".gguf") else local_gguf(a.model)
-    if not path or not os.path.isfile(path):
+    if not os.path.isfile(a.model):
         raise PlannerError(f"plan imatrix needs a local GGUF file; {a.model} does not exist or is not one")
     if os.path.exists(a.output) and not a.force:
         raise PlannerError(f"{a.output} exists; add --force to overwrite it")
-    r = make_imatrix(path, a.text, a.output, n_ctx=a.ctx, n_chunks=a.chunks, ngl=a.ngl)
+    r = make_imatrix(a.model, a.text, a.output, n_ctx=a.ctx, n_chunks=a.chunks, ngl=a.ngl)
     if a.json:
         _json({k: v for k, v in r.items() if k not in ("cfg", "bufs_mib", "flash_attn")} | {"output": a.output})
     else:
@@ -371,7 +369,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
     main = argparse.ArgumentParser(prog="plan", parents=[common, tgt],
                                    description="Can I run this model on this box, and how? "
-                                               "Subcommands: profile, targets, models, show, recommend, verify, wizard, imatrix.",
+                                               "Subcommands: profile, targets, models, show, recommend, verify, "
+                                               "wizard, imatrix.",
                                    epilog="examples: plan --model llama3.1-70b --target rtx4090 | "
                                           "plan show qwen3-30b-a3b | plan profile")
     main.add_argument("--model", "-m", required=True, help="catalog name, .gguf path, HF repo or Ollama name")

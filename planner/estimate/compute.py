@@ -11,9 +11,9 @@ tensors; it is reached in one of three places (all f32 activations, 4 bytes):
 - a Mamba layer's SSM (no attention scores: nothing grows with n_ctx): Mamba-2 holds
   5 d_inner + 3 (2 n_group d_state) + 3 n_embd values per token (in_proj output, conv input,
   output and activation, scan output), Mamba-1 6.55 d_inner (fitted); beside the logits they
-  keep 3 hidden states. Fitted on no_alloc dry runs of Mamba-1/2 twins (7 + 8 shapes, u 256 and
-  512, within 2%; bench/mamba_grid.py), exact at Mamba-2 2.7B size; plus the states the scan
-  outputs beside y, d_state x d_inner per sequence.
+  keep 3 hidden states; plus the states the scan outputs beside y, d_state x d_inner per
+  sequence. Fitted on no_alloc dry runs of Mamba-1/2 twins (8 + 5 shapes, u 256 and 512: one
+  sequence within 3.1%, 21 of 26 within 2%; bench/mamba_grid.py), exact at Mamba-2 2.7B size.
 A GPU that holds the layers does not hold the input embedding (get_rows runs on the
 host, token_embd lives there), so its buffer is one hidden state smaller; the host gets
 the mask and two hidden states (CUDA_Host compute).
@@ -35,16 +35,19 @@ def _n_kv_attn(model: ModelSpec, n_ctx: int, swa_cells: int) -> int:
     return n_ctx if full else swa_cells
 
 
-def ssm_per_token(model: ModelSpec) -> int:
-    """Values per token a Mamba layer's SSM keeps live (0: no Mamba layers, or a recurrent kind
+def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
+    """Bytes a Mamba layer's SSM keeps live for u tokens (0: no Mamba layers, or a recurrent kind
     whose graph is not fitted: RWKV, LFM2's short convolution)."""
     g = model.recurrent.gguf if model.recurrent else {}
     d_inner = g.get("ssm.inner_size", 0)
     if not d_inner:
         return 0
+    d_state = g.get("ssm.state_size", 0)
     if g.get("ssm.group_count"):  # Mamba-2 (and the hybrids built on it)
-        return 5 * d_inner + 6 * g["ssm.group_count"] * g.get("ssm.state_size", 0) + 3 * model.n_embd
-    return int(6.55 * d_inner)
+        per_token = 5 * d_inner + 6 * g["ssm.group_count"] * d_state + 3 * model.n_embd
+    else:
+        per_token = int(6.55 * d_inner)
+    return (per_token * u + d_state * d_inner * max(1, n_seq)) * F32  # + the scan's states per sequence
 
 
 def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
@@ -54,7 +57,7 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     n_kv = _n_kv_attn(model, n_ctx, swa_cells)
     h = model.n_head
     q_dim = max(e, h * model.head_dim_k)
-    ssm = ssm_per_token(model)
+    ssm = ssm_bytes(model, u, n_seq)
     # hidden states alive beside the logits: 2; gemma's final soft-capping 3; gpt-oss 7; Mamba 3 (fitted)
     n_hidden = 3 if model.architecture.startswith("gemma") or ssm else 2
     if model.architecture == "gpt-oss":
@@ -81,8 +84,7 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         ffn = 0  # no FFN (Mamba)
     p = {"logits": out, "attention": attn, "ffn": ffn}
     if ssm:
-        g = model.recurrent.gguf
-        p["ssm"] = (ssm * u + g.get("ssm.state_size", 0) * g["ssm.inner_size"] * max(1, n_seq)) * F32
+        p["ssm"] = ssm
     return p
 
 

@@ -27,11 +27,16 @@ def cache_dir() -> str:
     return d
 
 
+def file_key(path: str) -> str:
+    """A file's identity for cache keys: its path, size and mtime (a changed file is a new key)."""
+    st = os.stat(path)
+    return f"{os.path.abspath(path)}|{st.st_size}|{int(st.st_mtime)}"
+
+
 def cached_path(kind: str, source: str, suffix: str, *extra: object) -> str:
-    """Where a result derived from the file `source` is cached: keyed by its path, size and
-    mtime (a changed file is a new key) plus whatever else the result depends on."""
-    st = os.stat(source)
-    key = "|".join(str(x) for x in (os.path.abspath(source), st.st_size, int(st.st_mtime), *extra))
+    """Where a result derived from the file `source` is cached: keyed by file_key(source) plus
+    whatever else the result depends on."""
+    key = "|".join(str(x) for x in (file_key(source), *extra))
     d = os.path.join(cache_dir(), kind)
     os.makedirs(d, exist_ok=True)
     return os.path.join(d, hashlib.sha256(key.encode()).hexdigest()[:16] + suffix)

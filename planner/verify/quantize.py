@@ -88,13 +88,16 @@ def _child(cfg: dict[str, Any]) -> int:
     arr[len(pats)].pattern = None
     p.tt_overrides = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     if cfg.get("imatrix"):
+        import numpy as np
+
         from planner.verify.imatrix import load_imatrix
-        data = {k: v.reshape(-1).tolist() for k, v in load_imatrix(cfg["imatrix"]).items()}
+        data = {k: np.ascontiguousarray(v.reshape(-1), dtype=np.float32)
+                for k, v in load_imatrix(cfg["imatrix"]).items()}
         im = (llama_cpp.llama_model_imatrix_data * (len(data) + 1))()
         for i, (name, vals) in enumerate(data.items()):
-            buf = (ctypes.c_float * len(vals))(*vals)
-            keep += [name.encode(), buf]
-            im[i].name, im[i].data, im[i].size = keep[-2], ctypes.cast(buf, ctypes.POINTER(ctypes.c_float)), len(vals)
+            keep += [name.encode(), vals]  # alive until llama_model_quantize returns
+            im[i].name, im[i].size = keep[-2], vals.size
+            im[i].data = vals.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         im[len(data)].name = None
         p.imatrix = ctypes.cast(im, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     rc = llama_cpp.llama_model_quantize(cfg["src"].encode(), cfg["dst"].encode(), ctypes.byref(p))

@@ -51,22 +51,22 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
     activation-weighted by the GGUF imatrix `importance` when given (and quantized with it unless
     quantize_with_importance is False)."""
     from gguf import GGUFReader
-    imx = None
     if importance:
-        from planner.verify.imatrix import load_imatrix
-        imx = load_imatrix(importance)
         imatrix = imatrix or quantize_with_importance
     cpath = None
     if cache:
-        from planner.verify.calibration import cached_path
+        from planner.verify.calibration import cached_path, file_key
         extra: list[object] = [imatrix, "v2"]  # v2: candidates below a quantized origin
         if importance:
-            st = os.stat(importance)
-            extra += [os.path.abspath(importance), st.st_size, int(st.st_mtime), quantize_with_importance]
+            extra += [file_key(importance), quantize_with_importance]
         cpath = cached_path("tensor-errors", path, ".json", *extra)
         if os.path.exists(cpath):
             with open(cpath) as f:
                 return json.load(f)
+    imx = None
+    if importance:  # read only when the errors are measured, not on a cache hit
+        from planner.verify.imatrix import load_imatrix
+        imx = load_imatrix(importance)
     try:
         reader = GGUFReader(path)
     except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
@@ -115,7 +115,7 @@ def _importance_groups(im: np.ndarray | None, idx: np.ndarray, shape: list[int],
                        n_per_row: int) -> list[tuple[np.ndarray | slice, np.ndarray | None]]:
     """The sampled rows grouped by the importance vector that applies to them: one group for a
     dense matrix; for stacked experts (one vector per expert) the rows of each expert."""
-    if im is None or im.shape[-1] != n_per_row:
+    if im is None:  # not covered (the widths of the rest were checked against the model)
         return [(slice(None), None)]
     if im.shape[0] == 1:
         return [(slice(None), im[0])]
