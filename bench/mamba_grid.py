@@ -1,6 +1,11 @@
-"""Compute buffers of Mamba-1/2 shape twins from llama.cpp's no_alloc dry runs: the data behind
-the SSM phase of planner/estimate/compute.py. Writes bench/data/cpu-mamba-compute.jsonl and
-prints each case with the estimate; exits 1 when one is off by more than 5%.
+"""Compute buffers of Mamba-1/2 and hybrid (Granite-4.0-H layout: Mamba-2 mixers, sparse attention
+layers, dense or MoE FFNs) shape twins from llama.cpp's no_alloc dry runs: the data behind the SSM
+phase and the hybrid terms of planner/estimate/compute.py. Writes bench/data/cpu-mamba-compute.jsonl
+and prints each case with the estimate; exits 1 when one is off by more than 5%.
+
+The hybrid twins have 16 layers with attention at layers 4 and 12: real hybrids put one attention
+layer in 6-10 (Granite-4.0-H, Jamba, Nemotron-H), and ggml-alloc's peak with few layers differs
+(4-layer twins measure up to 1 MiB less, 8-layer twins 0.25 MiB less; 16 and 32 layers alike).
 
 Usage: python -m bench.mamba_grid
 """
@@ -16,7 +21,7 @@ from planner.estimate import RuntimeOptions, estimate
 from planner.model import load_gguf
 from planner.profile.targets import resolve_target
 from planner.verify.probe import run_probe
-from planner.verify.twin import mamba_spec, write_twin
+from planner.verify.twin import hybrid_spec, mamba_spec, write_twin
 
 CASES = [(2, dict(e=256, d_inner=512, d_state=64, n_group=2, head=64)),
          (2, dict(e=256, d_inner=1024, d_state=64, n_group=2, head=64)),
@@ -29,35 +34,56 @@ CASES = [(2, dict(e=256, d_inner=512, d_state=64, n_group=2, head=64)),
          (1, dict(e=256, d_inner=512, d_state=16)), (1, dict(e=256, d_inner=512, d_state=32)),
          (1, dict(e=384, d_inner=768, d_state=16)), (1, dict(e=512, d_inner=1024, d_state=16)),
          (1, dict(e=1024, d_inner=2048, d_state=16))]
+LAYOUT = dict(n_layer=16, attn_layers=(4, 12), vocab=256)
+HYBRID = [dict(), dict(n_ff=1536), dict(n_ff=3072), dict(e=512), dict(e=512, n_ff=3072),
+          dict(d_state=128, n_group=2), dict(head=32), dict(n_ff=3072, n_head=8, n_head_kv=2),
+          dict(n_expert=8, n_expert_used=2, n_ff=512), dict(n_expert=16, n_expert_used=4, n_ff=256, shared_ff=512),
+          dict(n_expert=32, n_expert_used=8, n_ff=384, shared_ff=1024, e=512), dict(vocab=8192)]
+
+
+def _case(hw, path: str, ctx: int, ub: int, n_seq: int, fa: bool) -> tuple[float, float]:
+    r = run_probe(dict(model=path, ctx=ctx, n_ubatch=ub, n_batch=2048, fa=fa, dry=True, n_seq=n_seq), timeout_s=300)
+    if not r.get("ok"):
+        raise RuntimeError(r.get("error"))
+    est = estimate(load_gguf(path), hw, RuntimeOptions(n_ctx=ctx, n_ubatch=ub, flash_attn=fa, n_seq=n_seq))
+    return r["bufs_mib"]["CPU compute"], est.devices[-1].buffers_mib["CPU compute"]
 
 
 def main() -> int:
     hw = resolve_target("auto")
-    rows, worst = [], 0.0
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "m.gguf")
-        for version, shape in CASES:
-            write_twin(mamba_spec(version, n_layer=2, **{"vocab": 256} | shape), path)
-            m = load_gguf(path)
-            for ub, n_seq in ((512, 1), (256, 1), (512, 4)):
-                r = run_probe(dict(model=path, ctx=4096, n_ubatch=ub, n_batch=2048, fa=False, dry=True, n_seq=n_seq),
-                              timeout_s=300)
-                if not r.get("ok"):
-                    print(f"mamba{version} {shape}: {r.get('error')}", file=sys.stderr)
-                    return 1
-                est = estimate(m, hw, RuntimeOptions(n_ctx=4096, n_ubatch=ub, flash_attn=False, n_seq=n_seq))
-                row = dict(version=version, **shape, ubatch=ub, n_seq=n_seq,
-                           measured_mib=r["bufs_mib"]["CPU compute"],
-                           estimate_mib=est.devices[-1].buffers_mib["CPU compute"])
-                err = row["estimate_mib"] / row["measured_mib"] - 1
-                worst = max(worst, abs(err))
-                rows.append(row)
-                print(f"mamba{version} {shape} ub {ub} seqs {n_seq}: measured {row['measured_mib']:.2f} MiB, "
-                      f"estimate {row['estimate_mib']:.2f} ({err:+.1%})", flush=True)
+        try:
+            for version, shape in CASES:
+                write_twin(mamba_spec(version, n_layer=2, **{"vocab": 256} | shape), path)
+                for ub, n_seq in ((512, 1), (256, 1), (512, 4)):
+                    meas, est = _case(hw, path, 4096, ub, n_seq, False)
+                    rows.append(dict(version=version, **shape, ubatch=ub, n_seq=n_seq, measured_mib=meas,
+                                     estimate_mib=est))
+                    print(f"mamba{version} {shape} ub {ub} seqs {n_seq}: measured {meas:.2f} MiB, "
+                          f"estimate {est:.2f} ({est / meas - 1:+.1%})", flush=True)
+            for shape in HYBRID:
+                write_twin(hybrid_spec(**LAYOUT | shape), path)
+                for ctx, ub in ((1024, 512), (4096, 512), (4096, 256), (16384, 512)):
+                    for fa in (True, False):
+                        meas, est = _case(hw, path, ctx, ub, 1, fa)
+                        rows.append(dict(arch="granitehybrid", **LAYOUT | shape, ctx=ctx, flash_attn=fa, ubatch=ub,
+                                         n_seq=1, measured_mib=meas, estimate_mib=est))
+                        print(f"hybrid {shape} ctx {ctx} ub {ub} fa {fa:d}: measured {meas:.2f} MiB, "
+                              f"estimate {est:.2f} ({est / meas - 1:+.1%})", flush=True)
+        except RuntimeError as e:
+            print(f"dry run failed: {e}", file=sys.stderr)
+            return 1
+    worst = max(abs(r["estimate_mib"] / r["measured_mib"] - 1) for r in rows)
     out = os.path.join(os.path.dirname(__file__), "data", "cpu-mamba-compute.jsonl")
     with open(out + ".part", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     os.replace(out + ".part", out)
+    for name, group in (("mamba", [r for r in rows if "arch" not in r]), ("hybrid", [r for r in rows if "arch" in r])):
+        errs = [r["estimate_mib"] / r["measured_mib"] - 1 for r in group]
+        print(f"{name}: {sum(abs(e) <= 0.05 for e in errs)}/{len(errs)} within 5%, "
+              f"from {min(errs):+.1%} to {max(errs):+.1%}")
     print(f"{len(rows)} cases, worst {worst:.1%} (goal 5%)")
     return 0 if worst <= 0.05 else 1
 

@@ -14,6 +14,8 @@ tensors; it is reached in one of three places (all f32 activations, 4 bytes):
   keep 3 hidden states; plus the states the scan outputs beside y, d_state x d_inner per
   sequence. Fitted on no_alloc dry runs of Mamba-1/2 twins (8 + 5 shapes, u 256 and 512: one
   sequence within 3.1%, 21 of 26 within 2%; bench/mamba_grid.py), exact at Mamba-2 2.7B size.
+- a hybrid (Mamba-2 and attention layers): the attention mask lives under the SSM and FFN
+  phases too (fitted on Granite-4.0-H-layout twins, bench/mamba_grid.py).
 A GPU that holds the layers does not hold the input embedding (get_rows runs on the
 host, token_embd lives there), so its buffer is one hidden state smaller; the host gets
 the mask and two hidden states (CUDA_Host compute).
@@ -74,7 +76,9 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         n_masks = 2 if {"full", "swa"} <= kinds else 1
         attn = (n_kv * (h + n_masks)) * u * F32 + int(5.5 * q_dim * u * F32)
     if model.moe:
-        ff = model.moe.n_expert_used * model.moe.expert_ff + model.moe.shared_ff
+        # the shared expert runs after the routed ones are summed and freed: the wider of the two
+        # (Granite-4.0-H twins with and without one measure alike, bench/mamba_grid.py)
+        ff = max(model.moe.n_expert_used * model.moe.expert_ff, model.moe.shared_ff)
         ffn = (3 * ff + model.moe.n_expert + 2 * e) * u * F32
     else:
         # fused gate+up (phi3): 2 n_ff, then n_ff, and more temporaries with flash attention (fitted)
@@ -82,6 +86,16 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         ffn = int((ff_mult * model.n_ff + 2 * e) * u * F32)
     if not model.n_ff and not model.moe:
         ffn = 0  # no FFN (Mamba)
+    if ssm and attn:
+        # hybrid (Granite-4.0-H, Nemotron-H, Jamba): the mask an attention layer reads is allocated
+        # up front and lives to the last attention layer, under every SSM and FFN phase before it;
+        # beside it the SSM phase keeps one more d_inner row, a dense FFN phase 7 more hidden states
+        # and a MoE one 3 attention-width rows (fitted on 16-layer twins with sparse attention, as
+        # the real ones are; ggml-alloc's reuse of freed blocks makes these approximate: 83 of 96
+        # within 5%, from -15.8% to +14.6%, bench/mamba_grid.py)
+        mask = n_kv * u * (2 if flash_attn else F32)
+        ssm += mask + model.recurrent.gguf["ssm.inner_size"] * u * F32
+        ffn += (3 * q_dim if model.moe else 7 * e) * u * F32 + mask
     p = {"logits": out, "attention": attn, "ffn": ffn}
     if ssm:
         p["ssm"] = ssm

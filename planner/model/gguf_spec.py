@@ -90,8 +90,12 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
             exps = next((t for t in tensors if t.name.endswith("ffn_down_exps.weight")), None)
             eff = exps.shape[0] if exps else ff[0]
         n_sh = int(k("expert_shared_count", 0) or 0)
+        # qwen2moe and granite give the shared expert its own width and no count
+        sh_ff = int(k("expert_shared_feed_forward_length", 0) or 0)
+        if sh_ff and not n_sh:
+            n_sh = 1
         moe = MoESpec(n_expert=n_expert, n_expert_used=int(k("expert_used_count", 1)), expert_ff=eff,
-                      n_shared_expert=n_sh, shared_ff=eff * n_sh, n_dense_lead=n_dense)
+                      n_shared_expert=n_sh, shared_ff=sh_ff * n_sh if sh_ff else eff * n_sh, n_dense_lead=n_dense)
     mla = None
     kv_lora = k("attention.kv_lora_rank")
     if kv_lora:

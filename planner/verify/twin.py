@@ -51,6 +51,8 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
         w.add_uint32(f"{a}.expert_feed_forward_length", m.moe.expert_ff)
         if m.moe.n_shared_expert:
             w.add_uint32(f"{a}.expert_shared_count", m.moe.n_shared_expert)
+        if m.moe.shared_ff:  # qwen2moe, granite: the shared expert's own width
+            w.add_uint32(f"{a}.expert_shared_feed_forward_length", m.moe.shared_ff)
         if m.moe.n_dense_lead:
             w.add_uint32(f"{a}.leading_dense_block_count", m.moe.n_dense_lead)
     if m.mla:
@@ -192,3 +194,47 @@ def mamba_spec(version=2, e=256, n_layer=3, vocab=2048, d_inner=512, d_state=64,
                      n_layers=n_layer, n_embd=e, n_head=0, n_kv_heads=0, head_dim_k=0, head_dim_v=0, n_ff=0,
                      n_vocab=vocab, layers=[LayerSpec(attn="recurrent", n_head=0, n_head_kv=0) for _ in range(n_layer)],
                      recurrent=RecurrentSpec(r_elements=0, s_elements=0, gguf=g), tensors=ts)
+
+
+def hybrid_spec(e=256, n_layer=4, attn_layers=(1,), vocab=2048, d_state=64, n_group=1, head=64, n_head=4,
+                n_head_kv=1, head_dim=64, n_ff=768, n_expert=0, n_expert_used=0, shared_ff=0, arch="granitehybrid"):
+    """A Granite-4.0-H style hybrid (llama.cpp models/granite-hybrid.cpp): Mamba-2 mixers (d_inner = 2 n_embd,
+    the only expansion it supports) except at attn_layers, each layer followed by a dense or MoE FFN.
+    A layer is recurrent where its KV-head count is 0, as the loader reads it."""
+    from planner.model.spec import MoESpec
+    m2 = mamba_spec(2, e=e, n_layer=n_layer, vocab=vocab, d_inner=2 * e, d_state=d_state, n_group=n_group, head=head)
+    q, kv = n_head * head_dim, n_head_kv * head_dim
+    ts = list(m2.tensors[:3])
+    layers = []
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        if i in attn_layers:
+            ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+                   TensorSpec(name=b + "attn_q.weight", shape=[e, q], type="F16"),
+                   TensorSpec(name=b + "attn_k.weight", shape=[e, kv], type="F16"),
+                   TensorSpec(name=b + "attn_v.weight", shape=[e, kv], type="F16"),
+                   TensorSpec(name=b + "attn_output.weight", shape=[q, e], type="F16")]
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv))
+        else:
+            ts += [t for t in m2.tensors if t.name.startswith(b)]
+            layers.append(LayerSpec(attn="recurrent", n_head=0, n_head_kv=0))
+        ts.append(TensorSpec(name=b + "ffn_norm.weight", shape=[e], type="F32"))
+        if n_expert:
+            ts += [TensorSpec(name=b + "ffn_gate_inp.weight", shape=[e, n_expert], type="F32"),
+                   TensorSpec(name=b + "ffn_gate_exps.weight", shape=[e, n_ff, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_up_exps.weight", shape=[e, n_ff, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_down_exps.weight", shape=[n_ff, e, n_expert], type="F16")]
+            if shared_ff:
+                ts += [TensorSpec(name=b + "ffn_gate_shexp.weight", shape=[e, shared_ff], type="F16"),
+                       TensorSpec(name=b + "ffn_up_shexp.weight", shape=[e, shared_ff], type="F16"),
+                       TensorSpec(name=b + "ffn_down_shexp.weight", shape=[shared_ff, e], type="F16")]
+        else:
+            ts += [TensorSpec(name=b + "ffn_gate.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16")]
+    moe = MoESpec(n_expert=n_expert, n_expert_used=n_expert_used, expert_ff=n_ff, n_shared_expert=int(bool(shared_ff)),
+                  shared_ff=shared_ff) if n_expert else None
+    return ModelSpec(name=f"{arch}-twin", source="test", architecture=arch, n_layers=n_layer, n_embd=e,
+                     n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim,
+                     n_ff=n_ff, n_vocab=vocab, layers=layers, moe=moe,
+                     recurrent=m2.recurrent, tensors=ts)

@@ -190,3 +190,27 @@ def test_mamba_compute_buffer_within_5_percent_of_llama_cpp_dry_run(tmp_path, ve
     est = estimate(load_gguf(path), THIS_CPU, RuntimeOptions(n_ctx=ctx, n_ubatch=ub, flash_attn=False))
     got, want = est.devices[-1].buffers_mib["CPU compute"], r["bufs_mib"]["CPU compute"]
     assert abs(got / want - 1) <= 0.05, (got, want)
+
+
+@pytest.mark.parametrize("shape,ctx,ub,fa", [
+    ({}, 4096, 512, True), ({}, 16384, 512, False), (dict(n_ff=3072), 16384, 512, True),
+    (dict(e=512), 1024, 512, False), (dict(n_expert=16, n_expert_used=4, n_ff=256, shared_ff=512), 4096, 256, True)])
+def test_hybrid_memory_is_exact_and_compute_within_5_percent_of_llama_cpp(tmp_path, shape, ctx, ub, fa):
+    """A Granite-4.0-H layout (Mamba-2 mixers, attention at 2 of 16 layers, dense or MoE FFN): KV
+    only for the attention layers, the recurrent state for the rest, both to llama.cpp's 0.01 MiB;
+    the compute buffer holds the attention mask under the SSM and FFN phases."""
+    from planner.verify.twin import hybrid_spec, write_twin
+    path = str(tmp_path / "h.gguf")
+    write_twin(hybrid_spec(**dict(n_layer=16, attn_layers=(4, 12), vocab=256) | shape), path)
+    m = load_gguf(path)
+    assert [i for i, lay in enumerate(m.layers) if lay.attn == "full"] == [4, 12]
+    opts = RuntimeOptions(n_ctx=ctx, n_ubatch=ub, flash_attn=fa, mmap=False)
+    est = estimate(m, THIS_CPU, opts).devices[-1].buffers_mib
+    r = run_probe(dict(model=path, ctx=ctx, fa=fa, mmap=False, n_ubatch=ub, n_batch=2048), timeout_s=300)
+    assert r["ok"], r.get("error")
+    for part in ("CPU KV", "CPU RS", "CPU model"):
+        assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+    d = run_probe(dict(model=path, dry=True, ctx=ctx, n_ubatch=ub, n_batch=2048, fa=fa), timeout_s=300)
+    assert d["ok"], d.get("error")
+    got, want = est["CPU compute"], d["bufs_mib"]["CPU compute"]
+    assert abs(got / want - 1) <= 0.05, (got, want)
