@@ -19,7 +19,7 @@ from gguf import GGMLQuantizationType, GGUFWriter
 
 from planner.estimate.ggml_types import tensor_bytes
 from planner.estimate.quant_mix import source_type
-from planner.model.spec import LayerSpec, ModelSpec, RecurrentSpec, TensorSpec
+from planner.model.spec import LayerSpec, ModelSpec, MoESpec, RecurrentSpec, TensorSpec
 
 ALIGN = 32
 
@@ -201,7 +201,6 @@ def hybrid_spec(e=256, n_layer=4, attn_layers=(1,), vocab=2048, d_state=64, n_gr
     """A Granite-4.0-H style hybrid (llama.cpp models/granite-hybrid.cpp): Mamba-2 mixers (d_inner = 2 n_embd,
     the only expansion it supports) except at attn_layers, each layer followed by a dense or MoE FFN.
     A layer is recurrent where its KV-head count is 0, as the loader reads it."""
-    from planner.model.spec import MoESpec
     m2 = mamba_spec(2, e=e, n_layer=n_layer, vocab=vocab, d_inner=2 * e, d_state=d_state, n_group=n_group, head=head)
     q, kv = n_head * head_dim, n_head_kv * head_dim
     ts = list(m2.tensors[:3])
