@@ -150,18 +150,12 @@ def collect(cfg: dict[str, Any]) -> dict[str, Any]:
 
     import llama_cpp
 
-    from planner.verify.probe import eval_chunks
+    from planner.verify.probe import eval_chunks, set_context_defaults
     lcc = llama_cpp.llama_cpp
     libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
     col = Collector(ctypes.CDLL(sorted(glob.glob(os.path.join(libdir, "libggml-base.*")))[0]))
     cb = lcc.ggml_backend_sched_eval_callback(col)
-    default = lcc.llama_context_default_params
-
-    def with_callback():  # Llama() takes its context params from here and leaves cb_eval alone
-        p = default()
-        p.cb_eval, p.cb_eval_user_data = cb, None
-        return p
-    lcc.llama_context_default_params = with_callback
+    set_context_defaults(cb_eval=cb, cb_eval_user_data=None)  # Llama() leaves cb_eval alone
     n_ctx = int(cfg.get("n_ctx", 512))
     llm = llama_cpp.Llama(model_path=cfg["model"], n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512),
                           verbose=False, n_gpu_layers=int(cfg.get("ngl", 0)), logits_all=True,

@@ -123,6 +123,22 @@ def _speed(llm, cfg: dict[str, Any]) -> dict[str, Any]:
             "pp": pp, "tg": tg, "depth": depth, "reps": reps}
 
 
+def set_context_defaults(**fields: Any) -> None:
+    """Context fields Llama() has no parameter for (n_seq_max, kv_unified, cb_eval): set them where
+    Llama.__init__ takes its context params from, llama_cpp.llama_cpp.llama_context_default_params
+    (in the child process only)."""
+    import llama_cpp
+    lcc = llama_cpp.llama_cpp
+    default = lcc.llama_context_default_params
+
+    def patched():
+        p = default()
+        for k, v in fields.items():
+            setattr(p, k, v)
+        return p
+    lcc.llama_context_default_params = patched
+
+
 def eval_chunks(llm, text: str, n_ctx: int, max_chunks: int | None = None):
     """Evaluate the text file in chunks of n_ctx tokens from an empty cache, the first token of
     each BOS when the model adds one (llama-perplexity / llama-imatrix); yields each chunk after
@@ -209,18 +225,8 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
         kwargs["tensor_split"] = cfg["tensor_split"]
     if cfg.get("kwargs"):
         kwargs.update(cfg["kwargs"])
-    if cfg.get("n_seq", 1) != 1 or cfg.get("kv_unified"):
-        # Llama() has no parameter for these (llama.cpp's defaults: 1 sequence, split KV): set
-        # them where Llama.__init__ takes its context params from
-        lcc = llama_cpp.llama_cpp
-        default = lcc.llama_context_default_params
-
-        def with_seqs():
-            p = default()
-            p.n_seq_max = int(cfg.get("n_seq", 1))
-            p.kv_unified = bool(cfg.get("kv_unified", False))
-            return p
-        lcc.llama_context_default_params = with_seqs
+    if cfg.get("n_seq", 1) != 1 or cfg.get("kv_unified"):  # llama.cpp's defaults: 1 sequence, split KV
+        set_context_defaults(n_seq_max=int(cfg.get("n_seq", 1)), kv_unified=bool(cfg.get("kv_unified", False)))
     gpu0, rss0 = _gpu_used(), _rss()
     t0 = time.perf_counter()
     llm = llama_cpp.Llama(**kwargs)
