@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import sys
+from statistics import median
 
 from planner.estimate import RuntimeOptions, estimate
 from planner.estimate.compute import compute_buffers
@@ -119,10 +120,10 @@ def peer_rows(rs: list[dict], refresh: bool = False) -> list[dict]:
     hw = load_target("h100-80gb")
     m = h100_llama3_8b_types(load_model("llama3-8b"))
     for line in open(os.path.join(HERE, "h100-llama3-8b-q4k-calibration.jsonl")):
-        c = json.loads(line)["cfg"]
+        r = json.loads(line)
+        c = r["cfg"]
         if c["ngl"] < 99:
             continue  # llmfit has no partial-offload figure per device
-        r = json.loads(line)
         o = RuntimeOptions(n_ctx=c["ctx"], flash_attn=c.get("fa", False), n_ubatch=c.get("n_ubatch", 512),
                            n_batch=c.get("n_batch", 2048), cache_type_k=KV[c.get("ctk")], cache_type_v=KV[c.get("ctv")])
         e = estimate(m, hw, o)
@@ -163,12 +164,6 @@ def peer_rows(rs: list[dict], refresh: bool = False) -> list[dict]:
     return out
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return (xs[n // 2] + xs[(n - 1) // 2]) / 2 if xs else float("nan")
-
-
 def peer_summary(ps: list[dict]) -> list[str]:
     out = []
     for kind in ("MiB", "tok/s"):
@@ -178,7 +173,7 @@ def peer_summary(ps: list[dict]) -> list[str]:
         ours = [abs(p["err_ours"]) for p in v]
         theirs = [abs(p["err_theirs"]) for p in v]
         out.append(f"{'memory' if kind == 'MiB' else 'decode'} ({len(v)} cases): median |error| ours "
-                   f"{_median(ours):.1%}, llmfit {_median(theirs):.1%}; worst ours {max(ours):.1%}, "
+                   f"{median(ours):.1%}, llmfit {median(theirs):.1%}; worst ours {max(ours):.1%}, "
                    f"llmfit {max(theirs):.1%}")
     return out
 
