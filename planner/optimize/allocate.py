@@ -44,7 +44,7 @@ def _hull(opts: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
 
 
 def groups_of(tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: bool = False,
-              errors: dict[str, dict[str, float]] | None = None) -> list[Group]:
+              errors: dict[str, dict[str, float]] | None = None, backend: str = "cpu") -> list[Group]:
     """Tensors that share shape, candidates and weight share a group; with measured errors each
     tensor is its own group (its errors are its own)."""
     by: dict[tuple, list[TensorSpec]] = defaultdict(list)
@@ -54,7 +54,7 @@ def groups_of(tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: boo
         by[(tuple(t.shape), tuple(candidates(t, imatrix)), round(w, 3), own)].append(t)
     out = []
     for (shape, cands, w, _), ts in by.items():
-        opts = [(tensor_bytes(c, list(shape)), w * tensor_loss(ts[0], c, errors, tied), c) for c in cands]
+        opts = [(tensor_bytes(c, list(shape)), w * tensor_loss(ts[0], c, errors, tied, backend), c) for c in cands]
         out.append(Group(names=[t.name for t in ts], options=_hull(opts)))
     return out
 
@@ -64,8 +64,8 @@ class Allocator:
     optimizer asks the same tensors for many budgets)."""
 
     def __init__(self, tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: bool = False,
-                 errors: dict[str, dict[str, float]] | None = None):
-        self.groups = groups_of(tensors, n_layers, tied, imatrix, errors)
+                 errors: dict[str, dict[str, float]] | None = None, backend: str = "cpu"):
+        self.groups = groups_of(tensors, n_layers, tied, imatrix, errors, backend)
         self.min_bytes = sum(g.options[0][0] * len(g.names) for g in self.groups)
         # every step up a group's hull, best loss reduction per byte first: the Lagrangian
         # relaxation's solution for a budget is the longest prefix of this list that fits
@@ -147,7 +147,8 @@ class Allocator:
 
 
 def allocate(tensors: list[TensorSpec], budget_bytes: int, n_layers: int, tied: bool,
-             imatrix: bool = False, errors: dict[str, dict[str, float]] | None = None) -> dict[str, str] | None:
-    """Types for `tensors` within budget_bytes, lowest predicted loss; None if even the
-    smallest types do not fit."""
-    return Allocator(tensors, n_layers, tied, imatrix, errors).solve(budget_bytes)
+             imatrix: bool = False, errors: dict[str, dict[str, float]] | None = None,
+             backend: str = "cpu") -> dict[str, str] | None:
+    """Types for `tensors` within budget_bytes, lowest predicted loss (activations rounded as
+    `backend` does); None if even the smallest types do not fit."""
+    return Allocator(tensors, n_layers, tied, imatrix, errors, backend).solve(budget_bytes)

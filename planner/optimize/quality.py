@@ -64,28 +64,47 @@ def kld_of(t_type: str) -> float:
     return float(priors()["kld"].get(t_type, 1.0))
 
 
-def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None, tied: bool) -> float:
+def act_format(ty: str, backend: str) -> str | None:
+    """The format `backend` converts activations to for weights of type ty (quality.yaml
+    `activations`); None where it keeps them in F32 or is not described there."""
+    table = priors()["activations"].get(backend)
+    if table is None:
+        return None
+    return table.get(ty, table["default"])
+
+
+def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None, tied: bool,
+                backend: str = "cpu") -> float:
     """Predicted KLD of tensor t at type ty, before weighting: measured when the weights were at
     hand (relative squared error x the calibrated factor), else the type's prior. A tensor kept
-    at the type it came in loses nothing."""
+    at the type it came in loses nothing. With the activations' rounding measured ('@<format>'
+    entries), the error the backend's matmul adds for this type, beyond the reference's (the
+    F16 or BF16 source, or the quantized type it came in), counts too."""
     if ty == t.origin:
         return 0.0
     if errors and t.name in errors and ty in errors[t.name]:
+        e = errors[t.name]
         k = priors()["measured"]["kld_per_rel_error"]
         if role(t, tied) == "output":
             k *= priors()["measured"]["output_factor"]
-        return errors[t.name][ty] * k
+        err = e[ty]
+        f, f0 = act_format(ty, backend), act_format(t.origin or source_type(t), backend)
+        if f != f0:
+            err += max(0.0, e.get(f"@{f}", 0.0) - e.get(f"@{f0}", 0.0))
+        return err * k
     return kld_of(ty)
 
 
-def predicted_kld(model: ModelSpec, errors: dict[str, dict[str, float]] | None = None) -> float:
-    """Weighted mean of per-tensor predicted KLD over the model's tensors (their types set)."""
+def predicted_kld(model: ModelSpec, errors: dict[str, dict[str, float]] | None = None,
+                  backend: str = "cpu") -> float:
+    """Weighted mean of per-tensor predicted KLD over the model's tensors (their types set), the
+    activations rounded as `backend` does."""
     num = den = 0.0
     for t in model.tensors:
         if not allows_quantization(t):
             continue
         w = tensor_weight(t, model.n_layers, model.tied_embeddings)
-        num += w * tensor_loss(t, t.type or "F16", errors, model.tied_embeddings)
+        num += w * tensor_loss(t, t.type or "F16", errors, model.tied_embeddings, backend)
         den += w
     return num / den if den else 0.0
 

@@ -68,22 +68,26 @@ def _placements(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
 
 
 def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes: int | None,
-                  req: PlanRequest, pools: dict[str, Allocator]) -> dict[str, str] | None:
+                  req: PlanRequest, pools: dict[str, Allocator], gpu_backend: str = "cpu") -> dict[str, str] | None:
     """Types for a placement within the memory it leaves for weights. `pools` keeps the
-    allocator of each tensor set, built once per search."""
+    allocator of each tensor set, built once per search. Tensors the GPU runs are judged with
+    its backend's activation rounding (partial offload too: llama.cpp sends big batches there),
+    the rest with the CPU's."""
     tied = model.tied_embeddings
     gpu_avail = sum(avail[:-1])
     host_avail = avail[-1]
 
     def alloc(pool: str, budget: int) -> dict[str, str] | None:
-        if pool not in pools:
+        backend = "cpu" if placement == "cpu" or pool in ("emb", "experts") else gpu_backend
+        key = f"{pool}@{backend}"
+        if key not in pools:
             emb = [t for t in model.tensors if t.name == "token_embd.weight"]
             rest = [t for t in model.tensors if t.name != "token_embd.weight"]
             tensors = {"all": model.tensors, "emb": emb, "rest": rest + (emb if tied else []),
                        "dense": [t for t in rest if "_exps" not in t.name] + (emb if tied else []),
                        "experts": [t for t in rest if "_exps" in t.name] + ([] if tied else emb)}[pool]
-            pools[pool] = Allocator(tensors, model.n_layers, tied, req.imatrix, req.tensor_errors)
-        return pools[pool].solve(budget)
+            pools[key] = Allocator(tensors, model.n_layers, tied, req.imatrix, req.tensor_errors, backend)
+        return pools[key].solve(budget)
 
     if placement == "cpu":
         return alloc("all", min(host_avail, cap_bytes or host_avail))
@@ -218,7 +222,8 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                         types = None
                         for shrink in (1.0, 0.97, 0.93):
                             a = [int(x * shrink) for x in avail]
-                            types = _allocate_for(model, placement, a, cap_bytes, req, pools)
+                            types = _allocate_for(model, placement, a, cap_bytes, req, pools,
+                                                  hw.gpus[0].backend if hw.gpus else "cpu")
                             if types is None:
                                 break
                             if shrink == 1.0:
@@ -253,7 +258,8 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                         oo, e = o, e or estimate(m, hw, o, margin=req.margin, depth=req.depth)
                     if not e.fits or (req.min_tps and e.throughput.decode_tps < req.min_tps):
                         continue
-                    kld = predicted_kld(m, req.tensor_errors)
+                    kld = predicted_kld(m, req.tensor_errors,
+                                        "cpu" if placement == "cpu" or not hw.gpus else hw.gpus[0].backend)
                     bpw = 8 * bytes_of(m) / model.n_params
                     out.append(PlanOption(label=placement, why=_describe(model, placement, e, bpw, kld, oo),
                                           types=types, options=oo, estimate=e, predicted_kld=round(kld, 5),

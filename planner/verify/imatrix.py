@@ -12,6 +12,15 @@ tools/imatrix/imatrix.cpp `collect_imatrix` does, through the scheduler's eval c
 with at least 16 rows, it adds x^2 per column to `<tensor>.in_sum2` and the rows to
 `<tensor>.counts`; for MUL_MAT_ID (MoE experts) per expert, by the routing ids. The file it writes
 is what llama-quantize --imatrix and `plan ... --imatrix-file` read.
+
+It also measures what the matmul itself does to those activations. A backend multiplies a
+quantized weight with activations converted to its dot-product format: ggml's CPU backend
+quantizes them to Q8_0/Q8_1 (blocks of 32) or Q8_K (blocks of 256) per the weight type's
+`vec_dot_type` (ggml-cpu.c type_traits_cpu), F16 weights take F16 activations; CUDA's MMQ/MMVQ
+take Q8_1 (blocks of 32) for every quantized type. That rounding is an error no weight type
+avoids: on Gemma 3 270M it is two thirds of a Q8_0 file's KLD (docs/quality.md). So for each
+format the collector adds the squared rounding error of each input column, `<tensor>.in_qerr2_<format>`
+(extra tensors llama.cpp's imatrix loader ignores: it reads only `.in_sum2` and `.counts`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,37 @@ import numpy as np
 from planner.errors import PlannerError
 
 MAX_DIMS, MAX_SRC, MAX_OP_PARAMS, MAX_NAME = 4, 10, 64, 64  # ggml.h (vendored, 2026-10)
+ACT_FORMATS = ("f16", "bf16", "q8_0", "q8_K")  # activation formats of ggml matmuls (see the module doc)
+
+
+def act_qerr2(rows: np.ndarray) -> dict[str, np.ndarray]:
+    """{format: per-column sum over `rows` (n, ne0 float32) of (x - deq(q(x)))^2} for each
+    activation format whose block divides ne0, rounding as ggml does: quantize_row_q8_0_ref
+    (d = amax/127 per 32, stored F16; Q8_1 and CUDA's Q8_1 round the same), quantize_row_q8_K_ref
+    (per 256, iscale = -127/max of the signed extreme, F32 scale), F16 and BF16 round to nearest."""
+    x = rows.astype(np.float32, copy=False)
+    out: dict[str, np.ndarray] = {}
+    out["f16"] = np.square(x - x.astype(np.float16).astype(np.float32), dtype=np.float64).sum(axis=0)
+    u = x.view(np.uint32)
+    bf = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).view(np.float32)  # ggml_compute_fp32_to_bf16
+    out["bf16"] = np.square(x - bf, dtype=np.float64).sum(axis=0)
+    n, ne0 = x.shape
+    if ne0 % 32 == 0:
+        b = x.reshape(n, ne0 // 32, 32)
+        d = np.abs(b).max(axis=2, keepdims=True) / 127
+        idd = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+        q = np.sign(b * idd) * np.floor(np.abs(b * idd) + 0.5)  # roundf: half away from zero
+        e = b - q * d.astype(np.float16).astype(np.float32)
+        out["q8_0"] = np.square(e, dtype=np.float64).reshape(n, ne0).sum(axis=0)
+    if ne0 % 256 == 0:
+        b = x.reshape(n, ne0 // 256, 256)
+        i = np.abs(b).argmax(axis=2)[..., None]
+        mx = np.take_along_axis(b, i, axis=2)
+        isc = np.divide(-127.0, mx, out=np.zeros_like(mx), where=mx != 0)
+        q = np.minimum(127, np.rint(isc * b))  # nearest_int: round half to even
+        e = b - q * np.divide(1.0, isc, out=np.zeros_like(isc), where=isc != 0)
+        out["q8_K"] = np.square(e, dtype=np.float64).reshape(n, ne0).sum(axis=0)
+    return out
 
 
 class _Tensor(ctypes.Structure):
@@ -56,6 +96,7 @@ class Collector:
         self.ops: dict[int, str] = {}  # op -> name, asked only for ops seen (the table's size is not exported)
         self.sums: dict[str, np.ndarray] = {}    # name -> (n_mat, ne0) float64
         self.counts: dict[str, np.ndarray] = {}  # name -> (n_mat,) int64
+        self.qerr: dict[str, dict[str, np.ndarray]] = {}  # name -> format -> (n_mat, ne0) float64
         self.error: str | None = None
 
     def _get(self, ptr: int) -> np.ndarray:
@@ -93,18 +134,22 @@ class Collector:
             ids_raw = self._get(t.src[2])
             n_as, n_ids, n_tok = int(w.ne[2]), int(ids_t.ne[0]), int(x.ne[2])
             s, c = self._entry(name, n_as, ne0)
-            for idx in range(n_ids):
-                for row in range(n_tok):
-                    off = row * int(ids_t.nb[1]) + idx * int(ids_t.nb[0])
-                    ex = int(ids_raw[off:off + 4].view(np.int32)[0])
-                    i11 = idx % int(x.ne[1])
-                    o = i11 * nb[1] + row * nb[2]
-                    v = raw[o:o + 4 * ne0].view(np.float32).astype(np.float64)
-                    s[ex] += v * v
-                    c[ex] += 1
+            q = self._qentry(name, n_as, ne0)
+            idx, row = np.meshgrid(np.arange(n_ids), np.arange(n_tok), indexing="ij")
+            offs = (row * int(ids_t.nb[1]) + idx * int(ids_t.nb[0])).ravel()
+            ex = ids_raw.view(np.int32)[offs // 4]
+            xoffs = ((idx % int(x.ne[1])) * nb[1] + row * nb[2]).ravel() // 4
+            vec = raw.view(np.float32)[xoffs[:, None] + np.arange(ne0)]
+            for e in np.unique(ex):
+                sel = vec[ex == e]
+                s[e] += np.einsum("ij,ij->j", sel, sel, dtype=np.float64)
+                c[e] += len(sel)
+                for f, v in act_qerr2(sel).items():
+                    q[f][e] += v
             return True
         n_mat = int(w.ne[2] * w.ne[3])
         s, c = self._entry(name, n_mat, ne0)
+        q = self._qentry(name, n_mat, ne0)
         for i3 in range(int(x.ne[3])):
             for i2 in range(int(x.ne[2])):
                 mat = (i3 % int(w.ne[3])) * int(w.ne[2]) + (i2 % int(w.ne[2]))
@@ -112,6 +157,8 @@ class Collector:
                 rows = np.lib.stride_tricks.as_strided(raw[o:].view(np.float32), shape=(int(x.ne[1]), ne0),
                                                        strides=(nb[1], 4))
                 s[mat] += np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
+                for f, v in act_qerr2(np.ascontiguousarray(rows)).items():
+                    q[f][mat] += v
         c += int(x.ne[1] * x.ne[2] * x.ne[3]) // n_mat
         return True
 
@@ -121,11 +168,18 @@ class Collector:
             self.counts[name] = np.zeros(n_mat, dtype=np.int64)
         return self.sums[name], self.counts[name]
 
+    def _qentry(self, name: str, n_mat: int, ne0: int) -> dict[str, np.ndarray]:
+        if name not in self.qerr:
+            self.qerr[name] = {f: np.zeros((n_mat, ne0)) for f in act_qerr2(np.zeros((1, ne0), np.float32))}
+        return self.qerr[name]
+
 
 def write_imatrix(path: str, sums: dict[str, np.ndarray], counts: dict[str, np.ndarray], *,
-                  dataset: str, chunk_count: int, chunk_size: int) -> None:
+                  dataset: str, chunk_count: int, chunk_size: int,
+                  qerr: dict[str, dict[str, np.ndarray]] | None = None) -> None:
     """llama-imatrix's GGUF: general.type 'imatrix', imatrix.{datasets,chunk_count,chunk_size};
-    per matrix <name>.in_sum2 (F32, ne0 x n_mat) and <name>.counts (F32, 1 x n_mat). Atomic."""
+    per matrix <name>.in_sum2 (F32, ne0 x n_mat) and <name>.counts (F32, 1 x n_mat), plus our
+    <name>.in_qerr2_<format> (F32, ne0 x n_mat) when measured. Atomic."""
     from gguf import GGUFWriter
     tmp = path + ".part"
     w = GGUFWriter(tmp, "imatrix")  # the writer wants an architecture; llama.cpp's loader ignores it
@@ -136,6 +190,8 @@ def write_imatrix(path: str, sums: dict[str, np.ndarray], counts: dict[str, np.n
     for name in sorted(sums):
         w.add_tensor(f"{name}.in_sum2", sums[name].astype(np.float32))
         w.add_tensor(f"{name}.counts", counts[name].astype(np.float32).reshape(-1, 1))
+        for f, v in sorted((qerr or {}).get(name, {}).items()):
+            w.add_tensor(f"{name}.in_qerr2_{f}", v.astype(np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -168,7 +224,7 @@ def collect(cfg: dict[str, Any]) -> dict[str, Any]:
     if not col.sums:
         raise RuntimeError("no matrix multiplication of blk.* weights was seen; nothing to write")
     write_imatrix(cfg["out"], col.sums, col.counts, dataset=os.path.basename(cfg["text"]),
-                  chunk_count=n_chunks, chunk_size=n_ctx)
+                  chunk_count=n_chunks, chunk_size=n_ctx, qerr=col.qerr)
     return {"ok": True, "cfg": cfg, "n_chunks": n_chunks, "n_tokens": n_chunks * n_ctx, "n_entries": len(col.sums)}
 
 
@@ -184,6 +240,26 @@ def make_imatrix(model: str, text: str, out: str, *, n_ctx: int = 512, n_chunks:
     if not r.get("ok"):
         raise PlannerError(f"collecting the importance matrix failed: {r.get('error')}")
     return r
+
+
+def load_act_errors(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """{tensor name: {activation format: (n_mat, ne0) mean squared rounding error per input column}}
+    from an imatrix this collector wrote; {} for one without them (llama-imatrix's own)."""
+    from gguf import GGUFReader
+    try:
+        r = GGUFReader(path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        raise PlannerError(f"{path} is not a GGUF imatrix ({exc})") from None
+    t = {x.name: np.asarray(x.data, dtype=np.float32) for x in r.tensors}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, v in t.items():
+        base, sep, fmt = name.rpartition(".in_qerr2_")
+        counts = t.get(base + ".counts")
+        if not sep or counts is None:
+            continue
+        n = counts.reshape(-1)
+        out.setdefault(base, {})[fmt] = v.reshape(n.size, -1) / np.where(n > 0, n, 1)[:, None]
+    return out
 
 
 def load_imatrix(path: str) -> dict[str, np.ndarray]:

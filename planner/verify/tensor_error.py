@@ -13,6 +13,12 @@ relative error of the matrix's *outputs* rather than of its weights. Tensors the
 cover (the embedding, the output) keep the plain error. The same file can also go to the
 quantizer (what llama-quantize --imatrix does), or only weight the errors: a plan for stock
 llama-quantize without an imatrix still ranks tensors by what their errors do to the outputs.
+
+When the matrix also holds the activations' rounding errors (our collector measures them,
+planner/verify/imatrix.py), each tensor gets one more entry per activation format, `@<format>`:
+sum_j E[dx_j^2] ||W_:j||^2 / sum_j E[x_j^2] ||W_:j||^2, the relative output error the backend's
+conversion of the activations makes (uncorrelated columns, as above). planner/optimize/quality.py
+adds the one the tensor's type runs with on the plan's backend.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
     cpath = None
     if cache:
         from planner.verify.calibration import cached_path, file_key
-        extra: list[object] = [imatrix, "v2"]  # v2: candidates below a quantized origin
+        extra: list[object] = [imatrix, "v3"]  # v2: candidates below a quantized origin; v3: @formats
         if importance:
             extra += [file_key(importance), quantize_with_importance]
         cpath = cached_path("tensor-errors", path, ".json", *extra)
@@ -64,9 +70,11 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
             with open(cpath) as f:
                 return json.load(f)
     imx = None
+    act: dict[str, dict[str, np.ndarray]] = {}
     if importance:  # read only when the errors are measured, not on a cache hit
-        from planner.verify.imatrix import load_imatrix
+        from planner.verify.imatrix import load_act_errors, load_imatrix
         imx = load_imatrix(importance)
+        act = load_act_errors(importance)
     try:
         reader = GGUFReader(path)
     except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
@@ -100,6 +108,8 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
                 a, b = roundtrip_sums(x[rows], c, q_im, w)
                 num, den = num + a, den + b
             errs[c] = num / (den or 1.0)
+        if t.name in act and imx and t.name in imx:
+            errs.update(_activation_terms(x, groups, act[t.name], imx[t.name], idx, t.shape))
         out[t.name] = errs
         if progress:
             progress(i + 1, len(todo), t.name)
@@ -109,6 +119,29 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
             json.dump(out, f)
         os.replace(tmp, cpath)
     return out
+
+
+def _activation_terms(x: np.ndarray, groups: list, act: dict[str, np.ndarray], im: np.ndarray,
+                      idx: np.ndarray, shape: list[int]) -> dict[str, float]:
+    """{'@format': sum_j E[dx_j^2] C_j / sum_j E[x_j^2] C_j} with C_j the sampled rows' squared column
+    norms, per importance group (expert) and summed."""
+    num = dict.fromkeys(act, 0.0)
+    den = 0.0
+    mats = _group_mats(im, idx, shape)
+    for (rows, _), e in zip(groups, mats, strict=True):
+        col = np.einsum("ij,ij->j", x[rows], x[rows], dtype=np.float64)
+        den += float(im[e] @ col)
+        for f, v in act.items():
+            num[f] += float(v[min(e, v.shape[0] - 1)] @ col)
+    return {f"@{f}": n / (den or 1.0) for f, n in num.items()}
+
+
+def _group_mats(im: np.ndarray, idx: np.ndarray, shape: list[int]) -> list[int]:
+    """The matrix (expert) index of each group _importance_groups makes, in its order."""
+    if im.shape[0] == 1:
+        return [0]
+    per_mat = int(shape[1]) if len(shape) > 2 else len(idx)
+    return [min(int(e), im.shape[0] - 1) for e in np.unique(idx // per_mat)]
 
 
 def _importance_groups(im: np.ndarray | None, idx: np.ndarray, shape: list[int],

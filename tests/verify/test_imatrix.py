@@ -9,7 +9,7 @@ from gguf import GGUFReader
 from planner.errors import PlannerError
 from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_gguf
-from planner.verify.imatrix import load_imatrix, make_imatrix, weight_name
+from planner.verify.imatrix import load_act_errors, load_imatrix, make_imatrix, weight_name
 from planner.verify.quantize import quantize
 from planner.verify.run import TEXT
 
@@ -32,6 +32,8 @@ def test_every_block_matrix_is_collected_with_its_rows(base, smol_imatrix):
     assert set(counts.values()) == {256.0}
     assert {f for f in r.fields if f.startswith("imatrix.")} >= {"imatrix.datasets", "imatrix.chunk_count",
                                                                   "imatrix.chunk_size"}
+    act = load_act_errors(smol_imatrix)
+    assert set(act) == mats and all(set(v) >= {"f16", "bf16", "q8_0"} for v in act.values())
 
 
 def test_the_first_projection_sees_what_numpy_computes(base, smol_imatrix):
@@ -50,6 +52,10 @@ def test_the_first_projection_sees_what_numpy_computes(base, smol_imatrix):
     im = load_imatrix(smol_imatrix)
     assert np.abs(im["blk.0.attn_q.weight"][0] / ref - 1).max() < 1e-4
     assert np.array_equal(im["blk.0.attn_k.weight"], im["blk.0.attn_q.weight"])  # the same input
+    from planner.verify.imatrix import act_qerr2
+    ref_q = act_qerr2(x.astype(np.float32))["q8_0"] / len(x)
+    got_q = load_act_errors(smol_imatrix)["blk.0.attn_q.weight"]["q8_0"][0]
+    assert abs(got_q.sum() / ref_q.sum() - 1) < 1e-3  # a few roundings fall the other way
 
 
 def test_ggml_quantizes_with_the_collected_file(base, smol_imatrix, tmp_path):
@@ -94,6 +100,12 @@ def test_errors_weighted_by_the_activations(base, smol_imatrix):
     assert sum(both[n]["Q4_K" if "ffn_down" in n else "Q4_0"] for n in blocks) < \
         sum(weighted[n]["Q4_K" if "ffn_down" in n else "Q4_0"] for n in blocks)
     assert "IQ2_XS" in both[name] and "IQ2_XS" not in weighted[name]  # the quantizer has the matrix
+    # the activations' rounding, per format: ffn_down's input (rows of 1536) has all four, the
+    # others (576 = 18 x 32) no Q8_K; the embedding is not an activation matmul of the blocks
+    assert 0 < weighted[name]["@f16"] < weighted[name]["@q8_0"] < weighted[name]["@q8_K"] < 1e-2
+    assert {k for k in weighted["blk.3.attn_q.weight"] if k[0] == "@"} == {"@f16", "@bf16", "@q8_0"}
+    assert not any(k[0] == "@" for k in weighted["token_embd.weight"])
+    assert not any(k[0] == "@" for k in plain[name])
 
 
 def test_an_importance_matrix_of_another_model_is_refused(base, smol_imatrix, tmp_path):
@@ -105,3 +117,39 @@ def test_an_importance_matrix_of_another_model_is_refused(base, smol_imatrix, tm
                   dataset="x", chunk_count=1, chunk_size=512)
     with pytest.raises(PlannerError, match="for another model: blk.0.attn_q.weight has 640 columns"):
         measure_errors(base, m, importance=other, cache=False)
+
+
+def _ggml_q8_K_roundtrip(x: np.ndarray) -> np.ndarray:
+    """quantize_row_q8_K_ref then dequantize_row_q8_K, the CPU backend's own (libggml-base)."""
+    import ctypes
+
+    from planner.verify.ggml import _lib
+    lib = _lib()
+    lib.quantize_row_q8_K_ref.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    lib.dequantize_row_q8_K.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    blocks = ctypes.create_string_buffer(x.size // 256 * (4 + 256 + 2 * 16))  # block_q8_K: d, qs, bsums
+    lib.quantize_row_q8_K_ref(x.ctypes.data, blocks, x.size)
+    y = np.empty_like(x)
+    lib.dequantize_row_q8_K(blocks, y.ctypes.data, x.size)
+    return y
+
+
+def test_activation_rounding_is_ggmls():
+    """act_qerr2 rounds as ggml's CPU backend converts activations: Q8_0 (blocks of 32, F16
+    scale) as ggml_quantize_chunk writes it, Q8_K (blocks of 256) as quantize_row_q8_K_ref, F16 as
+    numpy; heavy-tailed rows (a few outlier columns, as real activations have) cost Q8_K more."""
+    from planner.verify.ggml import dequantize_rows, quantize_rows
+    from planner.verify.imatrix import act_qerr2
+    rng = np.random.default_rng(1)
+    x = rng.standard_t(3, size=(16, 512)).astype(np.float32)
+    x[:, 7] *= 40
+    got = act_qerr2(x)
+    q8 = dequantize_rows(quantize_rows(x, "Q8_0"), "Q8_0", 512)
+    assert got["q8_0"] == pytest.approx(((x - q8).astype(np.float64) ** 2).sum(0), rel=1e-5, abs=1e-12)
+    qk = _ggml_q8_K_roundtrip(x).reshape(x.shape)
+    assert got["q8_K"] == pytest.approx(((x - qk).astype(np.float64) ** 2).sum(0), rel=1e-5, abs=1e-12)
+    f16 = x.astype(np.float16).astype(np.float32)
+    assert got["f16"] == pytest.approx(((x - f16).astype(np.float64) ** 2).sum(0))
+    assert got["f16"].sum() < got["bf16"].sum() < got["q8_0"].sum() < got["q8_K"].sum()
+    assert set(act_qerr2(x[:, :96])) == {"f16", "bf16", "q8_0"}  # Q8_K needs rows of 256

@@ -1,0 +1,50 @@
+"""The quality model's per-tensor loss: measured weight errors plus the activations' rounding."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.model.spec import TensorSpec
+from planner.optimize.allocate import allocate
+from planner.optimize.quality import act_format, priors, tensor_loss
+
+K = priors()["measured"]["kld_per_rel_error"]
+DOWN = TensorSpec(name="blk.3.ffn_down.weight", shape=[2048, 640])
+# measured-style table: weights' errors per type, and the activations' rounding per format
+ERR = {DOWN.name: {"F16": 0.0, "Q8_0": 1e-5, "Q6_K": 4e-5, "Q5_1": 2e-4,
+                   "@f16": 1e-7, "@bf16": 4e-6, "@q8_0": 3e-5, "@q8_K": 2e-4}}
+
+
+def test_activation_formats_follow_each_backends_matmul():
+    assert [act_format(t, "cpu") for t in ("F16", "Q8_0", "Q4_1", "Q6_K", "IQ4_XS", "IQ4_NL")] == \
+        ["f16", "q8_0", "q8_0", "q8_K", "q8_K", "q8_0"]
+    assert [act_format(t, "cuda") for t in ("F16", "Q8_0", "Q6_K", "IQ2_XS")] == ["f16", "q8_0", "q8_0", "q8_0"]
+    assert act_format("Q6_K", "metal") is None  # not described: no term rather than a guess
+
+
+def test_the_loss_adds_the_rounding_beyond_the_f16_reference():
+    assert tensor_loss(DOWN, "F16", ERR, False) == 0.0
+    assert tensor_loss(DOWN, "Q8_0", ERR, False) == pytest.approx(K * (1e-5 + 3e-5 - 1e-7))
+    assert tensor_loss(DOWN, "Q6_K", ERR, False) == pytest.approx(K * (4e-5 + 2e-4 - 1e-7))
+    assert tensor_loss(DOWN, "Q6_K", ERR, False, "cuda") == pytest.approx(K * (4e-5 + 3e-5 - 1e-7))
+    plain = {DOWN.name: {k: v for k, v in ERR[DOWN.name].items() if not k.startswith("@")}}
+    assert tensor_loss(DOWN, "Q6_K", plain, False) == pytest.approx(K * 4e-5)  # llama-imatrix's files
+    bf = DOWN.model_copy(update={"name": DOWN.name, "origin": None})
+    assert tensor_loss(bf, "BF16", {DOWN.name: {**ERR[DOWN.name], "BF16": 0.0}}, False) == \
+        pytest.approx(K * (4e-6 - 1e-7))
+
+
+def test_where_activations_round_badly_the_allocator_cuts_elsewhere():
+    """Q8_0's bytes for both matrices do not fit; one must drop. On the CPU ffn_down at Q6_K takes
+    Q8_K activations (blocks of 256), whose rounding of its outlier-heavy input costs more than
+    ffn_up at Q5_1: ffn_up drops. On CUDA every quantized type takes Q8_1 (blocks of 32): ffn_down
+    drops, as the weights' errors alone would have it."""
+    from planner.estimate.ggml_types import tensor_bytes
+    up = TensorSpec(name="blk.3.ffn_up.weight", shape=[640, 2048])
+    err = {**ERR, up.name: {"F16": 0.0, "Q8_0": 1e-5, "Q5_1": 1e-4, "@f16": 1e-7, "@bf16": 4e-6, "@q8_0": 3e-5}}
+    budget = tensor_bytes("Q8_0", DOWN.shape) + tensor_bytes("Q8_0", up.shape) - \
+        (tensor_bytes("Q8_0", DOWN.shape) - tensor_bytes("Q6_K", DOWN.shape))
+    cpu = allocate([DOWN, up], budget, 16, False, errors=err)
+    cuda = allocate([DOWN, up], budget, 16, False, errors=err, backend="cuda")
+    assert (cpu[DOWN.name], cpu[up.name]) == ("Q8_0", "Q5_1")
+    assert (cuda[DOWN.name], cuda[up.name]) == ("Q6_K", "Q8_0")
