@@ -185,8 +185,10 @@ def cmd_plan(a: argparse.Namespace) -> int:
     best = res.best
     basis = "priors: planner/data/quality.yaml"
     if req.tensor_errors:
+        act = any(k[0] == "@" for e in req.tensor_errors.values() for k in e)
         basis = "measured per-tensor errors (ggml quantizer on the weights" + \
-            (", weighted by the importance matrix)" if a.imatrix_file else ")")
+            (", weighted by the importance matrix" if a.imatrix_file else "") + \
+            (", with the activations' rounding)" if act else ")")
     if a.verify:
         a.source = a.source_path or local_gguf(spec.source)
         a.twin = a.source is None

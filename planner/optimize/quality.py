@@ -79,7 +79,7 @@ def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | No
     hand (relative squared error x the calibrated factor), else the type's prior. A tensor kept
     at the type it came in loses nothing. With the activations' rounding measured ('@<format>'
     entries), the error the backend's matmul adds for this type, beyond the reference's (the
-    F16 or BF16 source, or the quantized type it came in), counts too."""
+    quantized type it came in, else F16: what KLD is measured against), counts too."""
     if ty == t.origin:
         return 0.0
     if errors and t.name in errors and ty in errors[t.name]:
@@ -88,7 +88,7 @@ def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | No
         if role(t, tied) == "output":
             k *= priors()["measured"]["output_factor"]
         err = e[ty]
-        f, f0 = act_format(ty, backend), act_format(t.origin or source_type(t), backend)
+        f, f0 = act_format(ty, backend), act_format(t.origin or "F16", backend)
         if f != f0:
             err += max(0.0, e.get(f"@{f}", 0.0) - e.get(f"@{f0}", 0.0))
         return err * k

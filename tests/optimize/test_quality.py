@@ -29,9 +29,13 @@ def test_the_loss_adds_the_rounding_beyond_the_f16_reference():
     assert tensor_loss(DOWN, "Q6_K", ERR, False, "cuda") == pytest.approx(K * (4e-5 + 3e-5 - 1e-7))
     plain = {DOWN.name: {k: v for k, v in ERR[DOWN.name].items() if not k.startswith("@")}}
     assert tensor_loss(DOWN, "Q6_K", plain, False) == pytest.approx(K * 4e-5)  # llama-imatrix's files
-    bf = DOWN.model_copy(update={"name": DOWN.name, "origin": None})
-    assert tensor_loss(bf, "BF16", {DOWN.name: {**ERR[DOWN.name], "BF16": 0.0}}, False) == \
+    typed = DOWN.retyped("Q6_K")  # a spec with its types set (predicted_kld's case) judges the same
+    assert tensor_loss(typed, "Q6_K", ERR, False) == tensor_loss(DOWN, "Q6_K", ERR, False)
+    assert tensor_loss(DOWN, "BF16", {DOWN.name: {**ERR[DOWN.name], "BF16": 0.0}}, False) == \
         pytest.approx(K * (4e-6 - 1e-7))
+    shipped = DOWN.model_copy(update={"origin": "Q8_0"})  # kept as it came: nothing lost
+    assert tensor_loss(shipped, "Q8_0", ERR, False) == 0.0
+    assert tensor_loss(shipped, "Q6_K", ERR, False) == pytest.approx(K * (4e-5 + 2e-4 - 3e-5))
 
 
 def test_where_activations_round_badly_the_allocator_cuts_elsewhere():
