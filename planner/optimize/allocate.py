@@ -49,7 +49,7 @@ def groups_of(tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: boo
     tensor is its own group (its errors are its own)."""
     by: dict[tuple, list[TensorSpec]] = defaultdict(list)
     for t in tensors:
-        w = tensor_weight(t, n_layers, tied)
+        w = tensor_weight(t, n_layers, tied, bool(errors and t.name in errors))
         own = t.name if errors and t.name in errors else None
         by[(tuple(t.shape), tuple(candidates(t, imatrix)), round(w, 3), own)].append(t)
     out = []

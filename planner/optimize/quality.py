@@ -24,14 +24,19 @@ def role(t: TensorSpec, tied: bool) -> str:
     return "output" if (t.name == "token_embd.weight" and tied) else t.role
 
 
-def tensor_weight(t: TensorSpec, n_layers: int, tied: bool) -> float:
-    return t.n_elements * _role_depth(role(t, tied), t.layer, n_layers)
+def tensor_weight(t: TensorSpec, n_layers: int, tied: bool, measured: bool = False) -> float:
+    """Parameters x role sensitivity x depth factor; a tensor whose errors were measured takes the
+    role sensitivities calibrated on measured errors (quality.yaml role_sensitivity_measured)."""
+    return t.n_elements * _role_depth(role(t, tied), t.layer, n_layers, measured)
 
 
 @cache
-def _role_depth(role: str, il: int | None, n_layers: int) -> float:
+def _role_depth(role: str, il: int | None, n_layers: int, measured: bool = False) -> float:
     p = priors()
-    s = p["role_sensitivity"].get(role, p["role_sensitivity"]["default"])
+    table = p["role_sensitivity"]
+    if measured:
+        table = {**table, **p["role_sensitivity_measured"]}
+    s = table.get(role, table["default"])
     d = p["depth_factor_ends"] if il is not None and (il < n_layers // 8 or il >= 7 * n_layers // 8) else 1.0
     return s * d
 
@@ -73,40 +78,63 @@ def act_format(ty: str, backend: str) -> str | None:
     return table.get(ty, table["default"])
 
 
+def loss_parts(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None, tied: bool,
+               backend: str = "cpu") -> dict[str, float]:
+    """Tensor t at type ty, before weighting, in the units each factor of quality.yaml applies to:
+    `weights` (measured relative error of a block matrix), `activations` (the rounding the
+    backend's matmul adds for this type beyond the reference's: the quantized type it came in,
+    else F16, what KLD is measured against), `output` (measured error of the output matrix or a
+    tied embedding), `prior` (KLD from the type's prior, where nothing was measured). A tensor
+    kept at the type it came in loses nothing."""
+    if ty == t.origin:
+        return {}
+    e = errors.get(t.name) if errors else None
+    if not e or ty not in e:
+        return {"prior": kld_of(ty)}
+    if role(t, tied) == "output":
+        return {"output": e[ty]}
+    out = {"weights": e[ty]}
+    f, f0 = act_format(ty, backend), act_format(t.origin or "F16", backend)
+    if f != f0:
+        out["activations"] = max(0.0, e.get(f"@{f}", 0.0) - e.get(f"@{f0}", 0.0))
+    return out
+
+
+def combine(parts: dict[str, float]) -> float:
+    """Predicted KLD from loss parts: kld_per_rel_error x (weights + activation_factor x activations
+    + output_factor x output) + prior."""
+    m = priors()["measured"]
+    return m["kld_per_rel_error"] * (parts.get("weights", 0.0) + m["activation_factor"] * parts.get("activations", 0.0)
+                                     + m["output_factor"] * parts.get("output", 0.0)) + parts.get("prior", 0.0)
+
+
 def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None, tied: bool,
                 backend: str = "cpu") -> float:
     """Predicted KLD of tensor t at type ty, before weighting: measured when the weights were at
-    hand (relative squared error x the calibrated factor), else the type's prior. A tensor kept
-    at the type it came in loses nothing. With the activations' rounding measured ('@<format>'
-    entries), the error the backend's matmul adds for this type, beyond the reference's (the
-    quantized type it came in, else F16: what KLD is measured against), counts too."""
-    if ty == t.origin:
-        return 0.0
-    if errors and t.name in errors and ty in errors[t.name]:
-        e = errors[t.name]
-        k = priors()["measured"]["kld_per_rel_error"]
-        if role(t, tied) == "output":
-            k *= priors()["measured"]["output_factor"]
-        err = e[ty]
-        f, f0 = act_format(ty, backend), act_format(t.origin or "F16", backend)
-        if f != f0:
-            err += max(0.0, e.get(f"@{f}", 0.0) - e.get(f"@{f0}", 0.0))
-        return err * k
-    return kld_of(ty)
+    hand (relative squared error x the calibrated factors, loss_parts), else the type's prior."""
+    return combine(loss_parts(t, ty, errors, tied, backend))
+
+
+def predicted_parts(model: ModelSpec, errors: dict[str, dict[str, float]] | None = None,
+                    backend: str = "cpu") -> dict[str, float]:
+    """The weighted mean of each loss part over the model's tensors (their types set)."""
+    num: dict[str, float] = {}
+    den = 0.0
+    for t in model.tensors:
+        if not allows_quantization(t):
+            continue
+        w = tensor_weight(t, model.n_layers, model.tied_embeddings, bool(errors and t.name in errors))
+        for k, v in loss_parts(t, t.type or "F16", errors, model.tied_embeddings, backend).items():
+            num[k] = num.get(k, 0.0) + w * v
+        den += w
+    return {k: v / den for k, v in num.items()} if den else {}
 
 
 def predicted_kld(model: ModelSpec, errors: dict[str, dict[str, float]] | None = None,
                   backend: str = "cpu") -> float:
     """Weighted mean of per-tensor predicted KLD over the model's tensors (their types set), the
     activations rounded as `backend` does."""
-    num = den = 0.0
-    for t in model.tensors:
-        if not allows_quantization(t):
-            continue
-        w = tensor_weight(t, model.n_layers, model.tied_embeddings)
-        num += w * tensor_loss(t, t.type or "F16", errors, model.tied_embeddings, backend)
-        den += w
-    return num / den if den else 0.0
+    return combine(predicted_parts(model, errors, backend))
 
 
 def bytes_of(model: ModelSpec) -> int:
