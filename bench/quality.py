@@ -23,6 +23,7 @@ import argparse
 import glob
 import json
 import os
+import statistics
 import sys
 import tempfile
 
@@ -30,7 +31,7 @@ from bench.plot import svg_plot
 from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_gguf
 from planner.optimize.allocate import allocate
-from planner.optimize.quality import bytes_of, predicted_kld
+from planner.optimize.quality import bytes_of, combine, predicted_parts
 from planner.verify.imatrix import make_imatrix
 from planner.verify.probe import run_probe
 from planner.verify.quantize import quantize, to_float
@@ -143,8 +144,9 @@ def run_model(key: str, d: str) -> tuple[list[dict], float]:
         ours = _measure(q, npy)
         row = dict(model=key, ftype=f, stock_bytes=os.path.getsize(p), ours_bytes=os.path.getsize(q),
                    stock=stock, ours=ours, base_ppl=base_ppl,
-                   stock_pred=predicted_kld(m.with_types(st), errors),
-                   ours_pred=predicted_kld(m.with_types(ours_t), errors), ours_types=_mix(m, ours_t))
+                   stock_parts=predicted_parts(m.with_types(st), errors),
+                   ours_parts=predicted_parts(m.with_types(ours_t), errors), ours_types=_mix(m, ours_t))
+        row["stock_pred"], row["ours_pred"] = combine(row["stock_parts"]), combine(row["ours_parts"])
         row["gain"] = 1 - ours["kld"] / stock["kld"]
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "ours_types"}), flush=True)
@@ -181,12 +183,13 @@ def main() -> int:
         os.replace(kept + ".part", kept)
         all_rows += rows
     if a.fit:
-        from planner.optimize.quality import priors
-        k0 = priors()["measured"]["kld_per_rel_error"]
-        xs = [r["stock_pred"] / k0 for r in all_rows] + [r["ours_pred"] / k0 for r in all_rows]
-        ys = [r["stock"]["kld"] for r in all_rows] + [r["ours"]["kld"] for r in all_rows]
-        k = sum(x * y for x, y in zip(xs, ys, strict=True)) / sum(x * x for x in xs)
-        print(f"fit: kld_per_rel_error = {k:.3f} (least squares through 0 over {len(xs)} files)")
+        from bench.quality_probes import fit
+        for key in {r["model"] for r in all_rows}:
+            files = [dict(kld=r[side]["kld"], parts=r[f"{side}_parts"], predicted=r[f"{side}_pred"])
+                     for r in all_rows for side in ("stock", "ours") if r["model"] == key and f"{side}_parts" in r]
+            if files:
+                print(f"fit on {key} ({len(files)} files): " +
+                      ", ".join(f"{k} {v:.3g}" for k, v in fit(files).items() if v is not None))
     ok = all(r["gain"] >= GOAL and r["ours_bytes"] <= r["stock_bytes"] for r in all_rows)
     lines = [f"{'model':12s} {'ftype':8s} {'bytes':>12s} {'stock KLD':>10s} {'ours bytes':>12s} {'ours KLD':>10s} "
              f"{'gain':>7s}"]
@@ -212,6 +215,8 @@ def _mix(m, types) -> str:
 
 
 def write_doc(path: str) -> None:
+    from planner.optimize.quality import priors
+    fac = priors()["measured"]
     out = ["# Quality: stock llama.cpp ftypes vs the planner's per-tensor mixes", "",
            "Written by `python -m bench.quality --write docs/quality.md` (figures from one run per model on a "
            "2-core CPU, kept in `bench/data/quality-<model>.json`).", "",
@@ -224,17 +229,25 @@ def write_doc(path: str) -> None:
            "text), within the stock file's tensor bytes, quantized by the same quantizer with `--tensor-type` "
            "patterns. The importance matrix only ranks tensors: neither quantizer gets it, so both files differ "
            "only in the per-tensor types. Goal: at least 20% lower KLD at equal or fewer bytes.", "",
-           "The measured error maps to KLD by two factors (planner/data/quality.yaml): 133 per unit of "
-           "weighted relative error for the layers (fitted on SmolLM2) and 0.084 of that for the output matrix or "
-           "tied embedding (fitted on Gemma 3 270M: with one factor its tied 262K-token embedding looked 12x more "
-           "sensitive than it is, and the Q4_K_M-size mix measured KLD 0.486 against stock's 0.454; re-weighted, "
-           "0.078). Both fits use files of the models in this report: the figures below are not out of sample.", "",
-           "What the activation weighting changed (the same bench with unweighted errors, 2026-11-23, in git "
-           "history): SmolLM2 Q6_K from 13% *worse* than stock to 21% better, and 2-6 points more at Q2_K-Q5_K_M; "
-           "Gemma 0.4-0.9 points more at Q2_K-Q5_K_M but Q6_K from 17% better to 5% (its mix there predicts half "
-           "of stock's KLD and measures 5% less: the weighted errors over-rate what moving the tied embedding "
-           "to Q5_1 and layers to F16 buys on this perturbed base). At Q8_0 no mix can gain much: rows of 576 "
-           "and 640 have no type between Q8_0 and F16.", ""]
+           f"The measured errors map to KLD by three factors (planner/data/quality.yaml `measured`): "
+           f"{fac['kld_per_rel_error']:g} per unit of activation-weighted relative error of a block matrix, "
+           f"an activation factor of {fac['activation_factor']:g} for the rounding of its activations by the matmul (ggml's CPU "
+           "converts them to Q8_0 per 32 values for Q8_0/Q5_x/Q4_x weights, to Q8_K per 256 for K-quants; "
+           f"measured per input column by `plan imatrix`; 0: see below), and {fac['output_factor']:g} of the first for the output matrix or "
+           "tied embedding. With measured errors the role sensitivities are the ones `bench.quality_probes` "
+           "calibrated on both models (`role_sensitivity_measured`). The factors and roles are fitted on files of "
+           "the models in this report, on the evaluation text (sources in the yaml): the figures below are in "
+           "sample, not a promise for other models.", ""]
+    sweep = os.path.join(os.path.dirname(__file__), "data", "quality-activation-factor.json")
+    if os.path.exists(sweep):
+        with open(sweep) as f:
+            runs = json.load(f)["runs"]
+        out += ["Activation factor in the allocator, measured (gain over stock per ftype; "
+                "`bench/data/quality-activation-factor.json`, before the role calibration): " + "; ".join(
+                    f"{a}: " + ", ".join(f"{r['model'].split('-')[0][:5]} {r['ftype']} {r['gain']:+.0%}" for r in rows
+                                         if r["ftype"] in ("Q4_K_M", "Q6_K", "Q8_0"))
+                    for a, rows in runs.items()) + ". Above 0 the mixes bought F16 or kept ffn_down high and cut "
+                "attention matrices whose errors the priors under-rated; so the factor is 0 in the allocator.", ""]
     total = met = 0
     for key, cfg in MODELS.items():
         kept = os.path.join(os.path.dirname(__file__), "data", f"quality-{key}.json")
@@ -260,42 +273,71 @@ def write_doc(path: str) -> None:
                        f"{r['ours_types']} |")
         out += ["", f"Goal met for {won}/{len(rows)} ftypes.", ""]
     out += [f"Overall: {met}/{total} ftypes with at least {GOAL:.0%} lower KLD at equal or fewer bytes.", ""]
-    probes = os.path.join(os.path.dirname(__file__), "data", "quality-probes-gemma3-270m.json")
-    if os.path.exists(probes):
-        with open(probes) as f:
-            pr = {r["name"]: r for r in json.load(f)}
-        q8, w = pr["stock Q8_0"]["kld"], pr["Q8_0 weights, stored as F16"]["kld"]
-        out += ["## Where the model is blind: Gemma 3 270M at Q6_K and Q8_0", "",
-                "`python -m bench.quality_probes` changes one thing at a time in the stock Q8_0 file (same base, "
-                "text and quantizer as above) and prints the measured KLD beside the allocator's prediction:", "",
-                "| file | MB | KLD | predicted |", "|---|---|---|---|"]
-        out += [f"| {r['name']} | {r['bytes'] / 1e6:.1f} | {r['kld']:.4f} | {r['predicted']:.5f} |"
-                for r in pr.values()]
-        emb, do = pr["Q8_0, token_embd -> Q5_1"], pr["Q8_0, ffn_down, attn_output -> Q5_1"]
-        per_mb = [(r["kld"] - q8) / ((pr["stock Q8_0"]["bytes"] - r["bytes"]) / 1e6) for r in (do, emb)]
-        p8 = pr["stock Q8_0"]["predicted"]
-        ratio = [(pr[n]["kld"] - q8) / (pr[n]["predicted"] - p8) for n in (
-            "Q8_0, ffn_down -> Q6_K", "Q8_0, attn_output -> Q6_K", "Q8_0, ffn_down, attn_output -> Q5_1",
-            "Q8_0, token_embd -> Q5_1")]
-        out += ["", f"- The Q8_0 weights alone, dequantized back to F16, measure {w:.4f}, {w / q8:.0%} of the Q8_0 "
-                "file's KLD; the rest appears only when ggml's CPU matmul quantizes the activations too (to Q8_0 or "
-                "Q8_1, one scale per 32, for Q8_0/Q5_x/Q4_x weights; to Q8_K, one scale per 256, for K-quants). The "
-                "measured errors see only weights, and no quantized type escapes this: only F16 rows do, at twice "
-                "Q8_0's bytes. It is a floor under the Q8_0 rows, and a backend fact (CUDA's kernels quantize "
-                "activations to Q8_1 per 32 for every quantized type; its cuBLAS path uses F16).",
-                "- `ffn_down` and `attn_output` are far more sensitive on Gemma than their measured errors say: "
-                "moving them from Q8_0 to Q6_K (what stock Q6_K does) or Q5_1 adds "
-                f"{min(ratio[:3]):.0f}-{max(ratio[:3]):.0f}x the KLD the model predicts for the change (the tied "
-                f"embedding to Q5_1: {ratio[3]:.1f}x), and per MB saved {per_mb[0] / per_mb[1]:.0f}x what the "
-                "embedding costs "
-                f"({per_mb[0]:.4f} vs {per_mb[1]:.4f} KLD per MB). Gemma 3 applies an RMSNorm to these two "
-                "outputs before the residual add (post-attention and post-FFN norms), one plausible reason their "
-                "error is amplified; not measured here. A per-model sensitivity calibration (a few such KLD probes "
-                "per tensor role, fitted into the role factors) is the next step; until then the mixes at these "
-                "two sizes are no better than stock.", ""]
+    for key in MODELS:
+        out += _probes_section(key)
     with open(path + ".part", "w") as f:
         f.write("\n".join(out))
     os.replace(path + ".part", path)
+
+
+
+def _probes_section(key: str) -> list[str]:
+    """docs/quality.md's account of bench/quality_probes for one model, from its kept results."""
+    from planner.optimize.quality import priors
+    path = os.path.join(os.path.dirname(__file__), "data", f"quality-probes-{key}.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        kept = json.load(f)
+    rows, bounds = kept["rows"], kept["bounds"]
+    by = {r["name"]: r for r in rows}
+    q8, w = by["stock Q8_0"], by["Q8_0 weights only (stored as F16)"]
+    out = [f"## What a mix can reach near Q8_0: {MODELS[key]['title'].split(' (')[0]}", "",
+           "`python -m bench.quality_probes` measures single changes to the stock Q8_0 file (same base, text and "
+           "quantizer as above): each tensor class one step down (Q6_K where rows are a multiple of 256, else "
+           "Q5_1), as a file and dequantized back to F16 (the weights' own error, without the rounding ggml's CPU "
+           "matmul adds to the activations), and one step up to F16. `predicted` is the model these probes "
+           "calibrated (activation factor 1, the prior role sensitivities), before the changes they led to.", "",
+           "| file | MB | KLD | weights only | predicted |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r["weights_only"] and r["name"] != w["name"]:
+            continue
+        wo = by.get(r["name"] + " (weights only)")
+        out.append(f"| {r['name']} | {r['bytes'] / 1e6:.1f} | {r['kld']:.4f} | "
+                   f"{(wo or (r if r['weights_only'] else {})).get('kld', float('nan')):.4f} | {r['predicted']:.5f} |"
+                   .replace("| nan |", "| |"))
+    out += ["", f"The Q8_0 weights alone measure {w['kld']:.4f}, {w['kld'] / q8['kld']:.0%} of the Q8_0 file's "
+            f"{q8['kld']:.4f}: the rest is the activations' rounding (Q8_0/Q8_1 per 32 values for Q8_0/Q5_x/Q4_x "
+            "weights, Q8_K per 256 for K-quants), now a measured term of the model (`@<format>` errors from "
+            "`plan imatrix`, planner/data/quality.yaml `activations`).", ""]
+    base = by["Q8_0 weights only (stored as F16)"]
+    ratio = {}
+    for r in rows:
+        if r["weights_only"] and "class" in r:
+            dp = sum((r["parts"].get(k, 0.0) - base["parts"].get(k, 0.0)) * f
+                     for k, f in (("weights", 1.0), ("output", priors()["measured"]["output_factor"])))
+            if dp > 0:
+                ratio[r["class"]] = (r["kld"] - base["kld"]) / dp
+    if ratio:
+        med = statistics.median(ratio.values())
+        out += ["Measured KLD change of the weights-only files per unit of predicted weighted error, relative to the "
+                "median class, the output matrix at its factor (what `role_sensitivity_measured` in quality.yaml "
+                "is fitted from): " +
+                ", ".join(f"{c} {v / med:.2f}" for c, v in ratio.items()) + ".", ""]
+    fitted = kept.get("fit")
+    if fitted:
+        out += [f"Fitted on these {len(rows)} files: {fitted['kld_per_rel_error']:.0f} per unit of weighted error, "
+                f"activation factor {fitted['activation_factor']:.2f}, output factor {fitted['output_factor']:.3f} "
+                f"(median |error| of the predicted KLD {fitted['median_abs_error_before']:.0%} before, "
+                f"{fitted['median_abs_error_after']:.0%} after).", ""]
+    for f, b in bounds.items():
+        mix = ", ".join(f"{c} {t}" for c, t in b["mix"].items()) or "none"
+        verdict = "within reach" if b["kld"] <= b["goal_kld"] else \
+            "out of reach of class-wise mixes (a per-layer mix can do better: they are not a bound on it)"
+        out.append(f"- At stock {f}'s bytes: stock {b['stock_kld']:.4f}, goal {b['goal_kld']:.4f}; the best class-wise "
+                   f"mix of Q8_0, the step down and F16, taking the measured changes as additive: {b['kld']:.4f} "
+                   f"(changes: {mix}): {verdict}.")
+    return out + [""]
 
 
 if __name__ == "__main__":
