@@ -153,3 +153,30 @@ def test_activation_rounding_is_ggmls():
     assert got["f16"] == pytest.approx(((x - f16).astype(np.float64) ** 2).sum(0))
     assert got["f16"].sum() < got["bf16"].sum() < got["q8_0"].sum() < got["q8_K"].sum()
     assert set(act_qerr2(x[:, :96])) == {"f16", "bf16", "q8_0"}  # Q8_K needs rows of 256
+
+
+def test_experts_are_collected_per_expert_by_their_routing(tmp_path):
+    """MUL_MAT_ID: each expert's rows are the tokens routed to it, so the counts over the experts
+    of a layer add up to tokens x experts used; its sums and rounding errors are its rows' only."""
+    from planner.model.hf_config import spec_from_hf_config
+    from planner.verify.twin import write_twin
+    from tests.conftest import tiny_config
+    m = spec_from_hf_config(tiny_config("Qwen3MoeForCausalLM", num_experts=8, num_experts_per_tok=2,
+                                        moe_intermediate_size=256, num_hidden_layers=2),
+                            name="tiny-moe", source="test")
+    path = str(tmp_path / "moe.gguf")
+    write_twin(m.with_types({t.name: "F16" for t in m.tensors if len(t.shape) > 1}), path, fill="random")
+    out = str(tmp_path / "moe.imatrix.gguf")
+    make_imatrix(path, TEXT, out, n_ctx=64, n_chunks=2)
+    r = GGUFReader(out)
+    counts = {t.name[:-len(".counts")]: np.asarray(t.data).reshape(-1) for t in r.tensors
+              if t.name.endswith(".counts")}
+    exps = [n for n in counts if "_exps" in n]
+    assert exps and all(counts[n].size == 8 and counts[n].sum() == 2 * 128 for n in exps)
+    im, act = load_imatrix(out), load_act_errors(out)
+    for n in exps:
+        used = counts[n] > 0
+        assert np.all(im[n][used] > 0) and np.all(im[n][~used] == 1.0)  # never routed: weight 1
+        q = act[n]["q8_0"]  # a column far below its block's max rounds to 0: its error is all of it
+        assert q.shape == im[n].shape and np.all(q[used] <= im[n][used] * 1.0001)
+        assert q[used].sum() < 1e-3 * im[n][used].sum()
