@@ -26,16 +26,11 @@ import sys
 import tempfile
 
 from bench.quality import GOAL, MODELS, _measure, prepare
-from planner.estimate.ggml_types import tensor_bytes
 from planner.estimate.quant_mix import ftype_tensor_types
-from planner.optimize.quality import combine, predicted_parts
+from planner.optimize.quality import bytes_of, combine, predicted_parts
 from planner.verify.quantize import quantize, to_float
 
 CLASSES = ("ffn_down", "attn_output", "ffn_up", "ffn_gate", "attn_q", "attn_k", "attn_v", "token_embd")
-
-
-def _file_bytes(m, types: dict[str, str]) -> int:
-    return sum(tensor_bytes(types.get(t.name, t.type or "F32"), t.shape) for t in m.tensors)
 
 
 def bound(rows: list[dict], budget: int) -> dict:
@@ -101,7 +96,7 @@ def main() -> int:
             parts = predicted_parts(m.with_types(types), errors)
             if weights_only:  # the activations go through F16 matmuls: the reference's rounding
                 parts.pop("activations", None)
-            r = _measure(q, npy) | dict(name=name, bytes=size, tensor_bytes=_file_bytes(m, types),
+            r = _measure(q, npy) | dict(name=name, bytes=size, tensor_bytes=bytes_of(m.with_types(types)),
                                         predicted=combine(parts), parts=parts, weights_only=weights_only, **extra)
             rows.append(r)
             print(f"{name:40s} {size / 1e6:8.1f} MB  KLD {r['kld']:.4f}  predicted {r['predicted']:.5f}", flush=True)
@@ -118,7 +113,7 @@ def main() -> int:
             for ty, wo in ((down, False), (down, True), ("F16", False)):
                 t = dict(q8) | dict.fromkeys(names, ty)
                 run(f"Q8_0, {c} -> {ty}" + (" (weights only)" if wo else ""), t, wo, **{"class": c, "type": ty})
-    budgets = {"Q6_K": _file_bytes(m, stock6), "Q8_0": _file_bytes(m, q8)}
+    budgets = {"Q6_K": bytes_of(m.with_types(stock6)), "Q8_0": bytes_of(m.with_types(q8))}
     bounds = {}
     for f, b in budgets.items():
         stock = next(r for r in rows if r["name"] == f"stock {f}")

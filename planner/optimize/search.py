@@ -193,6 +193,7 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
         kv_list.append(("q8_0", "q8_0"))
     ref = model.with_types(ftype_tensor_types(model, "Q4_K_M"))
     pools: dict[str, Allocator] = {}
+    gpu_backend = hw.gpus[0].backend if hw.gpus else "cpu"  # whose matmuls round the activations
     for ctx in _ctx_list(model, req):
         for ctk, ctv in kv_list:
             if ctk != "f16" and ctx < 16384 and len(kv_list) > 1:
@@ -222,8 +223,7 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                         types = None
                         for shrink in (1.0, 0.97, 0.93):
                             a = [int(x * shrink) for x in avail]
-                            types = _allocate_for(model, placement, a, cap_bytes, req, pools,
-                                                  hw.gpus[0].backend if hw.gpus else "cpu")
+                            types = _allocate_for(model, placement, a, cap_bytes, req, pools, gpu_backend)
                             if types is None:
                                 break
                             if shrink == 1.0:
@@ -258,8 +258,7 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                         oo, e = o, e or estimate(m, hw, o, margin=req.margin, depth=req.depth)
                     if not e.fits or (req.min_tps and e.throughput.decode_tps < req.min_tps):
                         continue
-                    kld = predicted_kld(m, req.tensor_errors,
-                                        "cpu" if placement == "cpu" or not hw.gpus else hw.gpus[0].backend)
+                    kld = predicted_kld(m, req.tensor_errors, "cpu" if placement == "cpu" else gpu_backend)
                     bpw = 8 * bytes_of(m) / model.n_params
                     out.append(PlanOption(label=placement, why=_describe(model, placement, e, bpw, kld, oo),
                                           types=types, options=oo, estimate=e, predicted_kld=round(kld, 5),

@@ -34,7 +34,9 @@ import numpy as np
 from planner.errors import PlannerError
 
 MAX_DIMS, MAX_SRC, MAX_OP_PARAMS, MAX_NAME = 4, 10, 64, 64  # ggml.h (vendored, 2026-10)
-ACT_FORMATS = ("f16", "bf16", "q8_0", "q8_K")  # activation formats of ggml matmuls (see the module doc)
+def act_formats(ne0: int) -> tuple[str, ...]:
+    """The activation formats of ggml matmuls (see the module doc) whose block divides a row of ne0."""
+    return ("f16", "bf16") + (("q8_0",) if ne0 % 32 == 0 else ()) + (("q8_K",) if ne0 % 256 == 0 else ())
 
 
 def act_qerr2(rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -49,14 +51,15 @@ def act_qerr2(rows: np.ndarray) -> dict[str, np.ndarray]:
     bf = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).view(np.float32)  # ggml_compute_fp32_to_bf16
     out["bf16"] = np.square(x - bf, dtype=np.float64).sum(axis=0)
     n, ne0 = x.shape
-    if ne0 % 32 == 0:
+    formats = act_formats(ne0)
+    if "q8_0" in formats:
         b = x.reshape(n, ne0 // 32, 32)
         d = np.abs(b).max(axis=2, keepdims=True) / 127
         idd = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
         q = np.sign(b * idd) * np.floor(np.abs(b * idd) + 0.5)  # roundf: half away from zero
         e = b - q * d.astype(np.float16).astype(np.float32)
         out["q8_0"] = np.square(e, dtype=np.float64).reshape(n, ne0).sum(axis=0)
-    if ne0 % 256 == 0:
+    if "q8_K" in formats:
         b = x.reshape(n, ne0 // 256, 256)
         i = np.abs(b).argmax(axis=2)[..., None]
         mx = np.take_along_axis(b, i, axis=2)
@@ -170,7 +173,7 @@ class Collector:
 
     def _qentry(self, name: str, n_mat: int, ne0: int) -> dict[str, np.ndarray]:
         if name not in self.qerr:
-            self.qerr[name] = {f: np.zeros((n_mat, ne0)) for f in act_qerr2(np.zeros((1, ne0), np.float32))}
+            self.qerr[name] = {f: np.zeros((n_mat, ne0)) for f in act_formats(ne0)}
         return self.qerr[name]
 
 

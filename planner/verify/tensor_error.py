@@ -102,14 +102,14 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
         errs = {}
         for c in candidates(t, imatrix):
             num = den = 0.0
-            for rows, w in groups:
+            for rows, w, _ in groups:
                 q_im = w if (w is not None and quantize_with_importance) else \
                     (np.ones(n_per_row, dtype=np.float32) if requires_imatrix(c) else None)
                 a, b = roundtrip_sums(x[rows], c, q_im, w)
                 num, den = num + a, den + b
             errs[c] = num / (den or 1.0)
         if t.name in act and imx and t.name in imx:
-            errs.update(_activation_terms(x, groups, act[t.name], imx[t.name], idx, t.shape))
+            errs.update(_activation_terms(x, groups, act[t.name], imx[t.name]))
         out[t.name] = errs
         if progress:
             progress(i + 1, len(todo), t.name)
@@ -121,14 +121,12 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
     return out
 
 
-def _activation_terms(x: np.ndarray, groups: list, act: dict[str, np.ndarray], im: np.ndarray,
-                      idx: np.ndarray, shape: list[int]) -> dict[str, float]:
+def _activation_terms(x: np.ndarray, groups: list, act: dict[str, np.ndarray], im: np.ndarray) -> dict[str, float]:
     """{'@format': sum_j E[dx_j^2] C_j / sum_j E[x_j^2] C_j} with C_j the sampled rows' squared column
     norms, per importance group (expert) and summed."""
     num = dict.fromkeys(act, 0.0)
     den = 0.0
-    mats = _group_mats(im, idx, shape)
-    for (rows, _), e in zip(groups, mats, strict=True):
+    for rows, _, e in groups:
         col = np.einsum("ij,ij->j", x[rows], x[rows], dtype=np.float64)
         den += float(im[e] @ col)
         for f, v in act.items():
@@ -136,22 +134,18 @@ def _activation_terms(x: np.ndarray, groups: list, act: dict[str, np.ndarray], i
     return {f"@{f}": n / (den or 1.0) for f, n in num.items()}
 
 
-def _group_mats(im: np.ndarray, idx: np.ndarray, shape: list[int]) -> list[int]:
-    """The matrix (expert) index of each group _importance_groups makes, in its order."""
-    if im.shape[0] == 1:
-        return [0]
-    per_mat = int(shape[1]) if len(shape) > 2 else len(idx)
-    return [min(int(e), im.shape[0] - 1) for e in np.unique(idx // per_mat)]
-
-
 def _importance_groups(im: np.ndarray | None, idx: np.ndarray, shape: list[int],
-                       n_per_row: int) -> list[tuple[np.ndarray | slice, np.ndarray | None]]:
-    """The sampled rows grouped by the importance vector that applies to them: one group for a
-    dense matrix; for stacked experts (one vector per expert) the rows of each expert."""
+                       n_per_row: int) -> list[tuple[np.ndarray | slice, np.ndarray | None, int]]:
+    """The sampled rows grouped by the importance vector that applies to them, with that vector's
+    matrix (expert) index: one group for a dense matrix; for stacked experts the rows of each expert."""
     if im is None:  # not covered (the widths of the rest were checked against the model)
-        return [(slice(None), None)]
+        return [(slice(None), None, 0)]
     if im.shape[0] == 1:
-        return [(slice(None), im[0])]
+        return [(slice(None), im[0], 0)]
     per_mat = int(shape[1]) if len(shape) > 2 else len(idx)
     mats = idx // per_mat
-    return [(np.nonzero(mats == e)[0], im[min(int(e), im.shape[0] - 1)]) for e in np.unique(mats)]
+    out = []
+    for e in np.unique(mats):
+        m = min(int(e), im.shape[0] - 1)
+        out.append((np.nonzero(mats == e)[0], im[m], m))
+    return out
