@@ -1,7 +1,10 @@
-"""Compute buffers of Mamba-1/2 and hybrid (Granite-4.0-H layout: Mamba-2 mixers, sparse attention
-layers, dense or MoE FFNs) shape twins from llama.cpp's no_alloc dry runs: the data behind the SSM
-phase and the hybrid terms of planner/estimate/compute.py. Writes bench/data/cpu-mamba-compute.jsonl
-and prints each case with the estimate; exits 1 when one is off by more than 5%.
+"""Compute buffers of Mamba-1/2 and hybrid shape twins from llama.cpp's no_alloc dry runs: the data
+behind the SSM phase and the hybrid terms of planner/estimate/compute.py. Hybrids: Granite-4.0-H
+(Mamba-2 mixers, sparse attention, dense or MoE FFNs), Nemotron-H (Mamba-2, attention and FFN-only
+layers), Jamba (Mamba-1, attention, MoE every other layer), LFM2 (short convolutions and attention);
+small twins over a grid, and twins at the real models' sizes (sparse files: a dry run reads no
+weights). Writes bench/data/cpu-mamba-compute.jsonl and prints each case with the estimate; exits 1
+when one is off by more than 5%.
 
 The hybrid twins have 16 layers with attention at layers 4 and 12: real hybrids put one attention
 layer in 6-10 (Granite-4.0-H, Jamba, Nemotron-H), and ggml-alloc's peak with few layers differs
@@ -21,7 +24,7 @@ from planner.estimate import RuntimeOptions, estimate
 from planner.model import load_gguf
 from planner.profile.targets import resolve_target
 from planner.verify.probe import run_probe
-from planner.verify.twin import hybrid_spec, mamba_spec, write_twin
+from planner.verify.twin import hybrid_spec, jamba_spec, lfm2_spec, mamba_spec, nemotron_h_spec, write_twin
 
 CASES = [(2, dict(e=256, d_inner=512, d_state=64, n_group=2, head=64)),
          (2, dict(e=256, d_inner=1024, d_state=64, n_group=2, head=64)),
@@ -39,6 +42,34 @@ HYBRID = [dict(), dict(n_ff=1536), dict(n_ff=3072), dict(e=512), dict(e=512, n_f
           dict(d_state=128, n_group=2), dict(head=32), dict(n_ff=3072, n_head=8, n_head_kv=2),
           dict(n_expert=8, n_expert_used=2, n_ff=512), dict(n_expert=16, n_expert_used=4, n_ff=256, shared_ff=512),
           dict(n_expert=32, n_expert_used=8, n_ff=384, shared_ff=1024, e=512), dict(vocab=8192)]
+
+# Other hybrids, 16 (Jamba 8) layers with sparse attention as the real ones have
+NEMOTRON = "M-M-M-M*-M-M-M*-"  # hybrid_override_pattern: Mamba-2, FFN-only, attention
+LFM2 = "CCACCACCACACACAC"      # LFM2-1.2B's layer types: short convolution, attention
+OTHER = {
+    "nemotron_h": (lambda **k: nemotron_h_spec(**dict(pattern=NEMOTRON) | k),
+                   [{}, dict(n_ff=3072), dict(e=512), dict(d_state=128, n_ff=256), dict(vocab=8192)]),
+    "jamba": (jamba_spec, [{}, dict(n_ff=3072), dict(n_expert=8, n_expert_used=2), dict(e=512), dict(vocab=8192),
+                           dict(moe_layers=())]),
+    "lfm2": (lambda **k: lfm2_spec(**dict(pattern=LFM2) | k),
+             [{}, dict(n_ff=3072), dict(e=512), dict(vocab=8192), dict(n_ff=256)]),
+}
+# At about the real models' sizes (Nemotron-H-8B-Base: its config.json; the others as released, to our best
+# knowledge); the twins' weights are sparse zeros
+REAL = {
+    "Nemotron-H-8B": lambda: nemotron_h_spec("M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-", e=4096,
+                                             vocab=131072, d_state=128, n_group=8, head=64, n_head=32, n_head_kv=8,
+                                             head_dim=128, n_ff=21504),
+    "Jamba-Mini": lambda: jamba_spec(32, attn_layers=tuple(range(4, 32, 8)), moe_layers=tuple(range(1, 32, 2)),
+                                     e=4096, vocab=65536, d_state=16, n_head=32, n_head_kv=8, n_ff=14336,
+                                     n_expert=16, n_expert_used=2),
+    "LFM2-1.2B": lambda: lfm2_spec(LFM2, e=2048, vocab=65536, n_head=32, n_head_kv=8, n_ff=8192),
+    "Granite-4.0-H-Tiny": lambda: hybrid_spec(e=1536, n_layer=40, attn_layers=(5, 15, 25, 35), vocab=100352,
+                                              d_state=128, n_group=1, head=64, n_head=12, n_head_kv=4, head_dim=128,
+                                              n_ff=512, n_expert=64, n_expert_used=6, shared_ff=1024),
+}
+GRID = ((1024, 512), (4096, 512), (4096, 256), (16384, 512))
+REAL_GRID = ((4096, 512, True), (32768, 512, True), (8192, 512, False), (4096, 2048, True))
 
 
 def _case(hw, path: str, ctx: int, ub: int, n_seq: int, fa: bool) -> tuple[float, float]:
@@ -72,6 +103,25 @@ def main() -> int:
                                          n_seq=1, measured_mib=meas, estimate_mib=est))
                         print(f"hybrid {shape} ctx {ctx} ub {ub} fa {fa:d}: measured {meas:.2f} MiB, "
                               f"estimate {est:.2f} ({est / meas - 1:+.1%})", flush=True)
+            for arch, (make, shapes) in OTHER.items():
+                for shape in shapes:
+                    write_twin(make(**shape), path)
+                    for ctx, ub in GRID:
+                        for fa in (True, False):
+                            meas, est = _case(hw, path, ctx, ub, 1, fa)
+                            rows.append(dict(arch=arch, **shape, ctx=ctx, flash_attn=fa, ubatch=ub, n_seq=1,
+                                             measured_mib=meas, estimate_mib=est))
+                            print(f"{arch} {shape} ctx {ctx} ub {ub} fa {fa:d}: measured {meas:.2f} MiB, "
+                                  f"estimate {est:.2f} ({est / meas - 1:+.1%})", flush=True)
+            for name, make in REAL.items():
+                spec = make()
+                write_twin(spec, path)
+                for ctx, ub, fa in REAL_GRID:
+                    meas, est = _case(hw, path, ctx, ub, 1, fa)
+                    rows.append(dict(arch=spec.architecture, real=name, ctx=ctx, flash_attn=fa, ubatch=ub, n_seq=1,
+                                     measured_mib=meas, estimate_mib=est))
+                    print(f"{name} ctx {ctx} ub {ub} fa {fa:d}: measured {meas:.2f} MiB, "
+                          f"estimate {est:.2f} ({est / meas - 1:+.1%})", flush=True)
         except RuntimeError as e:
             print(f"dry run failed: {e}", file=sys.stderr)
             return 1
@@ -80,7 +130,11 @@ def main() -> int:
     with open(out + ".part", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     os.replace(out + ".part", out)
-    for name, group in (("mamba", [r for r in rows if "arch" not in r]), ("hybrid", [r for r in rows if "arch" in r])):
+    groups = [("mamba", [r for r in rows if "arch" not in r])]
+    groups += [(a, [r for r in rows if r.get("arch") == a and "real" not in r])
+               for a in ("granitehybrid", *OTHER)]
+    groups.append(("real sizes", [r for r in rows if "real" in r]))
+    for name, group in groups:
         errs = [r["estimate_mib"] / r["measured_mib"] - 1 for r in group]
         print(f"{name}: {sum(abs(e) <= 0.05 for e in errs)}/{len(errs)} within 5%, "
               f"from {min(errs):+.1%} to {max(errs):+.1%}")

@@ -41,6 +41,11 @@ def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
     """Bytes a Mamba layer's SSM keeps live for u tokens (0: no Mamba layers, or a recurrent kind
     whose graph is not fitted: RWKV, LFM2's short convolution)."""
     g = model.recurrent.gguf if model.recurrent else {}
+    if g.get("shortconv.l_cache"):
+        # LFM2's gated short convolution: in_proj's 3 n_embd, B*x, the conv window, its output, C*conv,
+        # out_proj and the residual: ~8 hidden states live (fitted on LFM2 twins: 7.5 to 9 measured,
+        # bench/mamba_grid.py)
+        return 8 * model.n_embd * u * F32
     d_inner = g.get("ssm.inner_size", 0)
     if not d_inner:
         return 0
@@ -61,7 +66,8 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     q_dim = max(e, h * model.head_dim_k)
     ssm = ssm_bytes(model, u, n_seq)
     # hidden states alive beside the logits: 2; gemma's final soft-capping 3; gpt-oss 7; Mamba 3 (fitted)
-    n_hidden = 3 if model.architecture.startswith("gemma") or ssm else 2
+    mamba = bool(model.recurrent and model.recurrent.gguf.get("ssm.inner_size"))
+    n_hidden = 3 if model.architecture.startswith("gemma") or mamba else 2
     if model.architecture == "gpt-oss":
         n_hidden = 3 if flash_attn else 7
     out = (model.n_vocab + n_hidden * e) * u * F32
@@ -80,22 +86,30 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         # (Granite-4.0-H twins with and without one measure alike, bench/mamba_grid.py)
         ff = max(model.moe.n_expert_used * model.moe.expert_ff, model.moe.shared_ff)
         ffn = (3 * ff + model.moe.n_expert + 2 * e) * u * F32
+    elif model.architecture == "nemotron_h":
+        # ReLU^2 FFN (up, relu and sqr in place, down): one n_ff row beside ~10 hidden states (fitted)
+        ffn = (model.n_ff + 10 * e) * u * F32
     else:
-        # fused gate+up (phi3): 2 n_ff, then n_ff, and more temporaries with flash attention (fitted)
+        # fused gate+up (phi3): 2 n_ff, then n_ff, and more temporaries with flash attention (fitted);
+        # LFM2 keeps one more hidden state
         ff_mult = (4.7 if flash_attn else 4.3) if model.architecture == "phi3" else 3
-        ffn = int((ff_mult * model.n_ff + 2 * e) * u * F32)
+        ffn = int((ff_mult * model.n_ff + (3 if model.architecture == "lfm2" else 2) * e) * u * F32)
     if not model.n_ff and not model.moe:
         ffn = 0  # no FFN (Mamba)
     if ssm and attn:
-        # hybrid (Granite-4.0-H, Nemotron-H, Jamba): the mask an attention layer reads is allocated
-        # up front and lives to the last attention layer, under every SSM and FFN phase before it;
-        # beside it the SSM phase keeps one more d_inner row, a dense FFN phase 7 more hidden states
-        # and a MoE one 3 attention-width rows (fitted on 16-layer twins with sparse attention, as
-        # the real ones are; ggml-alloc's reuse of freed blocks makes these approximate: 83 of 96
-        # within 5%, from -15.8% to +14.6%, bench/mamba_grid.py)
+        # hybrid (Granite-4.0-H, Nemotron-H, Jamba, LFM2): the mask an attention layer reads is
+        # allocated up front and lives to the last attention layer, under every recurrent and FFN
+        # phase before it. Granite-4.0-H (residual and embedding multipliers: more scaled copies)
+        # keeps beside it one more d_inner row in the SSM phase, 7 more hidden states in a dense FFN
+        # phase and 3 attention-width rows in a MoE one; Jamba's MoE phase one hidden state. Fitted
+        # on twins (bench/mamba_grid.py); ggml-alloc's reuse of freed blocks makes these approximate.
         mask = n_kv * u * (2 if flash_attn else F32)
-        ssm += mask + model.recurrent.gguf["ssm.inner_size"] * u * F32
-        ffn += (3 * q_dim if model.moe else 7 * e) * u * F32 + mask
+        last = max(i for i, lay in enumerate(model.layers) if lay.attn in ("full", "swa"))
+        granite = model.architecture == "granitehybrid"
+        if any(lay.attn == "recurrent" for lay in model.layers[:last]):
+            ssm += mask + (model.recurrent.gguf.get("ssm.inner_size", 0) * u * F32 if granite else 0)
+        if any((lay.n_ff if lay.n_ff is not None else model.n_ff) or lay.moe for lay in model.layers[:last]):
+            ffn += mask + ((3 * q_dim if model.moe else 7 * e) if granite else e if model.moe else 0) * u * F32
     p = {"logits": out, "attention": attn, "ffn": ffn}
     if ssm:
         p["ssm"] = ssm

@@ -106,15 +106,32 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
         kv_heads = [1] * n_layers
         hd_k, hd_v = int(kv_lora) + rope, int(kv_lora)
 
+    # what each layer holds, from its tensors' names: attention (q, fused qkv, MLA), a recurrent mixer
+    # (Mamba ssm_*, LFM2 shortconv.*, RWKV time_mix_*, KDA ssm_*), a routed FFN
+    has_attn, has_recr, has_moe = set(), set(), set()
+    for t in tensors:
+        il = t.layer
+        if il is None:
+            continue
+        short = t.name.split(".", 2)[2]
+        if short.startswith(("attn_q", "attn_kv_a")):
+            has_attn.add(il)
+        elif short.startswith(("ssm_", "shortconv.", "time_mix_")):
+            has_recr.add(il)
+        elif short.startswith("ffn_gate_inp"):
+            has_moe.add(il)
     layers = []
     for il in range(n_layers):
-        has_attn = any(t.name.startswith(f"blk.{il}.attn_") and ("attn_q" in t.name or "attn_qkv" in t.name
-                                                                    or "attn_kv_a" in t.name)
-                       for t in tensors) if tensors else True
-        kind = ("swa" if is_swa[il] else "full") if has_attn and kv_heads[il] > 0 else "recurrent"
+        if not tensors or (il in has_attn and kv_heads[il] > 0):
+            kind = "swa" if is_swa[il] else "full"
+        elif il in has_recr or il not in has_attn and kv_heads[il] == 0 and ff[il] == 0 and not n_expert:
+            kind = "recurrent"
+        else:
+            kind = "none"  # Nemotron-H's FFN-only layers: no KV, no recurrent state (is_recr: n_ff == 0 too)
         layers.append(LayerSpec(attn=kind, n_head=heads[il] or n_head, n_head_kv=kv_heads[il],
                                 window=window if kind == "swa" else None,
-                                moe=bool(n_expert) and il >= n_dense))
+                                moe=il in has_moe if tensors else bool(n_expert) and il >= n_dense,
+                                n_ff=ff[il] if len(set(ff)) > 1 else None))
     ftype = h.get("general.file_type")
     notes = []
     recurrent = None

@@ -60,6 +60,8 @@ class LayerSpec(BaseModel):
     n_head_kv: int
     window: int | None = Field(None, description="sliding window in tokens (swa layers)")
     moe: bool = False
+    n_ff: int | None = Field(None, description="this layer's FFN width where layers differ (Nemotron-H: 0 in its "
+                                               "Mamba and attention layers); None: the model's n_ff")
 
 
 class MoESpec(BaseModel):

@@ -29,7 +29,11 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
     w.add_uint32(f"{a}.block_count", m.n_layers)
     w.add_uint32(f"{a}.context_length", n_ctx_train or m.n_ctx_train)
     w.add_uint32(f"{a}.embedding_length", m.n_embd)
-    w.add_uint32(f"{a}.feed_forward_length", m.n_ff)
+    ff = [m.n_ff if lay.n_ff is None else lay.n_ff for lay in m.layers]
+    if len(set(ff)) > 1:
+        w.add_array(f"{a}.feed_forward_length", ff)
+    else:
+        w.add_uint32(f"{a}.feed_forward_length", m.n_ff)
     w.add_uint32(f"{a}.attention.head_count", m.n_head)
     kv = [lay.n_head_kv for lay in m.layers]
     if len(set(kv)) == 1:
@@ -39,6 +43,7 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
     w.add_uint32(f"{a}.attention.key_length", m.head_dim_k if not m.mla else m.mla.nope_dim + m.mla.rope_dim)
     w.add_uint32(f"{a}.attention.value_length", m.head_dim_v if not m.mla else m.mla.v_head_dim)
     w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_float32(f"{a}.attention.layer_norm_epsilon", 1e-5)  # nemotron_h reads both
     w.add_float32(f"{a}.rope.freq_base", 10000.0)
     w.add_uint32(f"{a}.rope.dimension_count", m.mla.rope_dim if m.mla else m.head_dim_k)
     swa = [lay.window for lay in m.layers if lay.attn == "swa" and lay.window]
@@ -237,3 +242,113 @@ def hybrid_spec(e=256, n_layer=4, attn_layers=(1,), vocab=2048, d_state=64, n_gr
                      n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim,
                      n_ff=n_ff, n_vocab=vocab, layers=layers, moe=moe,
                      recurrent=m2.recurrent, tensors=ts)
+
+
+def _attn_tensors(b: str, e: int, n_head: int, n_head_kv: int, head_dim: int) -> list[TensorSpec]:
+    q, kv = n_head * head_dim, n_head_kv * head_dim
+    return [TensorSpec(name=b + "attn_q.weight", shape=[e, q], type="F16"),
+            TensorSpec(name=b + "attn_k.weight", shape=[e, kv], type="F16"),
+            TensorSpec(name=b + "attn_v.weight", shape=[e, kv], type="F16"),
+            TensorSpec(name=b + "attn_output.weight", shape=[q, e], type="F16")]
+
+
+def nemotron_h_spec(pattern="M-M*M-", e=256, vocab=2048, d_inner=None, d_state=64, n_group=2, head=64, n_head=4,
+                    n_head_kv=2, head_dim=64, n_ff=768):
+    """A Nemotron-H (llama.cpp models/nemotron-h.cpp) from its hybrid_override_pattern: 'M' a Mamba-2 mixer
+    (d_inner: 2 n_embd unless given), '*' an attention layer, '-' an FFN-only layer (ReLU^2 up/down, no gate). A layer
+    is recurrent where both its KV-head count and FFN width are 0, as the loader reads them."""
+    m2 = mamba_spec(2, e=e, n_layer=len(pattern), vocab=vocab, d_inner=d_inner or 2 * e, d_state=d_state,
+                    n_group=n_group, head=head)
+    ts = list(m2.tensors[:3])
+    layers = []
+    for i, kind in enumerate(pattern):
+        b = f"blk.{i}."
+        if kind == "M":
+            ts += [t for t in m2.tensors if t.name.startswith(b)]
+            layers.append(LayerSpec(attn="recurrent", n_head=0, n_head_kv=0, n_ff=0))
+        elif kind == "*":
+            ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32")]
+            ts += _attn_tensors(b, e, n_head, n_head_kv, head_dim)
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv, n_ff=0))
+        elif kind == "-":
+            ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+                   TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16")]
+            layers.append(LayerSpec(attn="none", n_head=n_head, n_head_kv=0, n_ff=n_ff))
+        else:
+            raise ValueError(f"pattern letters are M, * and -, not {kind!r}")
+    return ModelSpec(name="nemotron_h-twin", source="test", architecture="nemotron_h", n_layers=len(pattern),
+                     n_embd=e, n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim,
+                     n_ff=n_ff, n_vocab=vocab, layers=layers, recurrent=m2.recurrent, tensors=ts)
+
+
+def jamba_spec(n_layer=8, attn_layers=(4,), moe_layers=(1, 3, 5, 7), e=256, vocab=2048, d_state=16, n_head=4,
+               n_head_kv=2, n_ff=768, n_expert=4, n_expert_used=2):
+    """A Jamba (llama.cpp models/jamba.cpp): Mamba-1 mixers with dt/B/C norms (d_inner = 2 n_embd) except at
+    attn_layers (no RoPE), a MoE FFN at moe_layers and a dense one elsewhere (Jamba: attention every 8th
+    layer from 4, MoE every 2nd from 1). Experts are n_ff wide."""
+    m1 = mamba_spec(1, e=e, n_layer=n_layer, vocab=vocab, d_inner=2 * e, d_state=d_state)
+    dt_rank = m1.recurrent.gguf["ssm.time_step_rank"]
+    head_dim = e // n_head
+    ts = list(m1.tensors[:3])
+    layers = []
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        if i in attn_layers:
+            ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32")]
+            ts += _attn_tensors(b, e, n_head, n_head_kv, head_dim)
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv, moe=i in moe_layers))
+        else:
+            ts += [t for t in m1.tensors if t.name.startswith(b)]
+            ts += [TensorSpec(name=b + "ssm_dt_norm.weight", shape=[dt_rank], type="F32"),
+                   TensorSpec(name=b + "ssm_b_norm.weight", shape=[d_state], type="F32"),
+                   TensorSpec(name=b + "ssm_c_norm.weight", shape=[d_state], type="F32")]
+            layers.append(LayerSpec(attn="recurrent", n_head=n_head, n_head_kv=0, moe=i in moe_layers))
+        ts.append(TensorSpec(name=b + "ffn_norm.weight", shape=[e], type="F32"))
+        if i in moe_layers:
+            ts += [TensorSpec(name=b + "ffn_gate_inp.weight", shape=[e, n_expert], type="F32"),
+                   TensorSpec(name=b + "ffn_gate_exps.weight", shape=[e, n_ff, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_up_exps.weight", shape=[e, n_ff, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_down_exps.weight", shape=[n_ff, e, n_expert], type="F16")]
+        else:
+            ts += [TensorSpec(name=b + "ffn_gate.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16")]
+    moe = MoESpec(n_expert=n_expert, n_expert_used=n_expert_used, expert_ff=n_ff) if moe_layers else None
+    return ModelSpec(name="jamba-twin", source="test", architecture="jamba", n_layers=n_layer, n_embd=e,
+                     n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim, n_ff=n_ff,
+                     n_vocab=vocab, layers=layers, moe=moe, recurrent=m1.recurrent, tensors=ts)
+
+
+def lfm2_spec(pattern="CCACCA", e=256, vocab=2048, n_head=4, n_head_kv=2, n_ff=768, l_cache=3):
+    """An LFM2 (llama.cpp models/lfm2.cpp): 'C' a gated short-convolution layer (in_proj to 3 n_embd, a
+    depthwise conv of l_cache taps, out_proj), 'A' an attention layer with q/k norms; a dense SwiGLU FFN
+    after each. Its state is the conv's last l_cache - 1 inputs, n_embd wide."""
+    head_dim = e // n_head
+    ts = [TensorSpec(name="token_embd.weight", shape=[e, vocab], type="F16"),
+          TensorSpec(name="token_embd_norm.weight", shape=[e], type="F32")]
+    layers = []
+    for i, kind in enumerate(pattern):
+        b = f"blk.{i}."
+        ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+               TensorSpec(name=b + "ffn_norm.weight", shape=[e], type="F32"),
+               TensorSpec(name=b + "ffn_gate.weight", shape=[e, n_ff], type="F16"),
+               TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16"),
+               TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16")]
+        if kind == "A":
+            ts += [TensorSpec(name=b + "attn_q_norm.weight", shape=[head_dim], type="F32"),
+                   TensorSpec(name=b + "attn_k_norm.weight", shape=[head_dim], type="F32")]
+            ts += _attn_tensors(b, e, n_head, n_head_kv, head_dim)
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv))
+        elif kind == "C":
+            ts += [TensorSpec(name=b + "shortconv.conv.weight", shape=[l_cache, e], type="F32"),
+                   TensorSpec(name=b + "shortconv.in_proj.weight", shape=[e, 3 * e], type="F16"),
+                   TensorSpec(name=b + "shortconv.out_proj.weight", shape=[e, e], type="F16")]
+            layers.append(LayerSpec(attn="recurrent", n_head=n_head, n_head_kv=0))
+        else:
+            raise ValueError(f"pattern letters are C and A, not {kind!r}")
+    return ModelSpec(name="lfm2-twin", source="test", architecture="lfm2", n_layers=len(pattern), n_embd=e,
+                     n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim, n_ff=n_ff,
+                     n_vocab=vocab, tied_embeddings=True, layers=layers,
+                     recurrent=RecurrentSpec(r_elements=e * (l_cache - 1), s_elements=0,
+                                             gguf={"shortconv.l_cache": l_cache}), tensors=ts)

@@ -214,3 +214,47 @@ def test_hybrid_memory_is_exact_and_compute_within_5_percent_of_llama_cpp(tmp_pa
     assert d["ok"], d.get("error")
     got, want = est["CPU compute"], d["bufs_mib"]["CPU compute"]
     assert abs(got / want - 1) <= 0.05, (got, want)
+
+
+@pytest.mark.parametrize("arch,ctx,ub,fa", [("nemotron_h", 4096, 512, True), ("jamba", 16384, 512, True),
+                                             ("lfm2", 4096, 512, False)])
+def test_other_hybrids_memory_is_exact_and_compute_within_5_percent(tmp_path, arch, ctx, ub, fa):
+    """Nemotron-H (Mamba-2, attention and FFN-only layers), Jamba (Mamba-1 mixers, MoE every other layer)
+    and LFM2 (short convolutions): KV for the attention layers only, recurrent state for the mixers only
+    (Nemotron-H's FFN-only layers hold neither: llama.cpp's is_recr needs n_ff == 0 too), to llama.cpp's
+    0.01 MiB; the compute buffer from a dry run within 5%."""
+    from planner.verify.twin import jamba_spec, lfm2_spec, nemotron_h_spec, write_twin
+    spec = {"nemotron_h": lambda: nemotron_h_spec("M-M-M-M*-M-M-M*-"), "jamba": jamba_spec,
+            "lfm2": lambda: lfm2_spec("CCACCACCACACACAC", n_ff=3072)}[arch]()
+    path = str(tmp_path / f"{arch}.gguf")
+    write_twin(spec, path)
+    m = load_gguf(path)
+    assert [lay.attn for lay in m.layers] == [lay.attn for lay in spec.layers]
+    if arch == "jamba":
+        assert [lay.moe for lay in m.layers] == [i % 2 == 1 for i in range(8)]
+    opts = RuntimeOptions(n_ctx=ctx, n_ubatch=ub, flash_attn=fa, mmap=False)
+    est = estimate(m, THIS_CPU, opts).devices[-1].buffers_mib
+    r = run_probe(dict(model=path, ctx=ctx, fa=fa, mmap=False, n_ubatch=ub, n_batch=2048), timeout_s=300)
+    assert r["ok"], r.get("error")
+    for part in ("CPU KV", "CPU RS", "CPU model"):
+        assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+    d = run_probe(dict(model=path, dry=True, ctx=ctx, n_ubatch=ub, n_batch=2048, fa=fa), timeout_s=300)
+    assert d["ok"], d.get("error")
+    got, want = est["CPU compute"], d["bufs_mib"]["CPU compute"]
+    assert abs(got / want - 1) <= 0.05, (got, want)
+
+
+@pytest.mark.parametrize("name,ctx,ub,fa", [("Nemotron-H-8B", 4096, 2048, True), ("Jamba-Mini", 32768, 512, True),
+                                             ("LFM2-1.2B", 8192, 512, False), ("Granite-4.0-H-Tiny", 4096, 512, True)])
+def test_hybrid_compute_at_real_size_within_5_percent_of_llama_cpp(tmp_path, name, ctx, ub, fa):
+    """Hybrids at their released sizes (sparse twins; a dry run reads no weights): the phase that sets
+    the peak differs (logits, Jamba's MoE FFN under the attention mask, attention scores)."""
+    from bench.mamba_grid import REAL
+    from planner.verify.twin import write_twin
+    path = str(tmp_path / "real.gguf")
+    write_twin(REAL[name](), path)
+    d = run_probe(dict(model=path, dry=True, ctx=ctx, n_ubatch=ub, n_batch=2048, fa=fa), timeout_s=300)
+    assert d["ok"], d.get("error")
+    est = estimate(load_gguf(path), THIS_CPU, RuntimeOptions(n_ctx=ctx, n_ubatch=ub, flash_attn=fa))
+    got, want = est.devices[-1].buffers_mib["CPU compute"], d["bufs_mib"]["CPU compute"]
+    assert abs(got / want - 1) <= 0.05, (got, want)
