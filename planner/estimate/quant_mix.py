@@ -29,7 +29,11 @@ _FALLBACK = {"IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS"
              "IQ2_S": "IQ4_NL", "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ4_XS": "IQ4_NL",
              "Q2_K": "Q4_0", "Q3_K": "Q4_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0", "Q4_K": "Q5_0",
              "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
-_NO_QUANT = ("_norm.weight", "ffn_gate_inp.weight", "ssm_conv1d", "attn_rel_b.weight")
+_NO_QUANT = ("_norm.weight", "ffn_gate_inp.weight", "ssm_conv1d", "shortconv.conv.weight", "attn_rel_b.weight",
+             "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
+             "time_mix_first.weight", "time_mix_w0.weight", "time_mix_w1.weight", "time_mix_w2.weight",
+             "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight", "time_mix_a0.weight",
+             "time_mix_a1.weight", "time_mix_a2.weight", "time_mix_g1.weight")
 
 
 def allows_quantization(t: TensorSpec) -> bool:
@@ -81,6 +85,15 @@ def _layer(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _ordinal(st: dict, key: str, t: TensorSpec, n_expert: int, by_name: bool = True) -> int:
+    """The layer llama-quant.cpp uses for an FFN tensor: its running count of the category
+    (qs.i_ffn_down...) over tensors sorted by layer, or the name's layer when the model has experts
+    (layer_info). They differ where some layers have no FFN (Nemotron-H's Mamba/attention layers)."""
+    i = st[key]
+    st[key] += 1
+    return _layer(t.name) if by_name and n_expert > 1 else i
+
+
 def _impl(model: ModelSpec, t: TensorSpec, new: str, ftype: str, cat: str, st: dict, imatrix: bool) -> str:
     n_gqa = model.n_head // max(1, model.n_kv_heads)
     n_expert = model.moe.n_expert if model.moe else 0
@@ -110,7 +123,7 @@ def _impl(model: ModelSpec, t: TensorSpec, new: str, ftype: str, cat: str, st: d
         if n_expert == 8 and cat == "attn_k":
             return "Q4_K"
         if cat == "ffn_down":
-            i = _layer(t.name)
+            i = _ordinal(st, "i_down", t, n_expert, by_name=False)
             if i < n_layer // 8:
                 new = "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
             return new
@@ -161,7 +174,7 @@ def _impl(model: ModelSpec, t: TensorSpec, new: str, ftype: str, cat: str, st: d
     if cat == "attn_q":
         return {"IQ3_XS": "IQ3_XXS", "IQ3_XXS": "IQ2_S"}.get(ftype, new)
     if cat == "ffn_down":
-        i = _layer(t.name)
+        i = _ordinal(st, "i_down", t, n_expert)
         if ftype == "Q2_K":
             return "Q3_K"
         if ftype == "Q2_K_S":
@@ -196,7 +209,7 @@ def _impl(model: ModelSpec, t: TensorSpec, new: str, ftype: str, cat: str, st: d
     if cat == "attn_qkv":  # pragma: no cover - attn_qkv is handled as attn_v above, as in llama.cpp
         return new
     if cat in ("ffn_gate", "ffn_up"):
-        i = _layer(t.name)
+        i = _ordinal(st, "i_" + cat[4:], t, n_expert)
         if ftype == "IQ3_XS" and n_layer // 8 <= i < 7 * n_layer // 8:
             return "IQ3_XXS"
     return new
@@ -214,7 +227,7 @@ def ftype_tensor_types(model: ModelSpec, ftype: str, *, imatrix: bool = False,
     default = FTYPE_DEFAULT[ftype]
     quantized = default not in ("F32", "F16", "BF16")
     pats = [(re.compile(p), q.upper()) for p, q in (overrides or {}).items()]
-    st = {"i_wv": 0, "n_wv": sum(category(t.name) in ("attn_v", "attn_qkv", "attn_kv_b") for t in model.tensors)}
+    st = {"i_down": 0, "i_gate": 0, "i_up": 0, "i_wv": 0, "n_wv": sum(category(t.name) in ("attn_v", "attn_qkv", "attn_kv_b") for t in model.tensors)}
     out: dict[str, str] = {}
     # llama-quantize walks the tensors sorted by layer (llama-quant.cpp), not in file order;
     # the attn_v counter of use_more_bits depends on it
