@@ -22,9 +22,10 @@ import tempfile
 
 from planner.estimate import RuntimeOptions, estimate
 from planner.model import load_gguf
+from planner.model.hybrid import hybrid_spec, jamba_spec, lfm2_spec, mamba_spec, nemotron_h_spec
 from planner.profile.targets import resolve_target
 from planner.verify.probe import run_probe
-from planner.verify.twin import hybrid_spec, jamba_spec, lfm2_spec, mamba_spec, nemotron_h_spec, write_twin
+from planner.verify.twin import write_twin
 
 CASES = [(2, dict(e=256, d_inner=512, d_state=64, n_group=2, head=64)),
          (2, dict(e=256, d_inner=1024, d_state=64, n_group=2, head=64)),

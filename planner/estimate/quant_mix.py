@@ -227,7 +227,8 @@ def ftype_tensor_types(model: ModelSpec, ftype: str, *, imatrix: bool = False,
     default = FTYPE_DEFAULT[ftype]
     quantized = default not in ("F32", "F16", "BF16")
     pats = [(re.compile(p), q.upper()) for p, q in (overrides or {}).items()]
-    st = {"i_down": 0, "i_gate": 0, "i_up": 0, "i_wv": 0, "n_wv": sum(category(t.name) in ("attn_v", "attn_qkv", "attn_kv_b") for t in model.tensors)}
+    n_wv = sum(category(t.name) in ("attn_v", "attn_qkv", "attn_kv_b") for t in model.tensors)
+    st = {"i_down": 0, "i_gate": 0, "i_up": 0, "i_wv": 0, "n_wv": n_wv}
     out: dict[str, str] = {}
     # llama-quantize walks the tensors sorted by layer (llama-quant.cpp), not in file order;
     # the attn_v counter of use_more_bits depends on it

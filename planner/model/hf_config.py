@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from planner.errors import ModelNotFoundError
+from planner.model import hybrid
 from planner.model.inventory import Shape, build_tensors
 from planner.model.spec import LayerSpec, MLASpec, ModelSpec, MoESpec
 
@@ -16,6 +17,8 @@ HF_TO_GGUF_ARCH = {
     "Gemma3ForConditionalGeneration": "gemma3", "Phi3ForCausalLM": "phi3",
     "DeepseekV3ForCausalLM": "deepseek2", "DeepseekV2ForCausalLM": "deepseek2",
     "GptOssForCausalLM": "gpt-oss",
+    "NemotronHForCausalLM": "nemotron_h", "JambaForCausalLM": "jamba", "Lfm2ForCausalLM": "lfm2",
+    "GraniteMoeHybridForCausalLM": "granitehybrid",
 }
 
 
@@ -34,6 +37,8 @@ def spec_from_hf_config(config: dict[str, Any], name: str, source: str) -> Model
         raise ModelNotFoundError(
             f"{name}: architecture '{hf_arch or 'unknown'}' is not supported yet "
             f"(supported: {', '.join(sorted(set(HF_TO_GGUF_ARCH)))}); a GGUF of it can still be read")
+    if arch in HYBRIDS:
+        return _hybrid(arch, config, name, source)
     cfg = config.get("text_config", config) if arch == "gemma3" and "text_config" in config else config
     n_embd = cfg["hidden_size"]
     n_head = cfg["num_attention_heads"]
@@ -117,3 +122,73 @@ def spec_from_hf_config(config: dict[str, Any], name: str, source: str) -> Model
         n_vocab=s.n_vocab, tied_embeddings=s.tied,
         n_ctx_train=_get(cfg, "max_position_embeddings", default=4096),
         layers=layers, moe=moe, mla=mla, tensors=tensors)
+
+
+def _lfm2_ff(cfg: dict[str, Any]) -> int:
+    """LFM2's FFN width as its modeling code derives it (block_auto_adjust_ff_dim: 2/3, the
+    multiplier, rounded up to block_multiple_of): 12288 -> 8192 for LFM2-1.2B."""
+    ff = int(cfg.get("block_ff_dim") or cfg.get("intermediate_size"))
+    if cfg.get("block_auto_adjust_ff_dim", True):
+        ff = int(2 * ff / 3)
+        if cfg.get("block_ffn_dim_multiplier"):
+            ff = int(cfg["block_ffn_dim_multiplier"] * ff)
+        mult = int(cfg.get("block_multiple_of", 256))
+        ff = mult * ((ff + mult - 1) // mult)
+    return ff
+
+
+def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec:
+    """Recurrent hybrids: their layer layout (pattern, periods or layer types) decides which layers
+    hold attention, a Mamba mixer or a short convolution (planner/model/hybrid.py builds the tensors)."""
+    e, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    n_head = cfg["num_attention_heads"]
+    n_kv = _get(cfg, "num_key_value_heads", default=n_head)
+    vocab = cfg["vocab_size"]
+    tied = bool(cfg.get("tie_word_embeddings", arch in ("lfm2", "granitehybrid")))
+    if arch == "nemotron_h":
+        pattern = cfg["hybrid_override_pattern"]
+        if set(pattern) - set("M*-"):
+            raise ModelNotFoundError(f"{name}: Nemotron-H MoE blocks ('E' in hybrid_override_pattern) are not "
+                                     f"supported from config.json yet; a GGUF of it can still be read")
+        d_head = cfg.get("mamba_head_dim", 64)
+        m = hybrid.nemotron_h_spec(pattern, e=e, vocab=vocab, d_inner=cfg.get("mamba_num_heads", 128) * d_head,
+                                   d_state=cfg.get("ssm_state_size", 128),
+                                   n_group=cfg.get("n_groups", cfg.get("mamba_num_groups", 8)), head=d_head,
+                                   n_head=n_head, n_head_kv=n_kv, head_dim=_get(cfg, "head_dim", default=e // n_head),
+                                   n_ff=cfg["intermediate_size"], tied=tied)
+    elif arch == "jamba":
+        if cfg.get("mamba_expand", 2) != 2:
+            raise ModelNotFoundError(f"{name}: llama.cpp runs Jamba only with mamba_expand 2")
+        ap, ao = cfg.get("attn_layer_period", 8), cfg.get("attn_layer_offset", 4)
+        ep, eo = cfg.get("expert_layer_period", 2), cfg.get("expert_layer_offset", 1)
+        n_exp = cfg.get("num_experts", 16)
+        m = hybrid.jamba_spec(n_layers, attn_layers=tuple(i for i in range(n_layers) if i % ap == ao),
+                              moe_layers=tuple(i for i in range(n_layers) if n_exp > 1 and i % ep == eo),
+                              e=e, vocab=vocab, d_state=cfg.get("mamba_d_state", 16), n_head=n_head, n_head_kv=n_kv,
+                              n_ff=cfg["intermediate_size"], n_expert=n_exp,
+                              n_expert_used=cfg.get("num_experts_per_tok", 2), tied=tied)
+    elif arch == "lfm2":
+        attn = cfg.get("full_attn_idxs")
+        if attn is None:
+            attn = [i for i, t in enumerate(cfg.get("layer_types") or []) if "attention" in t]
+        m = hybrid.lfm2_spec("".join("A" if i in attn else "C" for i in range(n_layers)), e=e, vocab=vocab,
+                             n_head=n_head, n_head_kv=n_kv, n_ff=_lfm2_ff(cfg), l_cache=cfg.get("conv_L_cache", 3))
+    else:  # granitehybrid
+        types = cfg.get("layer_types") or ["mamba"] * n_layers
+        n_exp = cfg.get("num_local_experts", 0)
+        d_head = cfg.get("mamba_d_head", 64)
+        m = hybrid.hybrid_spec(e=e, n_layer=n_layers, attn_layers=tuple(i for i, t in enumerate(types) if t == "attention"),
+                               vocab=vocab, d_state=cfg.get("mamba_d_state", 128), n_group=cfg.get("mamba_n_groups", 1),
+                               head=d_head, d_inner=cfg.get("mamba_n_heads", 2 * e // d_head) * d_head,
+                               n_head=n_head, n_head_kv=n_kv, head_dim=e // n_head,
+                               n_ff=cfg["intermediate_size"] if n_exp else cfg["shared_intermediate_size"],
+                               n_expert=n_exp, n_expert_used=cfg.get("num_experts_per_tok", 0) if n_exp else 0,
+                               shared_ff=cfg.get("shared_intermediate_size", 0) if n_exp else 0, tied=tied)
+    # float weights of undecided type, except the small SSM tensors convert_hf_to_gguf keeps in F32
+    tensors = [t if t.type == "F32" and len(t.shape) >= 2 and not t.name.endswith("_norm.weight")
+               and "ffn_gate_inp" not in t.name else t.model_copy(update={"type": None}) for t in m.tensors]
+    return m.model_copy(update={"name": name, "source": source, "tensors": tensors,
+                                "n_ctx_train": _get(cfg, "max_position_embeddings", default=4096)})
+
+
+HYBRIDS = ("nemotron_h", "jamba", "lfm2", "granitehybrid")

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from planner.estimate import RuntimeOptions, estimate
 from planner.estimate.memory import kv_cells, kv_layer_bytes
 from planner.model import load_gguf, load_model
+from planner.model.hybrid import mamba_spec
 from planner.profile.hardware import CPU, RAM, HardwareProfile
 from planner.profile.targets import load_target
 from planner.verify.probe import run_probe
-from planner.verify.twin import mamba_spec
 
 THIS_CPU = HardwareProfile(cpu=CPU(model="x86-64", cores=2, threads=2, flags=["avx", "avx2", "fma", "f16c"]),
                            ram=RAM(total_bytes=24 << 30, bandwidth_gbps=20))
@@ -192,18 +192,8 @@ def test_mamba_compute_buffer_within_5_percent_of_llama_cpp_dry_run(tmp_path, ve
     assert abs(got / want - 1) <= 0.05, (got, want)
 
 
-@pytest.mark.parametrize("shape,ctx,ub,fa", [
-    ({}, 4096, 512, True), ({}, 16384, 512, False), (dict(n_ff=3072), 16384, 512, True),
-    (dict(e=512), 1024, 512, False), (dict(n_expert=16, n_expert_used=4, n_ff=256, shared_ff=512), 4096, 256, True)])
-def test_hybrid_memory_is_exact_and_compute_within_5_percent_of_llama_cpp(tmp_path, shape, ctx, ub, fa):
-    """A Granite-4.0-H layout (Mamba-2 mixers, attention at 2 of 16 layers, dense or MoE FFN): KV
-    only for the attention layers, the recurrent state for the rest, both to llama.cpp's 0.01 MiB;
-    the compute buffer holds the attention mask under the SSM and FFN phases."""
-    from planner.verify.twin import hybrid_spec, write_twin
-    path = str(tmp_path / "h.gguf")
-    write_twin(hybrid_spec(**dict(n_layer=16, attn_layers=(4, 12), vocab=256) | shape), path)
-    m = load_gguf(path)
-    assert [i for i, lay in enumerate(m.layers) if lay.attn == "full"] == [4, 12]
+def _hybrid_exact_and_compute(m, path: str, ctx: int, ub: int, fa: bool) -> None:
+    """KV, recurrent state and weights to llama.cpp's 0.01 MiB (a real load); compute within 5% of a dry run."""
     opts = RuntimeOptions(n_ctx=ctx, n_ubatch=ub, flash_attn=fa, mmap=False)
     est = estimate(m, THIS_CPU, opts).devices[-1].buffers_mib
     r = run_probe(dict(model=path, ctx=ctx, fa=fa, mmap=False, n_ubatch=ub, n_batch=2048), timeout_s=300)
@@ -214,6 +204,22 @@ def test_hybrid_memory_is_exact_and_compute_within_5_percent_of_llama_cpp(tmp_pa
     assert d["ok"], d.get("error")
     got, want = est["CPU compute"], d["bufs_mib"]["CPU compute"]
     assert abs(got / want - 1) <= 0.05, (got, want)
+
+
+@pytest.mark.parametrize("shape,ctx,ub,fa", [
+    ({}, 4096, 512, True), ({}, 16384, 512, False), (dict(n_ff=3072), 16384, 512, True),
+    (dict(e=512), 1024, 512, False), (dict(n_expert=16, n_expert_used=4, n_ff=256, shared_ff=512), 4096, 256, True)])
+def test_hybrid_memory_is_exact_and_compute_within_5_percent_of_llama_cpp(tmp_path, shape, ctx, ub, fa):
+    """A Granite-4.0-H layout (Mamba-2 mixers, attention at 2 of 16 layers, dense or MoE FFN): KV
+    only for the attention layers, the recurrent state for the rest, both to llama.cpp's 0.01 MiB;
+    the compute buffer holds the attention mask under the SSM and FFN phases."""
+    from planner.model.hybrid import hybrid_spec
+    from planner.verify.twin import write_twin
+    path = str(tmp_path / "h.gguf")
+    write_twin(hybrid_spec(**dict(n_layer=16, attn_layers=(4, 12), vocab=256) | shape), path)
+    m = load_gguf(path)
+    assert [i for i, lay in enumerate(m.layers) if lay.attn == "full"] == [4, 12]
+    _hybrid_exact_and_compute(m, path, ctx, ub, fa)
 
 
 @pytest.mark.parametrize("arch,ctx,ub,fa", [("nemotron_h", 4096, 512, True), ("jamba", 16384, 512, True),
@@ -223,7 +229,8 @@ def test_other_hybrids_memory_is_exact_and_compute_within_5_percent(tmp_path, ar
     and LFM2 (short convolutions): KV for the attention layers only, recurrent state for the mixers only
     (Nemotron-H's FFN-only layers hold neither: llama.cpp's is_recr needs n_ff == 0 too), to llama.cpp's
     0.01 MiB; the compute buffer from a dry run within 5%."""
-    from planner.verify.twin import jamba_spec, lfm2_spec, nemotron_h_spec, write_twin
+    from planner.model.hybrid import jamba_spec, lfm2_spec, nemotron_h_spec
+    from planner.verify.twin import write_twin
     spec = {"nemotron_h": lambda: nemotron_h_spec("M-M-M-M*-M-M-M*-"), "jamba": jamba_spec,
             "lfm2": lambda: lfm2_spec("CCACCACCACACACAC", n_ff=3072)}[arch]()
     path = str(tmp_path / f"{arch}.gguf")
@@ -232,16 +239,7 @@ def test_other_hybrids_memory_is_exact_and_compute_within_5_percent(tmp_path, ar
     assert [lay.attn for lay in m.layers] == [lay.attn for lay in spec.layers]
     if arch == "jamba":
         assert [lay.moe for lay in m.layers] == [i % 2 == 1 for i in range(8)]
-    opts = RuntimeOptions(n_ctx=ctx, n_ubatch=ub, flash_attn=fa, mmap=False)
-    est = estimate(m, THIS_CPU, opts).devices[-1].buffers_mib
-    r = run_probe(dict(model=path, ctx=ctx, fa=fa, mmap=False, n_ubatch=ub, n_batch=2048), timeout_s=300)
-    assert r["ok"], r.get("error")
-    for part in ("CPU KV", "CPU RS", "CPU model"):
-        assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
-    d = run_probe(dict(model=path, dry=True, ctx=ctx, n_ubatch=ub, n_batch=2048, fa=fa), timeout_s=300)
-    assert d["ok"], d.get("error")
-    got, want = est["CPU compute"], d["bufs_mib"]["CPU compute"]
-    assert abs(got / want - 1) <= 0.05, (got, want)
+    _hybrid_exact_and_compute(m, path, ctx, ub, fa)
 
 
 @pytest.mark.parametrize("name,ctx,ub,fa", [("Nemotron-H-8B", 4096, 2048, True), ("Jamba-Mini", 32768, 512, True),

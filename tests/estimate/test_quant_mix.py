@@ -39,6 +39,17 @@ def test_stock_mixes_reproduce_measured_smollm2_file_sizes():
     assert set(header.values()) == {1_785_664}
 
 
+def _assert_llama_quantize_types(src: str, model, ftypes: list[str], tmp_path) -> None:
+    """Each ftype: llama-quantize the source and compare every tensor's type with ours."""
+    for ft in ftypes:
+        dst = str(tmp_path / f"{ft}.gguf")
+        llama_quantize(src, dst, ft)
+        real = {t.name: t.type for t in load_gguf(dst).tensors}
+        ours = ftype_tensor_types(model, ft)
+        diff = {n: (ours[n], real[n]) for n in real if ours[n] != real[n]}
+        assert not diff, f"{model.architecture} {ft}: ours vs llama-quantize {diff}"
+
+
 @pytest.mark.parametrize("arch_kw,ftypes", [
     (dict(), ["Q4_K_M", "Q3_K_M", "Q5_K_M", "Q2_K", "Q4_K_S", "IQ4_XS", "Q6_K", "Q3_K_L"]),
     (dict(arch="MixtralForCausalLM", num_local_experts=8, num_experts_per_tok=2), ["Q4_K_M", "Q2_K", "Q3_K_M"]),
@@ -49,13 +60,7 @@ def test_per_tensor_types_equal_llama_quantize(tmp_path, arch_kw, ftypes):
     spec = spec_from_hf_config(tiny_config(arch, **arch_kw), name="tiny", source="test")
     src = str(tmp_path / "f16.gguf")
     write_twin(spec.with_types({}), src)
-    for ft in ftypes:
-        dst = str(tmp_path / f"{ft}.gguf")
-        llama_quantize(src, dst, ft)
-        real = {t.name: t.type for t in load_gguf(dst).tensors}
-        ours = ftype_tensor_types(spec, ft)
-        diff = {n: (ours[n], real[n]) for n in real if ours[n] != real[n]}
-        assert not diff, f"{arch} {ft}: ours vs llama-quantize {diff}"
+    _assert_llama_quantize_types(src, spec, ftypes, tmp_path)
 
 
 @pytest.mark.parametrize("arch", ["nemotron_h", "jamba", "lfm2", "granitehybrid"])
@@ -63,21 +68,14 @@ def test_hybrid_per_tensor_types_equal_llama_quantize(tmp_path, arch):
     """Hybrids: Nemotron-H has ffn_down in only some layers (llama-quantize counts them, so the
     use_more_bits layers are the count's, not the layer index's), LFM2's short-conv kernel and the
     Mamba conv1d stay unquantized, Jamba's and Granite's experts take the name's layer."""
-    from planner.verify.twin import hybrid_spec, jamba_spec, lfm2_spec, nemotron_h_spec
+    from planner.model.hybrid import hybrid_spec, jamba_spec, lfm2_spec, nemotron_h_spec
     spec = {"nemotron_h": lambda: nemotron_h_spec("M-M-M-M*-M-M-M*-"), "jamba": jamba_spec,
             "lfm2": lambda: lfm2_spec("CCACCACCACACACAC"),
             "granitehybrid": lambda: hybrid_spec(n_layer=16, attn_layers=(4, 12), n_expert=8, n_expert_used=2,
                                                  n_ff=256, shared_ff=512)}[arch]()
     src = str(tmp_path / "f16.gguf")
     write_twin(spec, src)
-    model = load_gguf(src)
-    for ft in ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "Q5_K_M"]:
-        dst = str(tmp_path / f"{ft}.gguf")
-        llama_quantize(src, dst, ft)
-        real = {t.name: t.type for t in load_gguf(dst).tensors}
-        ours = ftype_tensor_types(model, ft)
-        diff = {n: (ours[n], real[n]) for n in real if ours[n] != real[n]}
-        assert not diff, f"{arch} {ft}: ours vs llama-quantize {diff}"
+    _assert_llama_quantize_types(src, load_gguf(src), ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "Q5_K_M"], tmp_path)
 
 
 def test_requantizing_the_real_smollm2_matches(smol_path, tmp_path):

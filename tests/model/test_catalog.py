@@ -50,3 +50,41 @@ def test_smollm2_catalog_inventory_equals_the_real_gguf(smol_path):
     real = {t.name: t.shape for t in load_gguf(smol_path).tensors}
     ours = {t.name: t.shape for t in load_model("smollm2-135m").tensors}
     assert ours == real
+
+
+@pytest.mark.parametrize("name,params_b,kinds", [
+    ("nemotron-h-8b", 8.10, {"recurrent": 24, "full": 4, "none": 24}),
+    ("jamba-v0.1", 51.6, {"recurrent": 28, "full": 4}),
+    ("lfm2-1.2b", 1.17, {"recurrent": 10, "full": 6}),
+    ("granite-4.0-h-tiny", 6.94, {"recurrent": 36, "full": 4}),
+])
+def test_hybrid_catalog_entries_load_in_llama_cpp_with_the_state_we_predict(tmp_path, name, params_b, kinds):
+    """A config.json of a hybrid -> its layer layout (pattern, periods, layer types) and tensors; written
+    as a sparse twin, llama.cpp loads it (a dry run: every tensor name and shape must be what it expects)
+    and allocates the recurrent state we predict; the GGUF read back gives the same estimate."""
+    from planner.estimate import RuntimeOptions, estimate
+    from planner.profile.targets import resolve_target
+    from planner.verify.probe import run_probe
+    from planner.verify.twin import write_twin
+    m = load_model(name)
+    assert abs(m.n_params / (params_b * 1e9) - 1) < 0.01
+    got = {}
+    for lay in m.layers:
+        got[lay.attn] = got.get(lay.attn, 0) + 1
+    assert got == kinds
+    path = str(tmp_path / "twin.gguf")
+    write_twin(m, path)
+    d = run_probe(dict(model=path, dry=True, ctx=4096, n_ubatch=512, n_batch=2048, fa=True), timeout_s=300)
+    assert d["ok"], d.get("error")
+    hw, opts = resolve_target("auto"), RuntimeOptions(n_ctx=4096, flash_attn=True)
+    ours = estimate(m, hw, opts).devices[-1].buffers_mib
+    assert abs(ours["CPU RS"] - d["bufs_mib"]["CPU RS"]) <= 0.011
+    assert estimate(load_gguf(path), hw, opts).devices[-1].buffers_mib == ours
+
+
+def test_a_hybrid_layout_we_cannot_build_says_so():
+    from planner.model.catalog import find_entry
+    from planner.model.hf_config import spec_from_hf_config
+    nano = dict(find_entry("nemotron-h-8b").config, hybrid_override_pattern="MEM*")
+    with pytest.raises(ModelNotFoundError, match="MoE blocks"):
+        spec_from_hf_config(nano, "nemotron-3-nano", "test")

@@ -1,0 +1,208 @@
+"""Tensor inventories of recurrent and hybrid models, as llama.cpp's models/<arch>.cpp creates them:
+Mamba-1/2, Granite-4.0-H, Nemotron-H, Jamba, LFM2. From a config.json (hf_config.py) and for the
+shape twins the tests and benches write (verify/twin.py). Matrices are F16, the small SSM tensors
+F32 (as convert_hf_to_gguf.py writes them); llama.cpp loads every one of these layouts.
+"""
+
+from __future__ import annotations
+
+from planner.model.spec import LayerSpec, ModelSpec, MoESpec, RecurrentSpec, TensorSpec
+
+
+def mamba_spec(version=2, e=256, n_layer=3, vocab=2048, d_inner=512, d_state=64, n_group=2, head=64):
+    """A Mamba-1 or -2 of any size laid out as llama.cpp's llama-model.cpp creates its tensors
+    (Mamba-1 needs d_inner = 2 n_embd): shape twins for the recurrent-state and compute checks."""
+    d_conv, dt_rank = 4, (d_inner // head if version == 2 else e // 16)
+    g = {"ssm.conv_kernel": d_conv, "ssm.inner_size": d_inner, "ssm.state_size": d_state, "ssm.time_step_rank": dt_rank}
+    if version == 2:
+        g["ssm.group_count"] = n_group
+    conv_dim = d_inner + 2 * n_group * d_state if version == 2 else d_inner
+    ts = [TensorSpec(name="token_embd.weight", shape=[e, vocab], type="F16"),
+          TensorSpec(name="output_norm.weight", shape=[e], type="F32"),
+          TensorSpec(name="output.weight", shape=[e, vocab], type="F16")]
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+               TensorSpec(name=b + "ssm_in.weight", shape=[e, d_inner + conv_dim + dt_rank if version == 2
+                                                             else 2 * d_inner], type="F16"),
+               TensorSpec(name=b + "ssm_conv1d.weight", shape=[d_conv, conv_dim], type="F32"),
+               TensorSpec(name=b + "ssm_conv1d.bias", shape=[conv_dim], type="F32"),
+               TensorSpec(name=b + "ssm_out.weight", shape=[d_inner, e], type="F16")]
+        if version == 2:
+            ts += [TensorSpec(name=b + "ssm_dt.bias", shape=[dt_rank], type="F32"),
+                   TensorSpec(name=b + "ssm_a", shape=[1, dt_rank], type="F32"),
+                   TensorSpec(name=b + "ssm_d", shape=[1, dt_rank], type="F32"),
+                   TensorSpec(name=b + "ssm_norm.weight", shape=[d_inner // n_group, n_group], type="F32")]
+        else:
+            ts += [TensorSpec(name=b + "ssm_x.weight", shape=[d_inner, dt_rank + 2 * d_state], type="F16"),
+                   TensorSpec(name=b + "ssm_dt.weight", shape=[dt_rank, d_inner], type="F16"),
+                   TensorSpec(name=b + "ssm_dt.bias", shape=[d_inner], type="F32"),
+                   TensorSpec(name=b + "ssm_a", shape=[d_state, d_inner], type="F32"),
+                   TensorSpec(name=b + "ssm_d", shape=[d_inner], type="F32")]
+    return ModelSpec(name=f"mamba{version}-twin", source="test", architecture="mamba2" if version == 2 else "mamba",
+                     n_layers=n_layer, n_embd=e, n_head=0, n_kv_heads=0, head_dim_k=0, head_dim_v=0, n_ff=0,
+                     n_vocab=vocab, layers=[LayerSpec(attn="recurrent", n_head=0, n_head_kv=0) for _ in range(n_layer)],
+                     recurrent=RecurrentSpec(r_elements=(d_conv - 1) * conv_dim, s_elements=d_state * d_inner, gguf=g),
+                     tensors=ts)
+
+
+def hybrid_spec(e=256, n_layer=4, attn_layers=(1,), vocab=2048, d_state=64, n_group=1, head=64, n_head=4,
+                n_head_kv=1, head_dim=64, n_ff=768, n_expert=0, n_expert_used=0, shared_ff=0, arch="granitehybrid",
+                d_inner=None, tied=False):
+    """A Granite-4.0-H style hybrid (llama.cpp models/granite-hybrid.cpp): Mamba-2 mixers (d_inner = 2 n_embd,
+    the only expansion it supports) except at attn_layers, each layer followed by a dense or MoE FFN.
+    A layer is recurrent where its KV-head count is 0, as the loader reads it."""
+    m2 = mamba_spec(2, e=e, n_layer=n_layer, vocab=vocab, d_inner=d_inner or 2 * e, d_state=d_state,
+                    n_group=n_group, head=head)
+    q, kv = n_head * head_dim, n_head_kv * head_dim
+    ts = _head(m2, tied)
+    layers = []
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        if i in attn_layers:
+            ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+                   TensorSpec(name=b + "attn_q.weight", shape=[e, q], type="F16"),
+                   TensorSpec(name=b + "attn_k.weight", shape=[e, kv], type="F16"),
+                   TensorSpec(name=b + "attn_v.weight", shape=[e, kv], type="F16"),
+                   TensorSpec(name=b + "attn_output.weight", shape=[q, e], type="F16")]
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv))
+        else:
+            ts += [t for t in m2.tensors if t.name.startswith(b)]
+            layers.append(LayerSpec(attn="recurrent", n_head=0, n_head_kv=0))
+        ts.append(TensorSpec(name=b + "ffn_norm.weight", shape=[e], type="F32"))
+        if n_expert:
+            ts += [TensorSpec(name=b + "ffn_gate_inp.weight", shape=[e, n_expert], type="F32"),
+                   TensorSpec(name=b + "ffn_gate_exps.weight", shape=[e, n_ff, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_up_exps.weight", shape=[e, n_ff, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_down_exps.weight", shape=[n_ff, e, n_expert], type="F16")]
+            if shared_ff:
+                ts += [TensorSpec(name=b + "ffn_gate_shexp.weight", shape=[e, shared_ff], type="F16"),
+                       TensorSpec(name=b + "ffn_up_shexp.weight", shape=[e, shared_ff], type="F16"),
+                       TensorSpec(name=b + "ffn_down_shexp.weight", shape=[shared_ff, e], type="F16")]
+        else:
+            ts += [TensorSpec(name=b + "ffn_gate.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16")]
+    moe = MoESpec(n_expert=n_expert, n_expert_used=n_expert_used, expert_ff=n_ff, n_shared_expert=int(bool(shared_ff)),
+                  shared_ff=shared_ff) if n_expert else None
+    return ModelSpec(name=f"{arch}-twin", source="test", architecture=arch, n_layers=n_layer, n_embd=e,
+                     n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim,
+                     n_ff=n_ff, n_vocab=vocab, tied_embeddings=tied, layers=layers, moe=moe,
+                     recurrent=m2.recurrent, tensors=ts)
+
+
+def _head(m: ModelSpec, tied: bool) -> list[TensorSpec]:
+    """token_embd, output_norm and, unless the embeddings are tied, output."""
+    return [t for t in m.tensors[:3] if not (tied and t.name == "output.weight")]
+
+
+def _attn_tensors(b: str, e: int, n_head: int, n_head_kv: int, head_dim: int) -> list[TensorSpec]:
+    q, kv = n_head * head_dim, n_head_kv * head_dim
+    return [TensorSpec(name=b + "attn_q.weight", shape=[e, q], type="F16"),
+            TensorSpec(name=b + "attn_k.weight", shape=[e, kv], type="F16"),
+            TensorSpec(name=b + "attn_v.weight", shape=[e, kv], type="F16"),
+            TensorSpec(name=b + "attn_output.weight", shape=[q, e], type="F16")]
+
+
+def nemotron_h_spec(pattern="M-M*M-", e=256, vocab=2048, d_inner=None, d_state=64, n_group=2, head=64, n_head=4,
+                    n_head_kv=2, head_dim=64, n_ff=768, tied=False):
+    """A Nemotron-H (llama.cpp models/nemotron-h.cpp) from its hybrid_override_pattern: 'M' a Mamba-2 mixer
+    (d_inner: 2 n_embd unless given), '*' an attention layer, '-' an FFN-only layer (ReLU^2 up/down, no gate). A layer
+    is recurrent where both its KV-head count and FFN width are 0, as the loader reads them."""
+    m2 = mamba_spec(2, e=e, n_layer=len(pattern), vocab=vocab, d_inner=d_inner or 2 * e, d_state=d_state,
+                    n_group=n_group, head=head)
+    ts = _head(m2, tied)
+    layers = []
+    for i, kind in enumerate(pattern):
+        b = f"blk.{i}."
+        if kind == "M":
+            ts += [t for t in m2.tensors if t.name.startswith(b)]
+            layers.append(LayerSpec(attn="recurrent", n_head=0, n_head_kv=0, n_ff=0))
+        elif kind == "*":
+            ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32")]
+            ts += _attn_tensors(b, e, n_head, n_head_kv, head_dim)
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv, n_ff=0))
+        elif kind == "-":
+            ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+                   TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16")]
+            layers.append(LayerSpec(attn="none", n_head=n_head, n_head_kv=0, n_ff=n_ff))
+        else:
+            raise ValueError(f"pattern letters are M, * and -, not {kind!r}")
+    return ModelSpec(name="nemotron_h-twin", source="test", architecture="nemotron_h", n_layers=len(pattern),
+                     n_embd=e, n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim,
+                     n_ff=n_ff, n_vocab=vocab, tied_embeddings=tied, layers=layers, recurrent=m2.recurrent,
+                     tensors=ts)
+
+
+def jamba_spec(n_layer=8, attn_layers=(4,), moe_layers=(1, 3, 5, 7), e=256, vocab=2048, d_state=16, n_head=4,
+               n_head_kv=2, n_ff=768, n_expert=4, n_expert_used=2, tied=False):
+    """A Jamba (llama.cpp models/jamba.cpp): Mamba-1 mixers with dt/B/C norms (d_inner = 2 n_embd) except at
+    attn_layers (no RoPE), a MoE FFN at moe_layers and a dense one elsewhere (Jamba: attention every 8th
+    layer from 4, MoE every 2nd from 1). Experts are n_ff wide."""
+    m1 = mamba_spec(1, e=e, n_layer=n_layer, vocab=vocab, d_inner=2 * e, d_state=d_state)
+    dt_rank = m1.recurrent.gguf["ssm.time_step_rank"]
+    head_dim = e // n_head
+    ts = _head(m1, tied)
+    layers = []
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        if i in attn_layers:
+            ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32")]
+            ts += _attn_tensors(b, e, n_head, n_head_kv, head_dim)
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv, moe=i in moe_layers))
+        else:
+            ts += [t for t in m1.tensors if t.name.startswith(b)]
+            ts += [TensorSpec(name=b + "ssm_dt_norm.weight", shape=[dt_rank], type="F32"),
+                   TensorSpec(name=b + "ssm_b_norm.weight", shape=[d_state], type="F32"),
+                   TensorSpec(name=b + "ssm_c_norm.weight", shape=[d_state], type="F32")]
+            layers.append(LayerSpec(attn="recurrent", n_head=n_head, n_head_kv=0, moe=i in moe_layers))
+        ts.append(TensorSpec(name=b + "ffn_norm.weight", shape=[e], type="F32"))
+        if i in moe_layers:
+            ts += [TensorSpec(name=b + "ffn_gate_inp.weight", shape=[e, n_expert], type="F32"),
+                   TensorSpec(name=b + "ffn_gate_exps.weight", shape=[e, n_ff, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_up_exps.weight", shape=[e, n_ff, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_down_exps.weight", shape=[n_ff, e, n_expert], type="F16")]
+        else:
+            ts += [TensorSpec(name=b + "ffn_gate.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16"),
+                   TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16")]
+    moe = MoESpec(n_expert=n_expert, n_expert_used=n_expert_used, expert_ff=n_ff) if moe_layers else None
+    return ModelSpec(name="jamba-twin", source="test", architecture="jamba", n_layers=n_layer, n_embd=e,
+                     n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim, n_ff=n_ff,
+                     n_vocab=vocab, tied_embeddings=tied, layers=layers, moe=moe, recurrent=m1.recurrent,
+                     tensors=ts)
+
+
+def lfm2_spec(pattern="CCACCA", e=256, vocab=2048, n_head=4, n_head_kv=2, n_ff=768, l_cache=3):
+    """An LFM2 (llama.cpp models/lfm2.cpp): 'C' a gated short-convolution layer (in_proj to 3 n_embd, a
+    depthwise conv of l_cache taps, out_proj), 'A' an attention layer with q/k norms; a dense SwiGLU FFN
+    after each. Its state is the conv's last l_cache - 1 inputs, n_embd wide."""
+    head_dim = e // n_head
+    ts = [TensorSpec(name="token_embd.weight", shape=[e, vocab], type="F16"),
+          TensorSpec(name="token_embd_norm.weight", shape=[e], type="F32")]
+    layers = []
+    for i, kind in enumerate(pattern):
+        b = f"blk.{i}."
+        ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+               TensorSpec(name=b + "ffn_norm.weight", shape=[e], type="F32"),
+               TensorSpec(name=b + "ffn_gate.weight", shape=[e, n_ff], type="F16"),
+               TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16"),
+               TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16")]
+        if kind == "A":
+            ts += [TensorSpec(name=b + "attn_q_norm.weight", shape=[head_dim], type="F32"),
+                   TensorSpec(name=b + "attn_k_norm.weight", shape=[head_dim], type="F32")]
+            ts += _attn_tensors(b, e, n_head, n_head_kv, head_dim)
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv))
+        elif kind == "C":
+            ts += [TensorSpec(name=b + "shortconv.conv.weight", shape=[l_cache, e], type="F32"),
+                   TensorSpec(name=b + "shortconv.in_proj.weight", shape=[e, 3 * e], type="F16"),
+                   TensorSpec(name=b + "shortconv.out_proj.weight", shape=[e, e], type="F16")]
+            layers.append(LayerSpec(attn="recurrent", n_head=n_head, n_head_kv=0))
+        else:
+            raise ValueError(f"pattern letters are C and A, not {kind!r}")
+    return ModelSpec(name="lfm2-twin", source="test", architecture="lfm2", n_layers=len(pattern), n_embd=e,
+                     n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim, n_ff=n_ff,
+                     n_vocab=vocab, tied_embeddings=True, layers=layers,
+                     recurrent=RecurrentSpec(r_elements=e * (l_cache - 1), s_elements=0,
+                                             gguf={"shortconv.l_cache": l_cache}), tensors=ts)
