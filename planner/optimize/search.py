@@ -159,8 +159,10 @@ def _fit_ngl(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin
 
 def _fit_ncmoe(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float):
     """Smallest --n-cpu-moe (experts of the first N layers in RAM, all else on the GPU) that fits:
-    fewer experts in RAM is faster, so the first N that fits is the one (binary search)."""
-    lo, hi, best = 1, model.n_layers, None
+    fewer experts in RAM is faster, so the first N that fits is the one (binary search). N starts
+    past the first layer with experts: below it the flag moves nothing (Jamba: MoE from layer 1)."""
+    first = next((i for i, lay in enumerate(model.layers) if lay.moe), 0)
+    lo, hi, best = first + 1, model.n_layers, None
     while lo <= hi:
         mid = (lo + hi) // 2
         o = opts.model_copy(update={"n_cpu_moe": mid, "cpu_moe": False, "n_gpu_layers": -1})

@@ -60,6 +60,20 @@ def test_moe_on_a_small_gpu_keeps_experts_in_ram():
         assert "--cpu-moe" in line or f"--n-cpu-moe {b.options.n_cpu_moe}" in line
 
 
+def test_n_cpu_moe_always_moves_experts():
+    """--n-cpu-moe N keeps the experts of layers 0..N-1 in RAM; where the first layers are dense
+    (Jamba: MoE from layer 1; DeepSeek: from layer 3) a smaller N moves nothing and is not offered."""
+    seen = 0
+    for name, first_moe, target in (("jamba-v0.1", 1, "h100-80gb"), ("jamba-v0.1", 1, "rtx4090"),
+                                    ("deepseek-v3", 3, "rtx4090")):
+        r = make_plan(load_model(name), apply_overrides(load_target(target), ram_gib=512), PlanRequest())
+        for o in [r.best, *r.alternatives]:
+            if o.placement == "moe-partial":
+                seen += 1
+                assert o.options.n_cpu_moe > first_moe, (name, target, o.why)
+    assert seen
+
+
 def test_nothing_fits_says_how_much_is_missing():
     r = make_plan(load_model("llama3.1-405b"), load_target("laptop-16gb"), PlanRequest())
     assert r.best is None and "GiB more RAM" in r.nearest
