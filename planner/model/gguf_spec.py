@@ -29,7 +29,7 @@ def _per_layer(v: Any, n: int, default: int) -> list[int]:
 SSM_KEYS = ("ssm.conv_kernel", "ssm.inner_size", "ssm.state_size", "ssm.group_count", "ssm.time_step_rank")
 
 
-def recurrent_state(h: GGUFHeader, arch: str, n_embd: int) -> RecurrentSpec | None:
+def recurrent_state(h: GGUFHeader, arch: str, n_embd: int, n_head: int = 0) -> RecurrentSpec | None:
     """Per-layer recurrent state sizes as llama_hparams::n_embd_r()/n_embd_s() compute them
     (vendor/llama.cpp/src/llama-hparams.cpp): RWKV token shift + WKV state, LFM2's short conv,
     else Mamba's conv state (d_conv - 1)(d_inner + 2 n_group d_state) and SSM state d_state d_inner
@@ -41,8 +41,15 @@ def recurrent_state(h: GGUFHeader, arch: str, n_embd: int) -> RecurrentSpec | No
     if k("shortconv.l_cache"):
         g = {"shortconv.l_cache": k("shortconv.l_cache")}
         return RecurrentSpec(r_elements=n_embd * (g["shortconv.l_cache"] - 1), s_elements=0, gguf=g)
-    if k("kda.head_dim") or arch.startswith("minimax"):
-        return None  # Kimi KDA / MiniMax linear attention: other state shapes, not modelled
+    if k("kda.head_dim"):
+        # Kimi Delta Attention (kimi-linear, bailingmoe3, glm5-next): short convolutions of q, k and v
+        # (d_conv - 1 columns each, n_head x head_dim wide) and a head_dim^2 state per head
+        g = {"kda.head_dim": k("kda.head_dim"), "ssm.conv_kernel": k("ssm.conv_kernel")}
+        hd, d_conv = g["kda.head_dim"], g["ssm.conv_kernel"]
+        return RecurrentSpec(r_elements=3 * (d_conv - 1 if d_conv > 0 else 3) * n_head * hd,
+                             s_elements=hd * hd * n_head, gguf=g)
+    if arch.startswith("minimax"):
+        return None  # MiniMax lightning attention: its layer layout is not read here
     if k("ssm.inner_size"):
         g = {key: k(key) for key in SSM_KEYS}
         d_conv, d_inner, d_state, n_group = (g["ssm.conv_kernel"], g["ssm.inner_size"], g["ssm.state_size"],
@@ -103,7 +110,7 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
         mla = MLASpec(kv_lora_rank=int(kv_lora), q_lora_rank=k("attention.q_lora_rank"), rope_dim=rope,
                       nope_dim=int(k("attention.key_length_mla", hd_k)) - rope,
                       v_head_dim=int(k("attention.value_length_mla", hd_v)))
-        kv_heads = [1] * n_layers
+        kv_heads = [1 if kv else 0 for kv in kv_heads]  # one latent head; 0 stays 0 (Kimi's KDA layers)
         hd_k, hd_v = int(kv_lora) + rope, int(kv_lora)
 
     # what each layer holds, from its tensors' names: attention (q, fused qkv, MLA), a recurrent mixer
@@ -136,7 +143,7 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
     notes = []
     recurrent = None
     if any(lay.attn == "recurrent" for lay in layers):
-        recurrent = recurrent_state(h, arch, n_embd)
+        recurrent = recurrent_state(h, arch, n_embd, heads[0] if heads else 0)
         if recurrent is None:
             notes.append("recurrent layers of an unknown kind: their fixed state is not in the estimate")
     return ModelSpec(

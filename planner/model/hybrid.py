@@ -6,7 +6,7 @@ F32 (as convert_hf_to_gguf.py writes them); llama.cpp loads every one of these l
 
 from __future__ import annotations
 
-from planner.model.spec import LayerSpec, ModelSpec, MoESpec, RecurrentSpec, TensorSpec
+from planner.model.spec import LayerSpec, MLASpec, ModelSpec, MoESpec, RecurrentSpec, TensorSpec
 
 
 def mamba_spec(version=2, e=256, n_layer=3, vocab=2048, d_inner=512, d_state=64, n_group=2, head=64):
@@ -206,3 +206,59 @@ def lfm2_spec(pattern="CCACCA", e=256, vocab=2048, n_head=4, n_head_kv=2, n_ff=7
                      n_vocab=vocab, tied_embeddings=True, layers=layers,
                      recurrent=RecurrentSpec(r_elements=e * (l_cache - 1), s_elements=0,
                                              gguf={"shortconv.l_cache": l_cache}), tensors=ts)
+
+
+def kimi_linear_spec(pattern="KKKA", e=256, vocab=2048, n_head=4, kda_head=32, d_conv=4, kv_lora=64, rope=16,
+                     nope=32, v_head=32, n_ff=768, n_expert=8, n_expert_used=2, expert_ff=128, tied=False):
+    """A Kimi-Linear (llama.cpp models/kimi-linear.cpp): 'K' a Kimi Delta Attention layer (q/k/v with short
+    convolutions, gated delta rule; recurrent), 'A' an MLA attention layer with split k_b/v_b (the
+    latent cache); layer 0's FFN dense, the others MoE with one shared expert. KDA layers have no KV
+    heads, MLA ones one latent head."""
+    proj = n_head * kda_head
+
+    def t(name: str, *shape: int, ty: str = "F16") -> TensorSpec:
+        return TensorSpec(name=name, shape=list(shape), type=ty)
+
+    ts = [t("token_embd.weight", e, vocab), t("output_norm.weight", e, ty="F32")]
+    if not tied:
+        ts.append(t("output.weight", e, vocab))
+    layers = []
+    for i, kind in enumerate(pattern):
+        b = f"blk.{i}."
+        ts.append(t(b + "attn_norm.weight", e, ty="F32"))
+        if kind == "K":
+            ts += [t(b + f"ssm_conv1d_{x}.weight", d_conv, 1, proj, ty="F32") for x in "qkv"]
+            ts += [t(b + "attn_q.weight", e, proj), t(b + "attn_k.weight", e, proj), t(b + "attn_v.weight", e, proj),
+                   t(b + "ssm_f_a.weight", e, kda_head), t(b + "ssm_f_b.weight", kda_head, proj),
+                   t(b + "ssm_beta.weight", e, n_head), t(b + "ssm_a", 1, n_head, ty="F32"),
+                   t(b + "ssm_dt.bias", proj, ty="F32"), t(b + "ssm_g_a.weight", e, kda_head),
+                   t(b + "ssm_g_b.weight", kda_head, proj), t(b + "ssm_norm.weight", kda_head, ty="F32"),
+                   t(b + "attn_output.weight", proj, e)]
+            layers.append(LayerSpec(attn="recurrent", n_head=n_head, n_head_kv=0, moe=i > 0))
+        elif kind == "A":
+            ts += [t(b + "attn_kv_a_norm.weight", kv_lora, ty="F32"), t(b + "attn_q.weight", e, n_head * (nope + rope)),
+                   t(b + "attn_kv_a_mqa.weight", e, kv_lora + rope), t(b + "attn_k_b.weight", nope, kv_lora, n_head),
+                   t(b + "attn_v_b.weight", kv_lora, v_head, n_head), t(b + "attn_output.weight", n_head * v_head, e)]
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=1, moe=i > 0))
+        else:
+            raise ValueError(f"pattern letters are K and A, not {kind!r}")
+        ts.append(t(b + "ffn_norm.weight", e, ty="F32"))
+        if i == 0:
+            ts += [t(b + "ffn_gate.weight", e, n_ff), t(b + "ffn_down.weight", n_ff, e), t(b + "ffn_up.weight", e, n_ff)]
+        else:
+            ts += [t(b + "ffn_gate_inp.weight", e, n_expert, ty="F32"),
+                   t(b + "ffn_gate_exps.weight", e, expert_ff, n_expert),
+                   t(b + "ffn_down_exps.weight", expert_ff, e, n_expert),
+                   t(b + "ffn_up_exps.weight", e, expert_ff, n_expert),
+                   t(b + "ffn_gate_shexp.weight", e, expert_ff), t(b + "ffn_down_shexp.weight", expert_ff, e),
+                   t(b + "ffn_up_shexp.weight", e, expert_ff), t(b + "exp_probs_b.bias", n_expert, ty="F32")]
+    g = {"kda.head_dim": kda_head, "ssm.conv_kernel": d_conv}
+    return ModelSpec(name="kimi-linear-twin", source="test", architecture="kimi-linear", n_layers=len(pattern),
+                     n_embd=e, n_head=n_head, n_kv_heads=1, head_dim_k=kv_lora + rope, head_dim_v=kv_lora,
+                     n_ff=n_ff, n_vocab=vocab, tied_embeddings=tied, layers=layers,
+                     moe=MoESpec(n_expert=n_expert, n_expert_used=n_expert_used, expert_ff=expert_ff,
+                                 n_shared_expert=1, shared_ff=expert_ff, n_dense_lead=1),
+                     mla=MLASpec(kv_lora_rank=kv_lora, q_lora_rank=None, rope_dim=rope, nope_dim=nope,
+                                 v_head_dim=v_head),
+                     recurrent=RecurrentSpec(r_elements=3 * (d_conv - 1) * proj, s_elements=kda_head * kda_head * n_head,
+                                             gguf=g), tensors=ts)

@@ -40,8 +40,9 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
         w.add_uint32(f"{a}.attention.head_count_kv", kv[0])
     else:
         w.add_array(f"{a}.attention.head_count_kv", kv)
-    w.add_uint32(f"{a}.attention.key_length", m.head_dim_k if not m.mla else m.mla.nope_dim + m.mla.rope_dim)
-    w.add_uint32(f"{a}.attention.value_length", m.head_dim_v if not m.mla else m.mla.v_head_dim)
+    if not m.mla:  # MLA: the latent's lengths, below
+        w.add_uint32(f"{a}.attention.key_length", m.head_dim_k)
+        w.add_uint32(f"{a}.attention.value_length", m.head_dim_v)
     w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-5)
     w.add_float32(f"{a}.attention.layer_norm_epsilon", 1e-5)  # nemotron_h reads both
     w.add_float32(f"{a}.rope.freq_base", 10000.0)
@@ -68,6 +69,8 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
         w.add_uint32(f"{a}.attention.value_length_mla", m.mla.v_head_dim)
         w.add_uint32(f"{a}.attention.key_length", m.mla.kv_lora_rank + m.mla.rope_dim)
         w.add_uint32(f"{a}.attention.value_length", m.mla.kv_lora_rank)
+    if a == "kimi-linear":
+        w.add_uint32(f"{a}.expert_gating_func", 2)  # sigmoid; the loader requires the key
     if m.recurrent:
         for key, v in m.recurrent.gguf.items():  # {arch}.ssm.*, wkv.*: the recurrent state's shape
             w.add_uint32(f"{a}.{key}", v)

@@ -256,3 +256,22 @@ def test_hybrid_compute_at_real_size_within_5_percent_of_llama_cpp(tmp_path, nam
     est = estimate(load_gguf(path), THIS_CPU, RuntimeOptions(n_ctx=ctx, n_ubatch=ub, flash_attn=fa))
     got, want = est.devices[-1].buffers_mib["CPU compute"], d["bufs_mib"]["CPU compute"]
     assert abs(got / want - 1) <= 0.05, (got, want)
+
+
+def test_kimi_linear_state_and_latent_cache_are_exact(tmp_path):
+    """Kimi-Linear: its KDA layers (no KV heads) hold 3 short-conv states of n_head x head_dim and a
+    head_dim^2 state per head (llama-hparams.cpp n_embd_r/n_embd_s), its MLA layers one latent KV head;
+    both and the weights to llama.cpp's 0.01 MiB."""
+    from planner.model.hybrid import kimi_linear_spec
+    from planner.verify.twin import write_twin
+    path = str(tmp_path / "kimi.gguf")
+    write_twin(kimi_linear_spec("KKKAKKKA"), path)
+    m = load_gguf(path)
+    assert [lay.attn for lay in m.layers] == ["recurrent"] * 3 + ["full"] + ["recurrent"] * 3 + ["full"]
+    assert (m.recurrent.r_elements, m.recurrent.s_elements) == (3 * 3 * 4 * 32, 32 * 32 * 4)
+    opts = RuntimeOptions(n_ctx=4096, flash_attn=True, mmap=False, n_seq=2)
+    est = estimate(m, THIS_CPU, opts).devices[-1].buffers_mib
+    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=False, n_seq=2), timeout_s=300)
+    assert r["ok"], r.get("error")
+    for part in ("CPU KV", "CPU RS", "CPU model"):
+        assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
