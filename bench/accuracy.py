@@ -95,7 +95,8 @@ def rows() -> list[dict]:
                                            flags=["avx", "avx2", "fma", "f16c"]),
                                ram=RAM(total_bytes=24 << 30, bandwidth_gbps=r["ram_copy_gbps"],
                                        bandwidth_source="measured: single-thread 64 MiB copy test"))
-        spec = load_model("llama3.2-1b") if "1B" in r["case"] else (load_gguf(smol[0]) if smol else None)
+        spec = (load_model(r["model"]) if r.get("model") else load_model("llama3.2-1b") if "1B" in r["case"]
+                else load_gguf(smol[0]) if smol else None)
         if spec is None:
             continue
         t = throughput(spec, hw_c, {CPU: r["read_bytes_per_token"]}, {}, {CPU: r["n_layers"]}, 2048, 0, True)

@@ -1,10 +1,13 @@
 """Measure CPU decode/prefill on this machine for the estimator's CPU constants.
 
 Usage: python -m bench.cpu_decode SMOL_F16.gguf  (writes bench/data/cpu-decode.jsonl)
+       python -m bench.cpu_decode --hybrids       (replaces the hybrid rows only)
 Loads SmolLM2 quantized to Q4_K_M and Q8_0 (from an F16 base) and a Llama-3.2-1B twin
 (random ggml blocks) with llama-cpp-python on all cores, times pp/tg like llama-bench, and
 records each run with the bytes the estimator says a token reads and the detected RAM
 bandwidth (single-thread copy test), from which backends.yaml's CPU decode constants follow.
+--hybrids: Q4_K_M twins of the catalog's recurrent hybrids (LFM2-1.2B, Granite-4.0-H-Tiny's MoE,
+Nemotron-H-8B): the same constants on layers that read a fixed state instead of a growing cache.
 """
 
 from __future__ import annotations
@@ -27,7 +30,42 @@ from planner.verify.twin import write_twin
 OUT = os.path.join(os.path.dirname(__file__), "data", "cpu-decode.jsonl")
 
 
+HYBRIDS = ("lfm2-1.2b", "granite-4.0-h-tiny", "nemotron-h-8b")
+
+
+def _run(name: str, p: str, hw, o: RuntimeOptions, **extra) -> dict:
+    spec = load_gguf(p)
+    reads = sum(memory_breakdown(spec, hw, o).read_per_token.values())
+    r = run_probe(probe_config(p, o, pp=256, tg=64, reps=3, depth=0), timeout_s=900)
+    row = dict(case=name, **extra, read_bytes_per_token=reads, n_layers=spec.n_layers, tg_tps=r["tg_tps"],
+               pp_tps=r["pp_tps"], ram_copy_gbps=hw.ram.bandwidth_gbps, cpu=hw.cpu.model, cores=hw.cpu.cores,
+               effective_gbps=reads * r["tg_tps"] / 1e9)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def hybrids() -> int:
+    hw = resolve_target("auto")
+    o = RuntimeOptions(n_ctx=2048)
+    rows = [json.loads(line) for line in open(OUT)] if os.path.exists(OUT) else []
+    rows = [r for r in rows if r.get("model") not in HYBRIDS]
+    with tempfile.TemporaryDirectory() as d:
+        for name in HYBRIDS:
+            m = load_model(name)
+            m = m.with_types(ftype_tensor_types(m, "Q4_K_M"))
+            p = os.path.join(d, f"{name}-Q4_K_M.gguf")
+            write_twin(m, p, fill="random")
+            rows.append(_run(f"{name} twin Q4_K_M", p, hw, o, model=name))
+            os.remove(p)
+    with open(OUT + ".part", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(OUT + ".part", OUT)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--hybrids"]:
+        return hybrids()
     src = sys.argv[1]
     hw = resolve_target("auto")
     o = RuntimeOptions(n_ctx=2048)
@@ -45,14 +83,7 @@ def main() -> int:
         write_twin(m, p, fill="random")
         files.append(("Llama-3.2-1B twin Q4_K_M", p))
         for name, p in files:
-            spec = load_gguf(p)
-            reads = sum(memory_breakdown(spec, hw, o).read_per_token.values())
-            r = run_probe(probe_config(p, o, pp=256, tg=64, reps=3, depth=0), timeout_s=900)
-            row = dict(case=name, read_bytes_per_token=reads, n_layers=spec.n_layers, tg_tps=r["tg_tps"],
-                       pp_tps=r["pp_tps"], ram_copy_gbps=hw.ram.bandwidth_gbps, cpu=hw.cpu.model, cores=hw.cpu.cores,
-                       effective_gbps=reads * r["tg_tps"] / 1e9)
-            print(json.dumps(row))
-            rows.append(row)
+            rows.append(_run(name, p, hw, o))
     with open(OUT, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")

@@ -41,6 +41,11 @@ def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
     """Bytes a Mamba layer's SSM keeps live for u tokens (0: no Mamba layers, or a recurrent kind
     whose graph is not fitted: RWKV, LFM2's short convolution)."""
     g = model.recurrent.gguf if model.recurrent else {}
+    if g.get("wkv.head_size") and model.architecture == "rwkv7":
+        # RWKV-7's time mix: token shifts, the six lerps, r/k/v, the LoRA'd decay, learning rate, value
+        # residual and gate, the WKV-7 op: ~19.5 hidden states, plus the state it writes per sequence
+        # (fitted on RWKV-7 twins, n_embd 256-1024: within 2%, bench/mamba_grid.py)
+        return int(19.5 * model.n_embd * u * F32) + model.n_embd * g["wkv.head_size"] * max(1, n_seq) * F32
     if g.get("shortconv.l_cache"):
         # LFM2's gated short convolution: in_proj's 3 n_embd, B*x, the conv window, its output, C*conv,
         # out_proj and the residual: ~8 hidden states live (fitted on LFM2 twins: 7.5 to 9 measured,
@@ -86,6 +91,9 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         # (Granite-4.0-H twins with and without one measure alike, bench/mamba_grid.py)
         ff = max(model.moe.n_expert_used * model.moe.expert_ff, model.moe.shared_ff)
         ffn = (3 * ff + model.moe.n_expert + 2 * e) * u * F32
+    elif model.architecture == "rwkv7":
+        # channel mix: squared-ReLU key (n_ff) beside the time mix's leftovers (fitted, as above)
+        ffn = (model.n_ff + 14 * e) * u * F32
     elif model.architecture == "nemotron_h":
         # ReLU^2 FFN (up, relu and sqr in place, down): one n_ff row beside ~10 hidden states (fitted)
         ffn = (model.n_ff + 10 * e) * u * F32

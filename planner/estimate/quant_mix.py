@@ -33,12 +33,15 @@ _NO_QUANT = ("_norm.weight", "ffn_gate_inp.weight", "ssm_conv1d", "shortconv.con
              "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
              "time_mix_first.weight", "time_mix_w0.weight", "time_mix_w1.weight", "time_mix_w2.weight",
              "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight", "time_mix_a0.weight",
-             "time_mix_a1.weight", "time_mix_a2.weight", "time_mix_g1.weight")
+             "time_mix_a1.weight", "time_mix_a2.weight", "time_mix_g1.weight", "time_mix_g2.weight",
+             "time_mix_decay_w1.weight", "time_mix_decay_w2.weight", "time_mix_lerp_fused.weight")
 
 
 def allows_quantization(t: TensorSpec) -> bool:
-    """tensor_allows_quantization: 2D+ tensors named *weight, not norms or expert routers."""
-    return (len(t.shape) >= 2 and t.name.endswith("weight")
+    """tensor_allows_quantization: 2D+ tensors (ggml_n_dims: trailing 1s do not count) named *weight,
+    not norms, expert routers or the small tensors llama-quant.cpp lists."""
+    n_dims = max((i + 1 for i, n in enumerate(t.shape) if n > 1), default=1)
+    return (n_dims >= 2 and t.name.endswith("weight")
             and not any(s in t.name for s in _NO_QUANT))
 
 

@@ -262,3 +262,41 @@ def kimi_linear_spec(pattern="KKKA", e=256, vocab=2048, n_head=4, kda_head=32, d
                                  v_head_dim=v_head),
                      recurrent=RecurrentSpec(r_elements=3 * (d_conv - 1) * proj, s_elements=kda_head * kda_head * n_head,
                                              gguf=g), tensors=ts)
+
+
+def rwkv7_spec(e=256, n_layer=4, vocab=2048, head_size=64, n_ff=1024, lora_decay=32, lora_iclr=32,
+               lora_value=32, lora_gate=64):
+    """An RWKV-7 (llama.cpp models/rwkv7.cpp): every layer a time-mix (the WKV-7 recurrence with LoRA'd
+    decay, in-context learning rate, value residual and gate) and a channel-mix (squared-ReLU FFN);
+    the state per layer is 2 token shifts of n_embd and an n_embd x head_size WKV matrix."""
+    def t(name: str, *shape: int, ty: str = "F32") -> TensorSpec:
+        return TensorSpec(name=name, shape=list(shape), type=ty)
+
+    ts = [t("token_embd.weight", e, vocab, ty="F16"), t("token_embd_norm.weight", e), t("token_embd_norm.bias", e),
+          t("output_norm.weight", e), t("output_norm.bias", e), t("output.weight", e, vocab, ty="F16")]
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        lv = lora_iclr if i == 0 else lora_value
+        ts += [t(b + "attn_norm.weight", e), t(b + "attn_norm.bias", e), t(b + "attn_norm_2.weight", e),
+               t(b + "attn_norm_2.bias", e),
+               t(b + "time_mix_w0.weight", e), t(b + "time_mix_w1.weight", e, lora_decay),
+               t(b + "time_mix_w2.weight", lora_decay, e),
+               t(b + "time_mix_a0.weight", e), t(b + "time_mix_a1.weight", e, lora_iclr),
+               t(b + "time_mix_a2.weight", lora_iclr, e),
+               t(b + "time_mix_v0.weight", e), t(b + "time_mix_v1.weight", e, lv), t(b + "time_mix_v2.weight", lv, e),
+               t(b + "time_mix_g1.weight", e, lora_gate), t(b + "time_mix_g2.weight", lora_gate, e),
+               t(b + "time_mix_lerp_fused.weight", e, 1, 1, 6),
+               t(b + "time_mix_k_k.weight", e), t(b + "time_mix_k_a.weight", e), t(b + "time_mix_r_k.weight", e),
+               t(b + "time_mix_key.weight", e, e, ty="F16"), t(b + "time_mix_value.weight", e, e, ty="F16"),
+               t(b + "time_mix_receptance.weight", e, e, ty="F16"),
+               t(b + "time_mix_ln.weight", e), t(b + "time_mix_ln.bias", e),
+               t(b + "time_mix_output.weight", e, e, ty="F16"),
+               t(b + "channel_mix_lerp_k.weight", e, 1, 1),
+               t(b + "channel_mix_key.weight", e, n_ff, ty="F16"), t(b + "channel_mix_value.weight", n_ff, e, ty="F16")]
+    g = {"wkv.head_size": head_size, "token_shift_count": 2, "attention.decay_lora_rank": lora_decay,
+         "attention.iclr_lora_rank": lora_iclr, "attention.value_residual_mix_lora_rank": lora_value,
+         "attention.gate_lora_rank": lora_gate}
+    return ModelSpec(name="rwkv7-twin", source="test", architecture="rwkv7", n_layers=n_layer, n_embd=e, n_head=0,
+                     n_kv_heads=0, head_dim_k=0, head_dim_v=0, n_ff=n_ff, n_vocab=vocab,
+                     layers=[LayerSpec(attn="recurrent", n_head=0, n_head_kv=0) for _ in range(n_layer)],
+                     recurrent=RecurrentSpec(r_elements=2 * e, s_elements=e * head_size, gguf=g), tensors=ts)

@@ -243,7 +243,8 @@ def test_other_hybrids_memory_is_exact_and_compute_within_5_percent(tmp_path, ar
 
 
 @pytest.mark.parametrize("name,ctx,ub,fa", [("Nemotron-H-8B", 4096, 2048, True), ("Jamba-Mini", 32768, 512, True),
-                                             ("LFM2-1.2B", 8192, 512, False), ("Granite-4.0-H-Tiny", 4096, 512, True)])
+                                             ("LFM2-1.2B", 8192, 512, False), ("Granite-4.0-H-Tiny", 4096, 512, True),
+                                             ("RWKV-7 2.9B", 4096, 128, True)])
 def test_hybrid_compute_at_real_size_within_5_percent_of_llama_cpp(tmp_path, name, ctx, ub, fa):
     """Hybrids at their released sizes (sparse twins; a dry run reads no weights): the phase that sets
     the peak differs (logits, Jamba's MoE FFN under the attention mask, attention scores)."""
@@ -275,3 +276,26 @@ def test_kimi_linear_state_and_latent_cache_are_exact(tmp_path):
     assert r["ok"], r.get("error")
     for part in ("CPU KV", "CPU RS", "CPU model"):
         assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+
+
+@pytest.mark.parametrize("shape,ub", [({}, 512), (dict(e=1024), 256), (dict(n_ff=4096), 512)])
+def test_rwkv7_state_is_exact_and_compute_within_5_percent(tmp_path, shape, ub):
+    """RWKV-7: 2 token shifts and an n_embd x head_size WKV state per layer (exact), no KV cache; the
+    compute buffer is its time mix or its channel mix, whichever is wider (no attention phase)."""
+    from planner.model.hybrid import rwkv7_spec
+    from planner.verify.twin import write_twin
+    path = str(tmp_path / "rwkv7.gguf")
+    write_twin(rwkv7_spec(**shape), path)
+    m = load_gguf(path)
+    assert all(lay.attn == "recurrent" for lay in m.layers)
+    opts = RuntimeOptions(n_ctx=4096, n_ubatch=ub, mmap=False)
+    est = estimate(m, THIS_CPU, opts).devices[-1].buffers_mib
+    r = run_probe(dict(model=path, ctx=4096, mmap=False, n_ubatch=ub, n_batch=2048), timeout_s=300)
+    assert r["ok"], r.get("error")
+    assert "CPU KV" not in r["bufs_mib"]
+    for part in ("CPU RS", "CPU model"):
+        assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+    d = run_probe(dict(model=path, dry=True, ctx=4096, n_ubatch=ub, n_batch=2048), timeout_s=300)
+    assert d["ok"], d.get("error")
+    got, want = est["CPU compute"], d["bufs_mib"]["CPU compute"]
+    assert abs(got / want - 1) <= 0.05, (got, want)
