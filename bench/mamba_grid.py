@@ -2,8 +2,8 @@
 behind the SSM phase and the hybrid terms of planner/estimate/compute.py. Hybrids: Granite-4.0-H
 (Mamba-2 mixers, sparse attention, dense or MoE FFNs), Nemotron-H (Mamba-2, attention and FFN-only
 layers), Jamba (Mamba-1, attention, MoE every other layer), LFM2 (short convolutions and attention),
-and RWKV-7 (no attention); small twins over a grid, and twins at the real models' sizes (sparse files: a dry run reads no
-weights). Writes bench/data/cpu-mamba-compute.jsonl and prints each case with the estimate; exits 1
+and RWKV-7 (no attention); small twins over a grid, and twins at the real models' sizes (sparse
+files: a dry run reads no weights). Writes bench/data/cpu-mamba-compute.jsonl and prints each case with the estimate; exits 1
 when one is off by more than 5%.
 
 The hybrid twins have 16 layers with attention at layers 4 and 12: real hybrids put one attention

@@ -177,7 +177,8 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
         types = cfg.get("layer_types") or ["mamba"] * n_layers
         n_exp = cfg.get("num_local_experts", 0)
         d_head = cfg.get("mamba_d_head", 64)
-        m = hybrid.hybrid_spec(e=e, n_layer=n_layers, attn_layers=tuple(i for i, t in enumerate(types) if t == "attention"),
+        attn = tuple(i for i, t in enumerate(types) if t == "attention")
+        m = hybrid.hybrid_spec(e=e, n_layer=n_layers, attn_layers=attn,
                                vocab=vocab, d_state=cfg.get("mamba_d_state", 128), n_group=cfg.get("mamba_n_groups", 1),
                                head=d_head, d_inner=cfg.get("mamba_n_heads", 2 * e // d_head) * d_head,
                                n_head=n_head, n_head_kv=n_kv, head_dim=e // n_head,

@@ -244,7 +244,8 @@ def kimi_linear_spec(pattern="KKKA", e=256, vocab=2048, n_head=4, kda_head=32, d
             raise ValueError(f"pattern letters are K and A, not {kind!r}")
         ts.append(t(b + "ffn_norm.weight", e, ty="F32"))
         if i == 0:
-            ts += [t(b + "ffn_gate.weight", e, n_ff), t(b + "ffn_down.weight", n_ff, e), t(b + "ffn_up.weight", e, n_ff)]
+            ts += [t(b + "ffn_gate.weight", e, n_ff), t(b + "ffn_down.weight", n_ff, e),
+                   t(b + "ffn_up.weight", e, n_ff)]
         else:
             ts += [t(b + "ffn_gate_inp.weight", e, n_expert, ty="F32"),
                    t(b + "ffn_gate_exps.weight", e, expert_ff, n_expert),
@@ -260,8 +261,8 @@ def kimi_linear_spec(pattern="KKKA", e=256, vocab=2048, n_head=4, kda_head=32, d
                                  n_shared_expert=1, shared_ff=expert_ff, n_dense_lead=1),
                      mla=MLASpec(kv_lora_rank=kv_lora, q_lora_rank=None, rope_dim=rope, nope_dim=nope,
                                  v_head_dim=v_head),
-                     recurrent=RecurrentSpec(r_elements=3 * (d_conv - 1) * proj, s_elements=kda_head * kda_head * n_head,
-                                             gguf=g), tensors=ts)
+                     recurrent=RecurrentSpec(r_elements=3 * (d_conv - 1) * proj,
+                                             s_elements=kda_head * kda_head * n_head, gguf=g), tensors=ts)
 
 
 def rwkv7_spec(e=256, n_layer=4, vocab=2048, head_size=64, n_ff=1024, lora_decay=32, lora_iclr=32,
