@@ -147,15 +147,20 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
     tied = bool(cfg.get("tie_word_embeddings", arch in ("lfm2", "granitehybrid")))
     if arch == "nemotron_h":
         pattern = cfg["hybrid_override_pattern"]
-        if set(pattern) - set("M*-"):
-            raise ModelNotFoundError(f"{name}: Nemotron-H MoE blocks ('E' in hybrid_override_pattern) are not "
-                                     f"supported from config.json yet; a GGUF of it can still be read")
+        if set(pattern) - set("M*-E") or cfg.get("moe_latent_size"):
+            raise ModelNotFoundError(f"{name}: this Nemotron-H layout (blocks {''.join(sorted(set(pattern)))}"
+                                     f"{', latent MoE' if cfg.get('moe_latent_size') else ''}) is not supported "
+                                     f"from config.json yet; a GGUF of it can still be read")
+        moe = dict(n_expert=cfg.get("n_routed_experts", 0), n_expert_used=cfg.get("num_experts_per_tok", 0),
+                   expert_ff=cfg.get("moe_intermediate_size", 0),
+                   shared_ff=cfg.get("moe_shared_expert_intermediate_size", 0) * cfg.get("n_shared_experts", 1)) \
+            if "E" in pattern else {}
         d_head = cfg.get("mamba_head_dim", 64)
         m = hybrid.nemotron_h_spec(pattern, e=e, vocab=vocab, d_inner=cfg.get("mamba_num_heads", 128) * d_head,
                                    d_state=cfg.get("ssm_state_size", 128),
                                    n_group=cfg.get("n_groups", cfg.get("mamba_num_groups", 8)), head=d_head,
                                    n_head=n_head, n_head_kv=n_kv, head_dim=_get(cfg, "head_dim", default=e // n_head),
-                                   n_ff=cfg["intermediate_size"], tied=tied)
+                                   n_ff=cfg["intermediate_size"], tied=tied, **moe)
     elif arch == "jamba":
         if cfg.get("mamba_expand", 2) != 2:
             raise ModelNotFoundError(f"{name}: llama.cpp runs Jamba only with mamba_expand 2")

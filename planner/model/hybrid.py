@@ -105,10 +105,13 @@ def _attn_tensors(b: str, e: int, n_head: int, n_head_kv: int, head_dim: int) ->
 
 
 def nemotron_h_spec(pattern="M-M*M-", e=256, vocab=2048, d_inner=None, d_state=64, n_group=2, head=64, n_head=4,
-                    n_head_kv=2, head_dim=64, n_ff=768, tied=False):
+                    n_head_kv=2, head_dim=64, n_ff=768, tied=False, n_expert=0, n_expert_used=0, expert_ff=0,
+                    shared_ff=0):
     """A Nemotron-H (llama.cpp models/nemotron-h.cpp) from its hybrid_override_pattern: 'M' a Mamba-2 mixer
-    (d_inner: 2 n_embd unless given), '*' an attention layer, '-' an FFN-only layer (ReLU^2 up/down, no gate). A layer
-    is recurrent where both its KV-head count and FFN width are 0, as the loader reads them."""
+    (d_inner: 2 n_embd unless given), '*' an attention layer, '-' an FFN-only layer (ReLU^2 up/down, no
+    gate), 'E' a MoE layer (ReLU^2 experts up/down, sigmoid router with a bias, one shared expert; the
+    architecture is then nemotron_h_moe). A layer is recurrent where both its KV-head count and FFN
+    width are 0, as the loader reads them."""
     m2 = mamba_spec(2, e=e, n_layer=len(pattern), vocab=vocab, d_inner=d_inner or 2 * e, d_state=d_state,
                     n_group=n_group, head=head)
     ts = _head(m2, tied)
@@ -127,12 +130,23 @@ def nemotron_h_spec(pattern="M-M*M-", e=256, vocab=2048, d_inner=None, d_state=6
                    TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16"),
                    TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16")]
             layers.append(LayerSpec(attn="none", n_head=n_head, n_head_kv=0, n_ff=n_ff))
+        elif kind == "E" and n_expert:
+            ts += [TensorSpec(name=b + "attn_norm.weight", shape=[e], type="F32"),
+                   TensorSpec(name=b + "ffn_gate_inp.weight", shape=[e, n_expert], type="F32"),
+                   TensorSpec(name=b + "exp_probs_b.bias", shape=[n_expert], type="F32"),
+                   TensorSpec(name=b + "ffn_down_exps.weight", shape=[expert_ff, e, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_up_exps.weight", shape=[e, expert_ff, n_expert], type="F16"),
+                   TensorSpec(name=b + "ffn_down_shexp.weight", shape=[shared_ff, e], type="F16"),
+                   TensorSpec(name=b + "ffn_up_shexp.weight", shape=[e, shared_ff], type="F16")]
+            layers.append(LayerSpec(attn="none", n_head=n_head, n_head_kv=0, n_ff=expert_ff, moe=True))
         else:
-            raise ValueError(f"pattern letters are M, * and -, not {kind!r}")
-    return ModelSpec(name="nemotron_h-twin", source="test", architecture="nemotron_h", n_layers=len(pattern),
-                     n_embd=e, n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim,
-                     n_ff=n_ff, n_vocab=vocab, tied_embeddings=tied, layers=layers, recurrent=m2.recurrent,
-                     tensors=ts)
+            raise ValueError(f"pattern letters are M, *, - and E (with experts), not {kind!r}")
+    moe = MoESpec(n_expert=n_expert, n_expert_used=n_expert_used, expert_ff=expert_ff, n_shared_expert=1,
+                  shared_ff=shared_ff) if "E" in pattern else None
+    return ModelSpec(name="nemotron_h-twin", source="test", architecture="nemotron_h_moe" if moe else "nemotron_h",
+                     n_layers=len(pattern), n_embd=e, n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim,
+                     head_dim_v=head_dim, n_ff=n_ff, n_vocab=vocab, tied_embeddings=tied, layers=layers, moe=moe,
+                     recurrent=m2.recurrent, tensors=ts)
 
 
 def jamba_spec(n_layer=8, attn_layers=(4,), moe_layers=(1, 3, 5, 7), e=256, vocab=2048, d_state=16, n_head=4,

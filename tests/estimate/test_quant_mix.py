@@ -63,7 +63,8 @@ def test_per_tensor_types_equal_llama_quantize(tmp_path, arch_kw, ftypes):
     _assert_llama_quantize_types(src, spec, ftypes, tmp_path)
 
 
-@pytest.mark.parametrize("arch", ["nemotron_h", "jamba", "lfm2", "granitehybrid", "rwkv7", "kimi-linear"])
+@pytest.mark.parametrize("arch", ["nemotron_h", "nemotron_h_moe", "jamba", "lfm2", "granitehybrid", "rwkv7",
+                                  "kimi-linear"])
 def test_hybrid_per_tensor_types_equal_llama_quantize(tmp_path, arch):
     """Hybrids: Nemotron-H has ffn_down in only some layers (llama-quantize counts them, so the
     use_more_bits layers are the count's, not the layer index's), LFM2's short-conv kernel and the
@@ -71,6 +72,8 @@ def test_hybrid_per_tensor_types_equal_llama_quantize(tmp_path, arch):
     lerp weights stay F32 (by name, and [n, 1, 1] counts as 1-D as ggml_n_dims has it)."""
     from planner.model.hybrid import hybrid_spec, jamba_spec, kimi_linear_spec, lfm2_spec, nemotron_h_spec, rwkv7_spec
     spec = {"nemotron_h": lambda: nemotron_h_spec("M-M-M-M*-M-M-M*-"), "jamba": jamba_spec,
+            "nemotron_h_moe": lambda: nemotron_h_spec("MEMEM*EMEMEM*EME", n_expert=8, n_expert_used=2,
+                                                      expert_ff=256, shared_ff=512),
             "rwkv7": lambda: rwkv7_spec(n_layer=8), "kimi-linear": lambda: kimi_linear_spec("KKKAKKKA"),
             "lfm2": lambda: lfm2_spec("CCACCACCACACACAC"),
             "granitehybrid": lambda: hybrid_spec(n_layer=16, attn_layers=(4, 12), n_expert=8, n_expert_used=2,

@@ -82,9 +82,29 @@ def test_hybrid_catalog_entries_load_in_llama_cpp_with_the_state_we_predict(tmp_
     assert estimate(load_gguf(path), hw, opts).devices[-1].buffers_mib == ours
 
 
-def test_a_hybrid_layout_we_cannot_build_says_so():
+def test_nemotron_h_moe_from_config_loads_in_llama_cpp_and_latent_moe_says_it_is_not_built(tmp_path):
+    """'E' blocks (Nemotron 3 Nano's layout): ReLU^2 experts with a shared one, architecture nemotron_h_moe;
+    its twin loads in llama.cpp with the state and cache we predict. A latent MoE (moe_latent_size) is
+    refused with one clear line."""
+    from planner.estimate import RuntimeOptions, estimate
     from planner.model.catalog import find_entry
     from planner.model.hf_config import spec_from_hf_config
-    nano = dict(find_entry("nemotron-h-8b").config, hybrid_override_pattern="MEM*")
-    with pytest.raises(ModelNotFoundError, match="MoE blocks"):
-        spec_from_hf_config(nano, "nemotron-3-nano", "test")
+    from planner.profile.targets import resolve_target
+    from planner.verify.probe import run_probe
+    from planner.verify.twin import write_twin
+    cfg = dict(find_entry("nemotron-h-8b").config, hybrid_override_pattern="MEMEM*EMEMEM*EME", num_hidden_layers=16,
+               hidden_size=512, vocab_size=4096, mamba_num_heads=16, n_groups=2, num_attention_heads=8,
+               num_key_value_heads=2, n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=256,
+               moe_shared_expert_intermediate_size=512, n_shared_experts=1)
+    m = spec_from_hf_config(cfg, "nemotron-moe-twin", "test")
+    assert m.architecture == "nemotron_h_moe" and [lay.moe for lay in m.layers].count(True) == 7
+    path = str(tmp_path / "nmoe.gguf")
+    write_twin(m, path)
+    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=False), timeout_s=300)
+    assert r["ok"], r.get("error")
+    est = estimate(m, resolve_target("auto"), RuntimeOptions(n_ctx=4096, flash_attn=True, mmap=False))
+    got = est.devices[-1].buffers_mib
+    for part in ("CPU KV", "CPU RS", "CPU model"):
+        assert abs(got[part] - r["bufs_mib"][part]) <= 0.011, (part, got, r["bufs_mib"])
+    with pytest.raises(ModelNotFoundError, match="latent MoE"):
+        spec_from_hf_config(dict(cfg, moe_latent_size=256), "nemotron-3-super", "test")
