@@ -159,7 +159,7 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         cells = cells_swa if lay.attn == "swa" else cells_full
         d = layer_dev[il] if opts.offload_kqv else CPU
         b.kv[d] = b.kv.get(d, 0) + kv_layer_bytes(model, il, cells, opts.cache_type_k, opts.cache_type_v)
-        if lay.attn == "recurrent":
+        if lay.attn == "recurrent" or (model.recurrent and model.recurrent.in_attention_layers):
             rs = rs_layer_bytes(model, opts.n_seq)
             b.rs[d] = b.rs.get(d, 0) + rs
             reads_of[d] = reads_of.get(d, 0) + rs  # read (and written) whole every token

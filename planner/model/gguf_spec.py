@@ -142,7 +142,10 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
     ftype = h.get("general.file_type")
     notes = []
     recurrent = None
-    if any(lay.attn == "recurrent" for lay in layers):
+    if arch == "falcon-h1":  # attention and a Mamba-2 mixer side by side in every layer (is_recr: all)
+        recurrent = recurrent_state(h, arch, n_embd)
+        recurrent = recurrent.model_copy(update={"in_attention_layers": True}) if recurrent else None
+    elif any(lay.attn == "recurrent" for lay in layers):
         recurrent = recurrent_state(h, arch, n_embd, heads[0] if heads else 0)
         if recurrent is None:
             notes.append("recurrent layers of an unknown kind: their fixed state is not in the estimate")

@@ -315,3 +315,25 @@ def rwkv7_spec(e=256, n_layer=4, vocab=2048, head_size=64, n_ff=1024, lora_decay
                      n_kv_heads=0, head_dim_k=0, head_dim_v=0, n_ff=n_ff, n_vocab=vocab,
                      layers=[LayerSpec(attn="recurrent", n_head=0, n_head_kv=0) for _ in range(n_layer)],
                      recurrent=RecurrentSpec(r_elements=2 * e, s_elements=e * head_size, gguf=g), tensors=ts)
+
+
+def falcon_h1_spec(e=256, n_layer=4, vocab=2048, d_inner=512, d_state=64, n_group=1, head=64, n_head=4,
+                   n_head_kv=2, head_dim=64, n_ff=768, tied=False):
+    """A Falcon-H1 (llama.cpp models/falcon-h1.cpp): every layer runs a Mamba-2 mixer and attention side by
+    side, then a SwiGLU FFN; so every layer holds both a KV cache and the recurrent state."""
+    m2 = mamba_spec(2, e=e, n_layer=n_layer, vocab=vocab, d_inner=d_inner, d_state=d_state, n_group=n_group,
+                    head=head)
+    ts = _head(m2, tied)
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        ts += [t for t in m2.tensors if t.name.startswith(b)]  # attn_norm and the ssm_* tensors
+        ts += _attn_tensors(b, e, n_head, n_head_kv, head_dim)
+        ts += [TensorSpec(name=b + "ffn_norm", shape=[e], type="F32"),  # llama.cpp names it without .weight
+               TensorSpec(name=b + "ffn_gate.weight", shape=[e, n_ff], type="F16"),
+               TensorSpec(name=b + "ffn_down.weight", shape=[n_ff, e], type="F16"),
+               TensorSpec(name=b + "ffn_up.weight", shape=[e, n_ff], type="F16")]
+    return ModelSpec(name="falcon-h1-twin", source="test", architecture="falcon-h1", n_layers=n_layer, n_embd=e,
+                     n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim, n_ff=n_ff,
+                     n_vocab=vocab, tied_embeddings=tied,
+                     layers=[LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv) for _ in range(n_layer)],
+                     recurrent=m2.recurrent.model_copy(update={"in_attention_layers": True}), tensors=ts)

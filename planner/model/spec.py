@@ -89,6 +89,8 @@ class RecurrentSpec(BaseModel):
     gguf: dict[str, int] = Field(default_factory=dict,
                                  description="the GGUF hyperparameters they come from ({arch}.ssm.*, wkv.*), "
                                              "so a shape twin can write them back")
+    in_attention_layers: bool = Field(False, description="every layer runs attention and the recurrent mixer side "
+                                                         "by side and holds both KV and state (Falcon-H1)")
 
 
 class ModelSpec(BaseModel):

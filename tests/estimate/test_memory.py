@@ -299,3 +299,19 @@ def test_rwkv7_state_is_exact_and_compute_within_5_percent(tmp_path, shape, ub):
     assert d["ok"], d.get("error")
     got, want = est["CPU compute"], d["bufs_mib"]["CPU compute"]
     assert abs(got / want - 1) <= 0.05, (got, want)
+
+
+def test_falcon_h1_layers_hold_both_kv_and_state(tmp_path):
+    """Falcon-H1 runs attention and a Mamba-2 mixer side by side in every layer (llama.cpp: is_recr for all
+    layers, and a KV cache for all): KV, recurrent state and weights to llama.cpp's 0.01 MiB."""
+    from planner.model.hybrid import falcon_h1_spec
+    from planner.verify.twin import write_twin
+    path = str(tmp_path / "falcon-h1.gguf")
+    write_twin(falcon_h1_spec(), path)
+    m = load_gguf(path)
+    assert m.recurrent.in_attention_layers and all(lay.attn == "full" for lay in m.layers)
+    est = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=True, mmap=False)).devices[-1].buffers_mib
+    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=False), timeout_s=300)
+    assert r["ok"], r.get("error")
+    for part in ("CPU KV", "CPU RS", "CPU model"):
+        assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
