@@ -147,7 +147,8 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
     tied = bool(cfg.get("tie_word_embeddings", arch in ("lfm2", "granitehybrid")))
     if arch == "nemotron_h":
         pattern = cfg["hybrid_override_pattern"]
-        if set(pattern) - set("M*-E") or cfg.get("moe_latent_size"):
+        unknown = set(pattern) - set("M*-E") or ("E" in pattern and not cfg.get("n_routed_experts"))
+        if unknown or cfg.get("moe_latent_size"):
             raise ModelNotFoundError(f"{name}: this Nemotron-H layout (blocks {''.join(sorted(set(pattern)))}"
                                      f"{', latent MoE' if cfg.get('moe_latent_size') else ''}) is not supported "
                                      f"from config.json yet; a GGUF of it can still be read")
@@ -160,7 +161,8 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
                                    d_state=cfg.get("ssm_state_size", 128),
                                    n_group=cfg.get("n_groups", cfg.get("mamba_num_groups", 8)), head=d_head,
                                    n_head=n_head, n_head_kv=n_kv, head_dim=_get(cfg, "head_dim", default=e // n_head),
-                                   n_ff=cfg["intermediate_size"], tied=tied, **moe)
+                                   n_ff=cfg.get("intermediate_size") or cfg.get("moe_intermediate_size", 0), tied=tied,
+                                   **moe)
     elif arch == "jamba":
         if cfg.get("mamba_expand", 2) != 2:
             raise ModelNotFoundError(f"{name}: llama.cpp runs Jamba only with mamba_expand 2")
