@@ -18,7 +18,7 @@ HF_TO_GGUF_ARCH = {
     "DeepseekV3ForCausalLM": "deepseek2", "DeepseekV2ForCausalLM": "deepseek2",
     "GptOssForCausalLM": "gpt-oss",
     "NemotronHForCausalLM": "nemotron_h", "JambaForCausalLM": "jamba", "Lfm2ForCausalLM": "lfm2",
-    "GraniteMoeHybridForCausalLM": "granitehybrid",
+    "GraniteMoeHybridForCausalLM": "granitehybrid", "FalconH1ForCausalLM": "falcon-h1",
 }
 
 
@@ -180,6 +180,15 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
             attn = [i for i, t in enumerate(cfg.get("layer_types") or []) if "attention" in t]
         m = hybrid.lfm2_spec("".join("A" if i in attn else "C" for i in range(n_layers)), e=e, vocab=vocab,
                              n_head=n_head, n_head_kv=n_kv, n_ff=_lfm2_ff(cfg), l_cache=cfg.get("conv_L_cache", 3))
+    elif arch == "falcon-h1":
+        d_head = cfg.get("mamba_d_head", 64)
+        n_ssm_head = cfg.get("mamba_n_heads", 2 * e // d_head)
+        m = hybrid.falcon_h1_spec(e=e, n_layer=n_layers, vocab=vocab,
+                                  d_inner=cfg.get("mamba_d_ssm") or n_ssm_head * d_head,
+                                  d_state=cfg.get("mamba_d_state", 256), n_group=cfg.get("mamba_n_groups", 1),
+                                  head=d_head, n_head=n_head, n_head_kv=n_kv,
+                                  head_dim=_get(cfg, "head_dim", default=e // n_head), n_ff=cfg["intermediate_size"],
+                                  tied=tied)
     else:  # granitehybrid
         types = cfg.get("layer_types") or ["mamba"] * n_layers
         n_exp = cfg.get("num_local_experts", 0)
@@ -199,4 +208,4 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
                                 "n_ctx_train": _get(cfg, "max_position_embeddings", default=4096)})
 
 
-HYBRIDS = ("nemotron_h", "jamba", "lfm2", "granitehybrid")
+HYBRIDS = ("nemotron_h", "jamba", "lfm2", "granitehybrid", "falcon-h1")

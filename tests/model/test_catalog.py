@@ -108,3 +108,28 @@ def test_nemotron_h_moe_from_config_loads_in_llama_cpp_and_latent_moe_says_it_is
         assert abs(got[part] - r["bufs_mib"][part]) <= 0.011, (part, got, r["bufs_mib"])
     with pytest.raises(ModelNotFoundError, match="latent MoE"):
         spec_from_hf_config(dict(cfg, moe_latent_size=256), "nemotron-3-super", "test")
+
+
+def test_falcon_h1_from_config_loads_in_llama_cpp_with_kv_and_state_in_every_layer(tmp_path):
+    """FalconH1ForCausalLM (attention and a Mamba-2 mixer side by side in every layer, d_inner from
+    mamba_d_ssm): a 1.5B-shaped config's twin (sparse) loads in llama.cpp, whose dry run allocates the KV
+    and recurrent state we predict."""
+    from planner.estimate import RuntimeOptions, estimate
+    from planner.model.hf_config import spec_from_hf_config
+    from planner.profile.targets import resolve_target
+    from planner.verify.probe import run_probe
+    from planner.verify.twin import write_twin
+    cfg = {"architectures": ["FalconH1ForCausalLM"], "num_hidden_layers": 24, "hidden_size": 2048,
+           "intermediate_size": 4608, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128,
+           "vocab_size": 65537, "mamba_d_state": 256, "mamba_d_conv": 4, "mamba_n_groups": 1, "mamba_n_heads": 48,
+           "mamba_d_head": 64, "mamba_d_ssm": 3072, "tie_word_embeddings": False}
+    m = spec_from_hf_config(cfg, "falcon-h1-1.5b-shape", "test")
+    assert m.recurrent.in_attention_layers and abs(m.n_params / 1.555e9 - 1) < 0.01
+    path = str(tmp_path / "falcon-h1.gguf")
+    write_twin(m, path)
+    opts = RuntimeOptions(n_ctx=4096, flash_attn=True)  # mmap: the sparse 3 GB file is not read
+    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=True), timeout_s=300)
+    assert r["ok"], r.get("error")
+    got = estimate(m, resolve_target("auto"), opts).devices[-1].buffers_mib
+    for part in ("CPU KV", "CPU RS", "CPU_Mapped model"):
+        assert abs(got[part] - r["bufs_mib"][part]) <= 0.011, (part, got, r["bufs_mib"])
