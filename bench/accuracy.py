@@ -89,13 +89,14 @@ def rows() -> list[dict]:
         out.append(dict(case=f"CPU dry {c['model']} ctx={c['ctx']} ub={c['n_ubatch']} fa={int(c['fa'])}",
                         part="CPU compute", meas=r["bufs_mib"]["CPU compute"], est=est / 2**20, goal="5%"))
     dec = os.path.join(HERE, "cpu-decode.jsonl")
+    llama_1b = load_model("llama3.2-1b")  # the 1B twin's spec, and the same-run reference of the hybrid rows
     for line in open(dec) if os.path.exists(dec) else []:
         r = json.loads(line)
         hw_c = HardwareProfile(cpu=CPUSpec(model=r["cpu"], cores=r["cores"], threads=r["cores"],
                                            flags=["avx", "avx2", "fma", "f16c"]),
                                ram=RAM(total_bytes=24 << 30, bandwidth_gbps=r["ram_copy_gbps"],
                                        bandwidth_source="measured: single-thread 64 MiB copy test"))
-        spec = (load_model(r["model"]) if r.get("model") else load_model("llama3.2-1b") if "1B" in r["case"]
+        spec = (load_model(r["model"]) if r.get("model") else llama_1b if "1B" in r["case"]
                 else load_gguf(smol[0]) if smol else None)
         if spec is None:
             continue
@@ -106,7 +107,7 @@ def rows() -> list[dict]:
             # scaled by the dense Llama-3.2-1B twin measured in the same run (the box's speed drifts)
             f = r["ref"]
             hw_r = hw_c.model_copy(update={"ram": hw_c.ram.model_copy(update={"bandwidth_gbps": f["ram_copy_gbps"]})})
-            t_ref = throughput(load_model("llama3.2-1b"), hw_r, {CPU: f["read_bytes_per_token"]}, {},
+            t_ref = throughput(llama_1b, hw_r, {CPU: f["read_bytes_per_token"]}, {},
                                {CPU: f["n_layers"]}, 2048, 0, True)
             dec *= f["tg_tps"] / t_ref.decode_tps
             pp *= f["pp_tps"] / t_ref.prefill_tps

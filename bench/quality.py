@@ -161,7 +161,8 @@ def main() -> int:
                     help="which models to run; 'kept': none, report the kept results")
     ap.add_argument("--write", help="write the markdown report (and an .svg per model next to it) from every "
                                     "model's kept results (bench/data/quality-<model>.json)")
-    ap.add_argument("--fit", action="store_true", help="print the kld_per_rel_error fit on the stock ftypes")
+    ap.add_argument("--fit", action="store_true", help="print the quality model's factors fitted on each model's files "
+                                                              "(bench.quality_probes.fit)")
     a = ap.parse_args()
     keys = list(MODELS) if a.model == "all" else [] if a.model == "kept" else [a.model]
     all_rows: list[dict] = []

@@ -53,8 +53,8 @@ def bound(rows: list[dict], budget: int) -> dict:
 
 def fit(rows: list[dict]) -> dict[str, float]:
     """Factors of the quality model (quality.yaml `measured`) that best predict these files' KLD:
-    least squares on the relative error over the weights, activations and output parts, by
-    Gauss-Newton from the current factors. Returns the factors and the median |error| before/after."""
+    linear least squares on the relative error over the weights, activations and output parts.
+    Returns the factors and the median |error| before/after."""
     import numpy as np
     keys = ("weights", "activations", "output")
     x = np.array([[r["parts"].get(k, 0.0) for k in keys] for r in rows])

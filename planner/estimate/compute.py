@@ -38,8 +38,9 @@ def _n_kv_attn(model: ModelSpec, n_ctx: int, swa_cells: int) -> int:
 
 
 def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
-    """Bytes a Mamba layer's SSM keeps live for u tokens (0: no Mamba layers, or a recurrent kind
-    whose graph is not fitted: RWKV, LFM2's short convolution)."""
+    """Bytes a recurrent layer's mixer keeps live for u tokens: Mamba-1/2's SSM, LFM2's short
+    convolution, RWKV-7's time mix (0: no recurrent layers, or a kind whose graph is not fitted:
+    RWKV-6, Kimi's KDA)."""
     g = model.recurrent.gguf if model.recurrent else {}
     if g.get("wkv.head_size") and model.architecture == "rwkv7":
         # RWKV-7's time mix: token shifts, the six lerps, r/k/v, the LoRA'd decay, learning rate, value

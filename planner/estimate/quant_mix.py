@@ -12,7 +12,7 @@ import re
 
 from planner.errors import InvalidOptionError
 from planner.estimate.ggml_types import block_size
-from planner.model.spec import ModelSpec, TensorSpec
+from planner.model.spec import ModelSpec, TensorSpec, converter_type
 
 # LLAMA_FTYPE -> default ggml type (llama_ftype_get_default_type)
 FTYPE_DEFAULT = {
@@ -51,11 +51,7 @@ def allows_quantization(t: TensorSpec) -> bool:
 
 def source_type(t: TensorSpec, base: str = "F16") -> str:
     """The type a converter writes when none is known: F32 for 1D and routers (convert_hf_to_gguf)."""
-    if t.type:
-        return t.type
-    if len(t.shape) < 2 or "ffn_gate_inp" in t.name or t.name.endswith("_norm.weight"):
-        return "F32"
-    return base
+    return t.type or converter_type(t.name, t.shape, base)
 
 
 def category(name: str) -> str:

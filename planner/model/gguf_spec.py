@@ -127,6 +127,7 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
             has_recr.add(il)
         elif short.startswith("ffn_gate_inp"):
             has_moe.add(il)
+    ff_varies = len(set(ff)) > 1
     layers = []
     for il in range(n_layers):
         if not tensors or (il in has_attn and kv_heads[il] > 0):
@@ -138,7 +139,7 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
         layers.append(LayerSpec(attn=kind, n_head=heads[il] or n_head, n_head_kv=kv_heads[il],
                                 window=window if kind == "swa" else None,
                                 moe=il in has_moe if tensors else bool(n_expert) and il >= n_dense,
-                                n_ff=ff[il] if len(set(ff)) > 1 else None))
+                                n_ff=ff[il] if ff_varies else None))
     ftype = h.get("general.file_type")
     notes = []
     recurrent = None

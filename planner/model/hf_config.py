@@ -7,7 +7,7 @@ from typing import Any
 from planner.errors import ModelNotFoundError
 from planner.model import hybrid
 from planner.model.inventory import Shape, build_tensors
-from planner.model.spec import LayerSpec, MLASpec, ModelSpec, MoESpec
+from planner.model.spec import LayerSpec, MLASpec, ModelSpec, MoESpec, converter_type
 
 # HF `architectures[0]` -> llama.cpp general.architecture (convert_hf_to_gguf.py registrations)
 HF_TO_GGUF_ARCH = {
@@ -202,8 +202,8 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
                                n_expert=n_exp, n_expert_used=cfg.get("num_experts_per_tok", 0) if n_exp else 0,
                                shared_ff=cfg.get("shared_intermediate_size", 0) if n_exp else 0, tied=tied)
     # float weights of undecided type, except the small SSM tensors convert_hf_to_gguf keeps in F32
-    tensors = [t if t.type == "F32" and len(t.shape) >= 2 and not t.name.endswith("_norm.weight")
-               and "ffn_gate_inp" not in t.name else t.model_copy(update={"type": None}) for t in m.tensors]
+    tensors = [t.model_copy(update={"type": None}) if t.type == converter_type(t.name, t.shape) else t
+               for t in m.tensors]
     return m.model_copy(update={"name": name, "source": source, "tensors": tensors,
                                 "n_ctx_train": _get(cfg, "max_position_embeddings", default=4096)})
 

@@ -6,6 +6,8 @@ F32 (as convert_hf_to_gguf.py writes them); llama.cpp loads every one of these l
 
 from __future__ import annotations
 
+from functools import partial
+
 from planner.model.spec import LayerSpec, MLASpec, ModelSpec, MoESpec, RecurrentSpec, TensorSpec
 
 
@@ -89,6 +91,10 @@ def hybrid_spec(e=256, n_layer=4, attn_layers=(1,), vocab=2048, d_state=64, n_gr
                      n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim, head_dim_v=head_dim,
                      n_ff=n_ff, n_vocab=vocab, tied_embeddings=tied, layers=layers, moe=moe,
                      recurrent=m2.recurrent, tensors=ts)
+
+
+def _t(name: str, *shape: int, ty: str = "F16") -> TensorSpec:
+    return TensorSpec(name=name, shape=list(shape), type=ty)
 
 
 def _head(m: ModelSpec, tied: bool) -> list[TensorSpec]:
@@ -229,10 +235,7 @@ def kimi_linear_spec(pattern="KKKA", e=256, vocab=2048, n_head=4, kda_head=32, d
     latent cache); layer 0's FFN dense, the others MoE with one shared expert. KDA layers have no KV
     heads, MLA ones one latent head."""
     proj = n_head * kda_head
-
-    def t(name: str, *shape: int, ty: str = "F16") -> TensorSpec:
-        return TensorSpec(name=name, shape=list(shape), type=ty)
-
+    t = _t
     ts = [t("token_embd.weight", e, vocab), t("output_norm.weight", e, ty="F32")]
     if not tied:
         ts.append(t("output.weight", e, vocab))
@@ -284,8 +287,7 @@ def rwkv7_spec(e=256, n_layer=4, vocab=2048, head_size=64, n_ff=1024, lora_decay
     """An RWKV-7 (llama.cpp models/rwkv7.cpp): every layer a time-mix (the WKV-7 recurrence with LoRA'd
     decay, in-context learning rate, value residual and gate) and a channel-mix (squared-ReLU FFN);
     the state per layer is 2 token shifts of n_embd and an n_embd x head_size WKV matrix."""
-    def t(name: str, *shape: int, ty: str = "F32") -> TensorSpec:
-        return TensorSpec(name=name, shape=list(shape), type=ty)
+    t = partial(_t, ty="F32")  # RWKV's small mixing and LoRA weights are F32; matrices say F16
 
     ts = [t("token_embd.weight", e, vocab, ty="F16"), t("token_embd_norm.weight", e), t("token_embd_norm.bias", e),
           t("output_norm.weight", e), t("output_norm.bias", e), t("output.weight", e, vocab, ty="F16")]

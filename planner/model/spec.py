@@ -54,6 +54,14 @@ class TensorSpec(BaseModel):
         return new
 
 
+def converter_type(name: str, shape: list[int], base: str = "F16") -> str:
+    """The type convert_hf_to_gguf.py writes a float tensor in: F32 for 1-D tensors, norms and expert
+    routers, else the base type."""
+    if len(shape) < 2 or "ffn_gate_inp" in name or name.endswith("_norm.weight"):
+        return "F32"
+    return base
+
+
 class LayerSpec(BaseModel):
     attn: AttnKind = "full"
     n_head: int
