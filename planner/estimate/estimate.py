@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.estimate.memory import MiB, memory_breakdown, tensor_sizes
+from planner.estimate.memory import MiB, memory_breakdown
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU
 from planner.estimate.result import DeviceEstimate, Estimate, MemoryParts
@@ -14,8 +14,7 @@ from planner.profile.hardware import HardwareProfile
 def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, margin: float = 0.05,
              depth: int | None = None) -> Estimate:
     opts.check()
-    sizes = tensor_sizes(model)
-    b = memory_breakdown(model, hw, opts, sizes)
+    b = memory_breakdown(model, hw, opts)
     devices = []
     for g, gpu in enumerate(hw.gpus):
         mem = MemoryParts(weights_bytes=b.weights.get(g, 0), kv_bytes=b.kv.get(g, 0) + b.rs.get(g, 0),
@@ -48,6 +47,5 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
     notes = list(model.notes)
     if any(lay.attn == "swa" for lay in model.layers) and opts.swa_full:
         notes.append("--swa-full: sliding-window layers keep the whole context")
-    file_bytes = sum(sizes)
     return Estimate(model=model.name, devices=devices, throughput=thr, n_ctx=b.n_ctx, margin=margin,
-                    fits=fits, weights_file_bytes=file_bytes, notes=notes)
+                    fits=fits, weights_file_bytes=b.file_bytes, notes=notes)

@@ -5,13 +5,14 @@ Pure functions of (ModelSpec with types, HardwareProfile, RuntimeOptions); no I/
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from planner.estimate.compute import compute_buffers
 from planner.estimate.constants import backend
 from planner.estimate.ggml_types import row_bytes, tensor_bytes
 from planner.estimate.options import RuntimeOptions
-from planner.estimate.placement import CPU, layer_devices, tensor_devices
+from planner.estimate.placement import CPU, layer_devices, tensor_device
 from planner.estimate.quant_mix import source_type
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
@@ -56,6 +57,7 @@ class Breakdown:
     n_ctx: int = 0
     cells_full: int = 0
     cells_swa: int = 0
+    file_bytes: int = 0  # all weight tensors at their types
 
 
 def kv_cells(model: ModelSpec, opts: RuntimeOptions) -> tuple[int, int, int]:
@@ -93,57 +95,99 @@ def kv_layer_bytes(model: ModelSpec, il: int, cells: int, ctk: str, ctv: str) ->
     return k + v
 
 
-def tensor_sizes(model: ModelSpec) -> list[int]:
-    """Bytes of each tensor at its type (the source type when none is set), in file order."""
-    return [tensor_bytes(t.type or source_type(t), t.shape) for t in model.tensors]
+@dataclass(frozen=True)
+class WeightUnit:
+    """Weight tensors that llama.cpp always places together: a block's expert tensors, the rest of
+    a block, or one tensor outside the blocks (every tensor alone when -ot patterns may split a
+    block). Summed once per typed spec, so an estimate walks ~2 units per layer, not ~10 tensors."""
+    name: str  # the tensor's name; "blk.N" / "blk.N._exps" for a block's groups
+    layer: int | None
+    nbytes: int
+    repack: int  # bytes of it the CPU backend repacks (CPU_REPACK) when on the host
+    lo: int  # file span of the rest, the part used from the map (-1: none)
+    hi: int
+    attn2d: int  # 2-D attention / FFN weights: a GPU stages these for big batches
+    ffn2d: int
+    reads: int  # bytes read per decoded token (the output matrix's for a tied token_embd)
 
 
-def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions,
-                     sizes: list[int] | None = None) -> Breakdown:
-    """sizes: tensor_sizes(model), when the caller has it already."""
+def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False) -> list[WeightUnit]:
+    """The model's weight units in file order, repack counted for types `rp`; memoised on the spec."""
+    key = ("units", rp, per_tensor)
+    hit = model.memo.get(key)
+    if hit is not None and hit[0] is model.tensors:
+        return hit[1]
+    moe = model.moe
+    acc: dict[object, list] = {}
+    offset = 0
+    for t in model.tensors:
+        il, name = t.layer, t.name
+        ty = t.type or source_type(t)
+        nb = tensor_bytes(ty, t.shape)
+        exps = "_exps" in name
+        if per_tensor or il is None:
+            k = name
+        else:
+            k = (il, exps)
+            name = f"blk.{il}._exps" if exps else f"blk.{il}"
+        u = acc.get(k)
+        if u is None:
+            u = acc[k] = [name, il, 0, 0, -1, 0, 0, 0, 0]
+        u[2] += nb
+        if ty in rp and len(t.shape) >= 2 and t.name != "token_embd.weight" and t.shape[1] % 8 == 0 \
+                and "ffn_gate_inp" not in t.name:
+            u[3] += nb
+        else:
+            u[4] = offset if u[4] < 0 else u[4]
+            u[5] = offset + nb
+        if il is not None and len(t.shape) >= 2:
+            u[6 if t.role.startswith("attn") else 7] += nb
+        if il is not None or t.name == "output.weight" or (t.name == "token_embd.weight" and model.tied_embeddings):
+            u[8] += nb * moe.n_expert_used // moe.n_expert if moe and exps else nb
+        offset = pad(offset + nb, GGUF_ALIGN)
+    units = [WeightUnit(*u) for u in acc.values()]
+    model.memo[key] = (model.tensors, units)
+    return units
+
+
+def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> Breakdown:
     n_gpus = len(hw.gpus)
     free = [g.usable_bytes for g in hw.gpus]
-    devs = tensor_devices(model, n_gpus, opts, free)
     layer_dev, out_dev = layer_devices(model.n_layers, n_gpus, opts, free)
-    sizes = sizes if sizes is not None else tensor_sizes(model)
+    pats = [re.compile(p) for p in opts.override_tensor]
     # with a GPU, its host buffer type comes before the repack types in llama.cpp's CPU
     # buffer list (llama-model.cpp make_cpu_buft_list), so nothing is repacked
-    rp = repack_types(hw.cpu.flags, hw.cpu.arch) if n_gpus == 0 else set()
-    b = Breakdown()
+    rp = frozenset(repack_types(hw.cpu.flags, hw.cpu.arch)) if n_gpus == 0 else frozenset()
+    units = weight_units(model, rp, per_tensor=bool(pats))
+    b = Breakdown(file_bytes=sum(u.nbytes for u in units))
     weights, reads_of = b.weights, b.read_per_token
-    moe, tied = model.moe, model.tied_embeddings
-    # one pass in file order: weights per device, repacked copies, the mmap span, bytes read
-    # per token, and the host layers' weights a GPU stages for big batches (op offload)
-    offset, span_lo, span_hi = 0, None, 0
+    # weights per device, repacked copies, the mmap span, bytes read per token, and the host
+    # layers' weights a GPU stages for big batches (op offload)
+    span_lo, span_hi = None, 0
     staged_layer: dict[int, dict[str, int]] = {}
-    for t, nb in zip(model.tensors, sizes, strict=True):
-        d = devs[t.name]
-        weights[d] = weights.get(d, 0) + nb
-        il = t.layer
+    by_name = {}
+    for u in units:
+        d = tensor_device(u.name, u.layer, layer_dev, out_dev, opts, pats)
+        weights[d] = weights.get(d, 0) + u.nbytes
+        il = u.layer
+        if il is None:
+            by_name[u.name] = u
         if d == CPU:
-            ty = t.type or source_type(t)
-            if ty in rp and len(t.shape) >= 2 and t.name != "token_embd.weight" and t.shape[1] % 8 == 0 \
-                    and "ffn_gate_inp" not in t.name:
-                b.repack += nb
-            elif opts.mmap:
-                span_lo = offset if span_lo is None else span_lo
-                span_hi = offset + nb
-            if n_gpus and il is not None and len(t.shape) >= 2:
-                kind = "attention" if t.role.startswith("attn") else "ffn"
+            b.repack += u.repack
+            if opts.mmap and u.lo >= 0:
+                span_lo = u.lo if span_lo is None else min(span_lo, u.lo)
+                span_hi = max(span_hi, u.hi)
+            if n_gpus and il is not None:
                 per = staged_layer.setdefault(il, {"attention": 0, "ffn": 0})
-                per[kind] += nb
-        if il is not None or t.name == "output.weight" or (t.name == "token_embd.weight" and tied):
-            reads = nb
-            if moe and "_exps" in t.name:
-                reads = nb * moe.n_expert_used // moe.n_expert
-            if t.name == "token_embd.weight":
+                per["attention"] += u.attn2d
+                per["ffn"] += u.ffn2d
+        if u.reads:
+            if u.name == "token_embd.weight":
                 d = out_dev  # tied: read as the output matrix
-            reads_of[d] = reads_of.get(d, 0) + reads
-        offset = (offset + nb + GGUF_ALIGN - 1) // GGUF_ALIGN * GGUF_ALIGN  # pad(), inline: hot loop
-    dup = "output.weight (token_embd duplicated)"
-    if dup in devs:
-        emb = model.tensor("token_embd.weight")
-        weights[devs[dup]] = weights.get(devs[dup], 0) + tensor_bytes(emb.type or source_type(emb), emb.shape)
+            reads_of[d] = reads_of.get(d, 0) + u.reads
+    if model.tied_embeddings and out_dev != CPU and "token_embd.weight" in by_name:
+        # the output layer's GPU gets its own copy of the tied matrix (output.weight duplicated)
+        weights[out_dev] = weights.get(out_dev, 0) + by_name["token_embd.weight"].nbytes
     if opts.mmap and span_lo is not None:
         # llama.cpp maps the file span of host tensors (llama_model_loader::get_mapping_range)
         # and reports it whole, GPU and repacked tensors inside the span included. What must
@@ -155,10 +199,15 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     # KV cache
     n_ctx, cells_full, cells_swa = kv_cells(model, opts)
     b.n_ctx, b.cells_full, b.cells_swa = n_ctx, cells_full, cells_swa
+    kv_of: dict[tuple, int] = {}  # layers alike hold alike caches
     for il, lay in enumerate(model.layers):
-        cells = cells_swa if lay.attn == "swa" else cells_full
         d = layer_dev[il] if opts.offload_kqv else CPU
-        b.kv[d] = b.kv.get(d, 0) + kv_layer_bytes(model, il, cells, opts.cache_type_k, opts.cache_type_v)
+        kv = kv_of.get((lay.attn, lay.n_head_kv))
+        if kv is None:
+            cells = cells_swa if lay.attn == "swa" else cells_full
+            kv = kv_of[lay.attn, lay.n_head_kv] = kv_layer_bytes(model, il, cells, opts.cache_type_k,
+                                                                 opts.cache_type_v)
+        b.kv[d] = b.kv.get(d, 0) + kv
         if lay.attn == "recurrent" or (model.recurrent and model.recurrent.in_attention_layers):
             rs = rs_layer_bytes(model, opts.n_seq)
             b.rs[d] = b.rs.get(d, 0) + rs
@@ -170,7 +219,8 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         b.compute[CPU], _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
                                             False, n_seq=opts.n_seq)
     else:
-        staged = staged_host_weights(model, devs, out_dev, staged_layer)
+        logits = by_name.get("output.weight") or by_name.get("token_embd.weight")
+        staged = staged_host_weights(logits.nbytes if logits and out_dev == CPU else 0, staged_layer)
         dev_buf, host_buf = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
                                             True, staged, n_seq=opts.n_seq)
         copies = 4 if (n_gpus > 1 and CPU not in layer_dev and not opts.override_tensor and opts.n_cpu_moe == 0
@@ -194,20 +244,14 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     return b
 
 
-def staged_host_weights(model: ModelSpec, devs: dict[str, int], out_dev: int,
-                        per_layer: dict[int, dict[str, int]]) -> dict[str, int]:
+def staged_host_weights(logits_bytes: int, per_layer: dict[int, dict[str, int]]) -> dict[str, int]:
     """Host weights the GPU copies into its compute buffer per phase when it runs their ops.
-
     per_layer: bytes of each host layer's attention and FFN weights (2D tensors).
     Checked on the H100 runs (bench/data): ngl 0 puts output.weight (Q6_K, 411 MiB) beside the
     logits: 258.5 + 411 = 669.5 MiB, measured 669.48; ngl 16 puts one host layer's attention
     weights beside the attention scores: 564 + 23.5 = 587.5, measured 585.0.
     """
-    staged = {"logits": 0, "attention": 0, "ffn": 0}
-    if out_dev == CPU:
-        name = "output.weight" if "output.weight" in devs else "token_embd.weight"
-        t = model.tensor(name)
-        staged["logits"] = tensor_bytes(t.type or source_type(t), t.shape)
+    staged = {"logits": logits_bytes, "attention": 0, "ffn": 0}
     for d in per_layer.values():
         for k, v in d.items():
             staged[k] = max(staged[k], v)

@@ -43,23 +43,26 @@ def layer_devices(n_layer: int, n_gpus: int, opts: RuntimeOptions, free: list[in
     return [dev(il) for il in range(n_layer)], dev(n_layer)
 
 
+def tensor_device(name: str, il: int | None, layers: list[int], out_dev: int, opts: RuntimeOptions,
+                  pats: list[re.Pattern]) -> int:
+    """Device of one weight tensor, given the layers' devices (layer_devices)."""
+    if name == "token_embd.weight":
+        d = CPU
+    elif il is None:
+        d = layers[0] if name.startswith("rope_") and layers else out_dev
+    else:
+        d = layers[il]
+        if "_exps" in name and (opts.cpu_moe or il < opts.n_cpu_moe):
+            d = CPU
+    if pats and any(p.search(name) for p in pats):
+        d = CPU
+    return d
+
+
 def tensor_devices(model: ModelSpec, n_gpus: int, opts: RuntimeOptions, free: list[int]) -> dict[str, int]:
     layers, out_dev = layer_devices(model.n_layers, n_gpus, opts, free)
     pats = [re.compile(p) for p in opts.override_tensor]
-    out: dict[str, int] = {}
-    for t in model.tensors:
-        il = t.layer
-        if t.name == "token_embd.weight":
-            d = CPU
-        elif il is None:
-            d = layers[0] if t.name.startswith("rope_") and layers else out_dev
-        else:
-            d = layers[il]
-            if "_exps" in t.name and (opts.cpu_moe or il < opts.n_cpu_moe):
-                d = CPU
-        if pats and any(p.search(t.name) for p in pats):
-            d = CPU
-        out[t.name] = d
+    out = {t.name: tensor_device(t.name, t.layer, layers, out_dev, opts, pats) for t in model.tensors}
     if model.tied_embeddings and out_dev != CPU:
         out["output.weight (token_embd duplicated)"] = out_dev
     return out

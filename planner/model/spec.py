@@ -42,15 +42,20 @@ class TensorSpec(BaseModel):
 
     def retyped(self, ty: str) -> TensorSpec:
         """A copy at type `ty`. What pydantic's model_copy does, without its deep-copy
-        machinery: no re-validation, and the cached layer/role/n_elements come along (a 70B has
-        724 tensors and the optimizer re-types them for every candidate plan; 3x faster)."""
-        new = TensorSpec.__new__(TensorSpec)
-        d = dict(self.__dict__)
-        d["type"] = ty
-        object.__setattr__(new, "__dict__", d)
-        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"type"})
-        object.__setattr__(new, "__pydantic_extra__", None)
-        object.__setattr__(new, "__pydantic_private__", None)
+        machinery: no re-validation, and the cached layer/role/n_elements come along. A 70B has
+        724 tensors and the optimizer re-types them for every candidate plan, mostly to the same
+        few types, so each tensor keeps its copies per type (specs are never mutated)."""
+        variants = self.__dict__.setdefault("_variants", {})
+        new = variants.get(ty)
+        if new is None:
+            new = variants[ty] = TensorSpec.__new__(TensorSpec)
+            d = dict(self.__dict__)
+            del d["_variants"]
+            d["type"] = ty
+            object.__setattr__(new, "__dict__", d)
+            object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"type"})
+            object.__setattr__(new, "__pydantic_extra__", None)
+            object.__setattr__(new, "__pydantic_private__", None)
         return new
 
 
@@ -123,6 +128,13 @@ class ModelSpec(BaseModel):
     file_type: str | None = Field(None, description="ftype of the GGUF when read from one")
     notes: list[str] = Field(default_factory=list)
 
+    @cached_property
+    def memo(self) -> dict:
+        """Facts the estimator derives from the tensors, computed once per spec (not a field: not
+        dumped, not compared). Entries hold the tensor list they came from and are used only while
+        it is still `self.tensors`; with_types() copies start with an empty one."""
+        return {}
+
     # cached: with_types() copies keep them, which is right, as it changes types, not shapes
     @cached_property
     def n_params(self) -> int:
@@ -150,4 +162,6 @@ class ModelSpec(BaseModel):
     def with_types(self, types: dict[str, str]) -> ModelSpec:
         """A copy whose tensors carry the given ggml types (names not in `types` keep theirs)."""
         tensors = [t if types.get(t.name, t.type) == t.type else t.retyped(types[t.name]) for t in self.tensors]
-        return self.model_copy(update={"tensors": tensors})
+        out = self.model_copy(update={"tensors": tensors})
+        out.__dict__.pop("memo", None)
+        return out
