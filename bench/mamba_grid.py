@@ -2,7 +2,7 @@
 behind the SSM phase and the hybrid terms of planner/estimate/compute.py. Hybrids: Granite-4.0-H
 (Mamba-2 mixers, sparse attention, dense or MoE FFNs), Nemotron-H (Mamba-2, attention and FFN-only
 layers), Jamba (Mamba-1, attention, MoE every other layer), LFM2 (short convolutions and attention),
-and RWKV-7 (no attention); small twins over a grid, and twins at the real models' sizes (sparse
+Falcon-H1 (attention and Mamba-2 side by side) and RWKV-7 (no attention); small twins over a grid, and twins at the real models' sizes (sparse
 files: a dry run reads no weights). Writes bench/data/cpu-mamba-compute.jsonl and prints each case with the estimate; exits 1
 when one is off by more than 5%.
 
@@ -22,7 +22,8 @@ import tempfile
 
 from planner.estimate import RuntimeOptions, estimate
 from planner.model import load_gguf
-from planner.model.hybrid import hybrid_spec, jamba_spec, lfm2_spec, mamba_spec, nemotron_h_spec, rwkv7_spec
+from planner.model.hybrid import (falcon_h1_spec, hybrid_spec, jamba_spec, lfm2_spec, mamba_spec, nemotron_h_spec,
+                                  rwkv7_spec)
 from planner.profile.targets import resolve_target
 from planner.verify.probe import run_probe
 from planner.verify.twin import write_twin
@@ -54,6 +55,8 @@ OTHER = {
                            dict(moe_layers=())]),
     "lfm2": (lambda **k: lfm2_spec(**dict(pattern=LFM2) | k),
              [{}, dict(n_ff=3072), dict(e=512), dict(vocab=8192), dict(n_ff=256)]),
+    # Falcon-H1: attention and a Mamba-2 mixer side by side in every layer (4 layers: all alike)
+    "falcon-h1": (falcon_h1_spec, [{}, dict(e=512), dict(e=512, n_ff=1536), dict(d_inner=1024), dict(n_ff=3072)]),
     # RWKV-7: no attention, so one context; the grid's n_ctx only repeats it
     "rwkv7": (rwkv7_spec, [{}, dict(e=512), dict(e=1024), dict(head_size=128), dict(n_ff=4096), dict(vocab=8192),
                            dict(lora_decay=128)]),
@@ -71,6 +74,8 @@ REAL = {
     "Granite-4.0-H-Tiny": lambda: hybrid_spec(e=1536, n_layer=40, attn_layers=(5, 15, 25, 35), vocab=100352,
                                               d_state=128, n_group=1, head=64, n_head=12, n_head_kv=4, head_dim=128,
                                               n_ff=512, n_expert=64, n_expert_used=6, shared_ff=1024),
+    "Falcon-H1-1.5B": lambda: falcon_h1_spec(e=2048, n_layer=24, vocab=65537, d_inner=3072, d_state=256, n_group=1,
+                                             head=64, n_head=8, n_head_kv=2, head_dim=128, n_ff=4608),
     "RWKV-7 2.9B": lambda: rwkv7_spec(e=2560, n_layer=32, vocab=65536, n_ff=10240, lora_decay=96, lora_iclr=64,
                                       lora_value=32, lora_gate=320),
 }

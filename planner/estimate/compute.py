@@ -119,6 +119,12 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
             ssm += mask + (model.recurrent.gguf.get("ssm.inner_size", 0) * u * F32 if granite else 0)
         if any((lay.n_ff if lay.n_ff is not None else model.n_ff) or lay.moe for lay in model.layers[:last]):
             ffn += mask + ((3 * q_dim if model.moe else 7 * e) if granite else e if model.moe else 0) * u * F32
+        if model.recurrent.in_attention_layers:
+            # Falcon-H1: each layer's attention runs first and its output waits beside the Mamba-2 mixer,
+            # under the mask; its FFN phase keeps 2 more hidden states (fitted on Falcon-H1 twins, within
+            # 4% with flash attention, bench/mamba_grid.py)
+            ssm += mask + e * u * F32
+            ffn += 2 * e * u * F32
     p = {"logits": out, "attention": attn, "ffn": ffn}
     if ssm:
         p["ssm"] = ssm
