@@ -95,6 +95,14 @@ def kv_layer_bytes(model: ModelSpec, il: int, cells: int, ctk: str, ctv: str) ->
     return k + v
 
 
+# Architectures whose loaders skip the multi-token-prediction blocks unless asked to load them for
+# MTP drafting (models/<arch>.cpp: mtp_flags |= TENSOR_SKIP when !ml.load_mtp; llama-model-loader.cpp
+# then never allocates them). The others (glm4, bailingmoe2) load them "preserved but unused".
+SKIPS_MTP = frozenset({"bailingmoe3", "cohere2moe", "deepseek2", "deepseek32", "deepseek4", "glm-dsa", "glm4moe",
+                       "glm5-next", "hy_v3", "mimo2", "nemotron_h", "nemotron_h_moe", "qwen35", "qwen35moe",
+                       "qwen3next", "step35"})
+
+
 @dataclass(frozen=True)
 class WeightUnit:
     """Weight tensors that llama.cpp always places together: a block's expert tensors, the rest of
@@ -109,6 +117,7 @@ class WeightUnit:
     attn2d: int  # 2-D attention / FFN weights: a GPU stages these for big batches
     ffn2d: int
     reads: int  # bytes read per decoded token (the output matrix's for a tied token_embd)
+    loaded: bool = True  # False: an MTP block's tensors, in the file but not loaded (SKIPS_MTP)
 
 
 def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False) -> list[WeightUnit]:
@@ -118,6 +127,7 @@ def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False)
     if hit is not None and hit[0] is model.tensors:
         return hit[1]
     moe = model.moe
+    first_skipped = model.n_layers - model.n_nextn if model.architecture in SKIPS_MTP else model.n_layers
     acc: dict[object, list] = {}
     offset = 0
     for t in model.tensors:
@@ -125,6 +135,14 @@ def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False)
         ty = t.type or source_type(t)
         nb = tensor_bytes(ty, t.shape)
         exps = "_exps" in name
+        if il is not None and il >= first_skipped:
+            k = il, "skipped"
+            u = acc.get(k)
+            if u is None:
+                u = acc[k] = [f"blk.{il} (MTP, not loaded)", il, 0, 0, -1, 0, 0, 0, 0, False]
+            u[2] += nb
+            offset = pad(offset + nb, GGUF_ALIGN)
+            continue
         if per_tensor or il is None:
             k = name
         else:
@@ -132,7 +150,7 @@ def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False)
             name = f"blk.{il}._exps" if exps else f"blk.{il}"
         u = acc.get(k)
         if u is None:
-            u = acc[k] = [name, il, 0, 0, -1, 0, 0, 0, 0]
+            u = acc[k] = [name, il, 0, 0, -1, 0, 0, 0, 0, True]
         u[2] += nb
         if ty in rp and len(t.shape) >= 2 and t.name != "token_embd.weight" and t.shape[1] % 8 == 0 \
                 and "ffn_gate_inp" not in t.name:
@@ -167,6 +185,8 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     staged_layer: dict[int, dict[str, int]] = {}
     by_name = {}
     for u in units:
+        if not u.loaded:
+            continue
         d = tensor_device(u.name, u.layer, layer_dev, out_dev, opts, pats)
         weights[d] = weights.get(d, 0) + u.nbytes
         il = u.layer

@@ -128,11 +128,17 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
         elif short.startswith("ffn_gate_inp"):
             has_moe.add(il)
     ff_varies = len(set(ff)) > 1
+    n_nextn = int(k("nextn_predict_layers", 0) or 0)
+    both = arch == "falcon-h1"  # attention and a Mamba-2 mixer side by side in every layer
     layers = []
     for il in range(n_layers):
-        if not tensors or (il in has_attn and kv_heads[il] > 0):
+        if il >= n_layers - n_nextn:
+            kind = "none"  # an MTP block: llama.cpp's main context gives it no cache (filter il < n_layer())
+        elif il in has_recr and not both:
+            kind = "recurrent"  # Qwen3.5's gated delta net has a fused attn_qkv too
+        elif not tensors or (il in has_attn and kv_heads[il] > 0):
             kind = "swa" if is_swa[il] else "full"
-        elif il in has_recr or il not in has_attn and kv_heads[il] == 0 and ff[il] == 0 and not n_expert:
+        elif il not in has_attn and kv_heads[il] == 0 and ff[il] == 0 and not n_expert:
             kind = "recurrent"
         else:
             kind = "none"  # Nemotron-H's FFN-only layers: no KV, no recurrent state (is_recr: n_ff == 0 too)
@@ -143,7 +149,7 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
     ftype = h.get("general.file_type")
     notes = []
     recurrent = None
-    if arch == "falcon-h1":  # attention and a Mamba-2 mixer side by side in every layer (is_recr: all)
+    if both:  # is_recr for every layer, and a KV cache for every layer
         recurrent = recurrent_state(h, arch, n_embd)
         recurrent = recurrent.model_copy(update={"in_attention_layers": True}) if recurrent else None
     elif any(lay.attn == "recurrent" for lay in layers):
@@ -155,5 +161,5 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
         n_kv_heads=max(kv_heads) if kv_heads else 0, head_dim_k=hd_k, head_dim_v=hd_v, n_ff=max(ff) if ff else 0,
         n_vocab=int(vocab), tied_embeddings="output.weight" not in by_name,
         n_ctx_train=int(k("context_length", 4096)), layers=layers, moe=moe, mla=mla, recurrent=recurrent,
-        tensors=tensors,
+        tensors=tensors, n_nextn=n_nextn,
         file_type=LLAMA_FTYPES.get(int(ftype)) if ftype is not None else None, notes=notes)

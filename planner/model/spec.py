@@ -125,6 +125,9 @@ class ModelSpec(BaseModel):
     mla: MLASpec | None = None
     recurrent: RecurrentSpec | None = None
     tensors: list[TensorSpec]
+    n_nextn: int = Field(0, description="trailing multi-token-prediction blocks ({arch}.nextn_predict_layers, counted "
+                                        "in n_layers): no KV cache in the main context, and not loaded at all by "
+                                        "the architectures that load them only for MTP drafting (SKIPS_MTP)")
     file_type: str | None = Field(None, description="ftype of the GGUF when read from one")
     notes: list[str] = Field(default_factory=list)
 

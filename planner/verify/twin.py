@@ -69,6 +69,11 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
         w.add_uint32(f"{a}.attention.value_length_mla", m.mla.v_head_dim)
         w.add_uint32(f"{a}.attention.key_length", m.mla.kv_lora_rank + m.mla.rope_dim)
         w.add_uint32(f"{a}.attention.value_length", m.mla.kv_lora_rank)
+    if m.n_nextn:
+        w.add_uint32(f"{a}.nextn_predict_layers", m.n_nextn)
+    if a in ("qwen35", "qwen35moe"):  # M-RoPE sections, required by the loader
+        w.add_array(f"{a}.rope.dimension_sections", [m.head_dim_k // 6, m.head_dim_k // 6,
+                                                     m.head_dim_k // 2 - 2 * (m.head_dim_k // 6), 0])
     if a == "kimi-linear":
         w.add_uint32(f"{a}.expert_gating_func", 2)  # sigmoid; the loader requires the key
     if m.recurrent:

@@ -315,3 +315,28 @@ def test_falcon_h1_layers_hold_both_kv_and_state(tmp_path):
     assert r["ok"], r.get("error")
     for part in ("CPU KV", "CPU RS", "CPU model"):
         assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+
+
+@pytest.mark.parametrize("kw", [dict(n_mtp=1), dict(n_mtp=1, n_expert=8, n_expert_used=2, expert_ff=256, shared_ff=512),
+                                dict(next_=True, n_expert=16, n_expert_used=4, expert_ff=256, shared_ff=256)])
+def test_qwen35_delta_net_layers_hold_state_and_the_mtp_block_is_not_loaded(tmp_path, kw):
+    """Qwen3.5 / Qwen3-Next: gated delta-net layers (with a fused attn_qkv, yet recurrent) hold the state,
+    every 4th layer the KV cache; the trailing MTP block is in the file but llama.cpp neither loads it nor
+    gives it a cache. Weights, KV and state to llama.cpp's 0.01 MiB, compute within 5% (dry run)."""
+    from planner.model.hybrid import qwen35_spec
+    from planner.verify.twin import write_twin
+    path = str(tmp_path / "qwen35.gguf")
+    write_twin(qwen35_spec(**kw), path)
+    m = load_gguf(path)
+    assert [lay.attn for lay in m.layers[:8]] == ["recurrent"] * 3 + ["full"] + ["recurrent"] * 3 + ["full"]
+    assert m.n_nextn == kw.get("n_mtp", 0)
+    est = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=True, mmap=False)).devices[-1].buffers_mib
+    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=False), timeout_s=300)
+    assert r["ok"], r.get("error")
+    for part in ("CPU KV", "CPU RS", "CPU model"):
+        assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+    for fa in (True, False):
+        d = run_probe(dict(model=path, dry=True, ctx=4096, fa=fa, n_ubatch=512, n_batch=2048), timeout_s=300)
+        assert d["ok"], d.get("error")
+        got = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa)).devices[-1].buffers_mib["CPU compute"]
+        assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])
