@@ -2,7 +2,8 @@
 behind the SSM phase and the hybrid terms of planner/estimate/compute.py. Hybrids: Granite-4.0-H
 (Mamba-2 mixers, sparse attention, dense or MoE FFNs), Nemotron-H (Mamba-2, attention and FFN-only
 layers), Jamba (Mamba-1, attention, MoE every other layer), LFM2 (short convolutions and attention),
-Falcon-H1 (attention and Mamba-2 side by side) and RWKV-7 (no attention); small twins over a grid, and twins at the real models' sizes (sparse
+Falcon-H1 (attention and Mamba-2 side by side), Qwen3.5/Qwen3-Next (gated delta net) and RWKV-7
+(no attention); small twins over a grid, and twins at the real models' sizes (sparse
 files: a dry run reads no weights). Writes bench/data/cpu-mamba-compute.jsonl and prints each case with the estimate; exits 1
 when one is off by more than 5%.
 
@@ -23,7 +24,7 @@ import tempfile
 from planner.estimate import RuntimeOptions, estimate
 from planner.model import load_gguf
 from planner.model.hybrid import (falcon_h1_spec, hybrid_spec, jamba_spec, lfm2_spec, mamba_spec, nemotron_h_spec,
-                                  rwkv7_spec)
+                                  qwen35_spec, rwkv7_spec)
 from planner.profile.targets import resolve_target
 from planner.verify.probe import run_probe
 from planner.verify.twin import write_twin
@@ -57,6 +58,11 @@ OTHER = {
              [{}, dict(n_ff=3072), dict(e=512), dict(vocab=8192), dict(n_ff=256)]),
     # Falcon-H1: attention and a Mamba-2 mixer side by side in every layer (4 layers: all alike)
     "falcon-h1": (falcon_h1_spec, [{}, dict(e=512), dict(e=512, n_ff=1536), dict(d_inner=1024), dict(n_ff=3072)]),
+    # Qwen3.5 / Qwen3-Next: gated delta net, attention every 4th layer, an MTP block (not loaded)
+    "qwen35": (lambda **k: qwen35_spec(**dict(n_mtp=1) | k),
+               [{}, dict(e=512), dict(d_state=128), dict(n_ff=3072), dict(n_ff=256, n_v_heads=16),
+                dict(n_expert=8, n_expert_used=2, expert_ff=256, shared_ff=512),
+                dict(next_=True, n_mtp=0, n_expert=16, n_expert_used=4, expert_ff=256, shared_ff=256)]),
     # RWKV-7: no attention, so one context; the grid's n_ctx only repeats it
     "rwkv7": (rwkv7_spec, [{}, dict(e=512), dict(e=1024), dict(head_size=128), dict(n_ff=4096), dict(vocab=8192),
                            dict(lora_decay=128)]),
@@ -76,6 +82,11 @@ REAL = {
                                               n_ff=512, n_expert=64, n_expert_used=6, shared_ff=1024),
     "Falcon-H1-1.5B": lambda: falcon_h1_spec(e=2048, n_layer=24, vocab=65537, d_inner=3072, d_state=256, n_group=1,
                                              head=64, n_head=8, n_head_kv=2, head_dim=128, n_ff=4608),
+    "Qwen3.5-4B": lambda: qwen35_spec(n_layer=32, e=2560, vocab=248320, n_head=16, n_head_kv=4, head_dim=256, n_ff=9216,
+                                      d_state=128, n_k_heads=16, n_v_heads=32, n_mtp=1, tied=True),
+    "Qwen3.5-35B-A3B": lambda: qwen35_spec(n_layer=40, e=2048, vocab=248320, n_head=16, n_head_kv=2, head_dim=256,
+                                           d_state=128, n_k_heads=16, n_v_heads=32, n_expert=256, n_expert_used=8,
+                                           expert_ff=512, shared_ff=512, n_mtp=1),
     "RWKV-7 2.9B": lambda: rwkv7_spec(e=2560, n_layer=32, vocab=65536, n_ff=10240, lora_decay=96, lora_iclr=64,
                                       lora_value=32, lora_gate=320),
 }

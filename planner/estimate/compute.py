@@ -29,6 +29,7 @@ from __future__ import annotations
 from planner.model.spec import ModelSpec
 
 F32 = 4
+GATED_DELTA_NET = frozenset({"qwen3next", "qwen35", "qwen35moe"})
 
 
 def _n_kv_attn(model: ModelSpec, n_ctx: int, swa_cells: int) -> int:
@@ -56,6 +57,11 @@ def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
     if not d_inner:
         return 0
     d_state = g.get("ssm.state_size", 0)
+    if model.architecture in GATED_DELTA_NET:
+        # Qwen3-Next/3.5's gated delta net (llm_build_delta_net_base, chunked): 3 hidden states, 6 rows of the
+        # q/k width (n_group d_state) and 3 of the value width (d_inner) per token; no per-sequence term
+        # (fitted on Qwen3.5 twins, 7 shapes: within 0.3%, bench/mamba_grid.py)
+        return (3 * model.n_embd + 6 * g.get("ssm.group_count", 1) * d_state + 3 * d_inner) * u * F32
     if g.get("ssm.group_count"):  # Mamba-2 (and the hybrids built on it)
         per_token = 5 * d_inner + 6 * g["ssm.group_count"] * d_state + 3 * model.n_embd
     else:
@@ -86,15 +92,25 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         # (gemma3-4b at 32K: 671.01 MiB measured, 667.5 with it, 603.5 without)
         kinds = {lay.attn for lay in model.layers}
         n_masks = 2 if {"full", "swa"} <= kinds else 1
-        attn = (n_kv * (h + n_masks)) * u * F32 + int(5.5 * q_dim * u * F32)
+        # Qwen3-Next/3.5's gated attention (q with its gate) keeps 3 hidden states and 4 rows of the
+        # heads' width (fitted on twins with n_embd 256 and 512)
+        temps = 3 * e + 4 * h * model.head_dim_k if model.architecture in GATED_DELTA_NET else 5.5 * q_dim
+        attn = (n_kv * (h + n_masks)) * u * F32 + int(temps * u * F32)
+    waiting = 0
     if model.moe:
         # the shared expert runs after the routed ones are summed and freed: the wider of the two
         # (Granite-4.0-H twins with and without one measure alike, bench/mamba_grid.py)
         ff = max(model.moe.n_expert_used * model.moe.expert_ff, model.moe.shared_ff)
-        ffn = (3 * ff + model.moe.n_expert + 2 * e) * u * F32
+        # Qwen3-Next/3.5: the routed experts' outputs, one hidden state each, wait for the shared expert
+        # (fitted on their twins, 2 and 4 experts used)
+        waiting = model.moe.n_expert_used if model.architecture in GATED_DELTA_NET else 0
+        ffn = (3 * ff + model.moe.n_expert + (2 + waiting) * e) * u * F32
     elif model.architecture == "rwkv7":
         # channel mix: squared-ReLU key (n_ff) beside the time mix's leftovers (fitted, as above)
         ffn = (model.n_ff + 14 * e) * u * F32
+    elif model.architecture in GATED_DELTA_NET:
+        # SwiGLU beside one more hidden state than llama's (fitted on Qwen3.5 twins)
+        ffn = (3 * model.n_ff + 3 * e) * u * F32
     elif model.architecture == "nemotron_h":
         # ReLU^2 FFN (up, relu and sqr in place, down): one n_ff row beside ~10 hidden states (fitted)
         ffn = (model.n_ff + 10 * e) * u * F32
@@ -118,7 +134,8 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         if any(lay.attn == "recurrent" for lay in model.layers[:last]):
             ssm += mask + (model.recurrent.gguf.get("ssm.inner_size", 0) * u * F32 if granite else 0)
         if any((lay.n_ff if lay.n_ff is not None else model.n_ff) or lay.moe for lay in model.layers[:last]):
-            ffn += mask + ((3 * q_dim if model.moe else 7 * e) if granite else e if model.moe else 0) * u * F32
+            ffn += mask + ((3 * q_dim if model.moe else 7 * e) if granite else e if model.moe and not waiting
+                           else 0) * u * F32
         if model.recurrent.in_attention_layers:
             # Falcon-H1: each layer's attention runs first and its output waits beside the Mamba-2 mixer,
             # under the mask; its FFN phase keeps 2 more hidden states (fitted on Falcon-H1 twins, within

@@ -19,6 +19,9 @@ HF_TO_GGUF_ARCH = {
     "GptOssForCausalLM": "gpt-oss",
     "NemotronHForCausalLM": "nemotron_h", "JambaForCausalLM": "jamba", "Lfm2ForCausalLM": "lfm2",
     "GraniteMoeHybridForCausalLM": "granitehybrid", "FalconH1ForCausalLM": "falcon-h1",
+    "Qwen3NextForCausalLM": "qwen3next", "Qwen3_5ForConditionalGeneration": "qwen35",
+    "Qwen3_5ForCausalLM": "qwen35", "Qwen3_5MoeForConditionalGeneration": "qwen35moe",
+    "Qwen3_5MoeForCausalLM": "qwen35moe",
 }
 
 
@@ -140,6 +143,8 @@ def _lfm2_ff(cfg: dict[str, Any]) -> int:
 def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec:
     """Recurrent hybrids: their layer layout (pattern, periods or layer types) decides which layers
     hold attention, a Mamba mixer or a short convolution (planner/model/hybrid.py builds the tensors)."""
+    if arch in ("qwen35", "qwen35moe"):
+        cfg = cfg.get("text_config", cfg)  # the ConditionalGeneration configs nest the language model
     e, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
     n_head = cfg["num_attention_heads"]
     n_kv = _get(cfg, "num_key_value_heads", default=n_head)
@@ -189,6 +194,8 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
                                   head=d_head, n_head=n_head, n_head_kv=n_kv,
                                   head_dim=_get(cfg, "head_dim", default=e // n_head), n_ff=cfg["intermediate_size"],
                                   tied=tied)
+    elif arch in ("qwen3next", "qwen35", "qwen35moe"):
+        m = _qwen_delta_net(arch, cfg, name, e, n_layers, n_head, n_kv, vocab, tied)
     else:  # granitehybrid
         types = cfg.get("layer_types") or ["mamba"] * n_layers
         n_exp = cfg.get("num_local_experts", 0)
@@ -208,4 +215,33 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
                                 "n_ctx_train": _get(cfg, "max_position_embeddings", default=4096)})
 
 
-HYBRIDS = ("nemotron_h", "jamba", "lfm2", "granitehybrid", "falcon-h1")
+HYBRIDS = ("nemotron_h", "jamba", "lfm2", "granitehybrid", "falcon-h1", "qwen3next", "qwen35", "qwen35moe")
+
+
+def _qwen_delta_net(arch: str, cfg: dict[str, Any], name: str, e: int, n_layers: int, n_head: int, n_kv: int,
+                    vocab: int, tied: bool) -> ModelSpec:
+    """Qwen3-Next / Qwen3.5 (dense or MoE): gated delta-net layers and every k-th layer gated attention
+    (full_attention_interval, or the period of layer_types), MTP blocks as convert_hf_to_gguf keeps them."""
+    types = cfg.get("layer_types")
+    interval = cfg.get("full_attention_interval", 4)
+    if types:
+        attn = [i for i, t in enumerate(types) if t == "full_attention"]
+        interval = attn[0] + 1 if attn else 0
+        if not attn or attn != list(range(interval - 1, n_layers, interval)):
+            raise ModelNotFoundError(f"{name}: attention layers {attn} are not every k-th layer; this layout is "
+                                     f"not built from config.json yet (a GGUF of it can still be read)")
+    k_dim = cfg.get("linear_key_head_dim", 128)
+    if cfg.get("linear_value_head_dim", k_dim) != k_dim:
+        raise ModelNotFoundError(f"{name}: llama.cpp's gated delta net needs equal key and value head widths "
+                                 f"(linear_key_head_dim {k_dim}, linear_value_head_dim {cfg['linear_value_head_dim']})")
+    n_exp = cfg.get("num_experts", 0) if arch != "qwen35" else 0
+    moe = dict(n_expert=n_exp, n_expert_used=cfg.get("num_experts_per_tok", 0), expert_ff=cfg.get("moe_intermediate_size", 0),
+               shared_ff=cfg.get("shared_expert_intermediate_size", 0)) if n_exp else {}
+    return hybrid.qwen35_spec(n_layer=n_layers, interval=interval, e=e, vocab=vocab, n_head=n_head, n_head_kv=n_kv,
+                              head_dim=_get(cfg, "head_dim", default=e // n_head),
+                              n_ff=cfg.get("intermediate_size", 0), d_state=k_dim,
+                              n_k_heads=cfg.get("linear_num_key_heads", 16),
+                              n_v_heads=cfg.get("linear_num_value_heads", 32),
+                              d_conv=cfg.get("linear_conv_kernel_dim", 4),
+                              n_mtp=cfg.get("mtp_num_hidden_layers", cfg.get("num_nextn_predict_layers", 0)) or 0,
+                              tied=tied, next_=arch == "qwen3next", **moe)

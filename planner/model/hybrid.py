@@ -339,3 +339,61 @@ def falcon_h1_spec(e=256, n_layer=4, vocab=2048, d_inner=512, d_state=64, n_grou
                      n_vocab=vocab, tied_embeddings=tied,
                      layers=[LayerSpec(attn="full", n_head=n_head, n_head_kv=n_head_kv) for _ in range(n_layer)],
                      recurrent=m2.recurrent.model_copy(update={"in_attention_layers": True}), tensors=ts)
+
+
+def qwen35_spec(n_layer=8, interval=4, e=256, vocab=2048, n_head=4, n_head_kv=2, head_dim=64, n_ff=768,
+                d_state=64, n_k_heads=2, n_v_heads=4, d_conv=4, n_expert=0, n_expert_used=0, expert_ff=0,
+                shared_ff=0, n_mtp=0, tied=False, next_=False):
+    """A Qwen3.5 (llama.cpp models/qwen35.cpp, qwen35moe.cpp with experts): gated delta-net layers, every
+    `interval`-th layer gated attention (q carries its gate: 2 n_head head_dim rows), each followed by a
+    SwiGLU FFN or routed experts with a shared one; n_mtp trailing multi-token-prediction blocks (llama.cpp
+    loads them only for MTP drafting). next_: Qwen3-Next's layout (models/qwen3next.cpp: experts required,
+    beta and alpha in one ssm_ba matrix). The delta net's state is Mamba-2 shaped in llama_hparams: conv
+    (d_conv - 1)(2 n_k_heads d_state + d_inner), state d_state d_inner, d_inner = n_v_heads d_state."""
+    key_dim, d_inner = n_k_heads * d_state, n_v_heads * d_state
+    conv_dim = 2 * key_dim + d_inner
+    g = {"ssm.conv_kernel": d_conv, "ssm.inner_size": d_inner, "ssm.state_size": d_state,
+         "ssm.time_step_rank": n_v_heads, "ssm.group_count": n_k_heads, "full_attention_interval": interval}
+    ts = [_t("token_embd.weight", e, vocab), _t("output_norm.weight", e, ty="F32")]
+    if not tied:
+        ts.append(_t("output.weight", e, vocab))
+    layers = []
+    q, kv = n_head * head_dim, n_head_kv * head_dim
+    for i in range(n_layer + n_mtp):
+        b = f"blk.{i}."
+        ts += [_t(b + "attn_norm.weight", e, ty="F32"), _t(b + "post_attention_norm.weight", e, ty="F32")]
+        if i >= n_layer or (i + 1) % interval == 0:
+            ts += [_t(b + "attn_q.weight", e, 2 * q), _t(b + "attn_k.weight", e, kv), _t(b + "attn_v.weight", e, kv),
+                   _t(b + "attn_output.weight", q, e), _t(b + "attn_q_norm.weight", head_dim, ty="F32"),
+                   _t(b + "attn_k_norm.weight", head_dim, ty="F32")]
+            kind = "full" if i < n_layer else "none"  # an MTP block holds no cache in the main context
+        else:
+            ts += [_t(b + "attn_qkv.weight", e, conv_dim), _t(b + "attn_gate.weight", e, d_inner),
+                   _t(b + "ssm_conv1d.weight", d_conv, conv_dim, ty="F32"),
+                   _t(b + "ssm_dt.bias", n_v_heads, ty="F32"), _t(b + "ssm_a", n_v_heads, ty="F32"),
+                   *([_t(b + "ssm_ba.weight", e, 2 * n_v_heads)] if next_ else
+                     [_t(b + "ssm_beta.weight", e, n_v_heads), _t(b + "ssm_alpha.weight", e, n_v_heads)]),
+                   _t(b + "ssm_norm.weight", d_state, ty="F32"), _t(b + "ssm_out.weight", d_inner, e)]
+            kind = "recurrent"
+        if n_expert:
+            ts += [_t(b + "ffn_gate_inp.weight", e, n_expert, ty="F32"),
+                   _t(b + "ffn_gate_exps.weight", e, expert_ff, n_expert),
+                   _t(b + "ffn_up_exps.weight", e, expert_ff, n_expert),
+                   _t(b + "ffn_down_exps.weight", expert_ff, e, n_expert),
+                   _t(b + "ffn_gate_inp_shexp.weight", e, ty="F32"), _t(b + "ffn_gate_shexp.weight", e, shared_ff),
+                   _t(b + "ffn_up_shexp.weight", e, shared_ff), _t(b + "ffn_down_shexp.weight", shared_ff, e)]
+        else:
+            ts += [_t(b + "ffn_gate.weight", e, n_ff), _t(b + "ffn_up.weight", e, n_ff), _t(b + "ffn_down.weight", n_ff, e)]
+        if i >= n_layer:
+            ts += [_t(b + "nextn.eh_proj.weight", 2 * e, e), _t(b + "nextn.enorm.weight", e, ty="F32"),
+                   _t(b + "nextn.hnorm.weight", e, ty="F32"), _t(b + "nextn.shared_head_norm.weight", e, ty="F32")]
+        # one head_count_kv for all layers (the loader's is_recr comes from full_attention_interval)
+        layers.append(LayerSpec(attn=kind, n_head=n_head, n_head_kv=n_head_kv, moe=bool(n_expert)))
+    moe = MoESpec(n_expert=n_expert, n_expert_used=n_expert_used, expert_ff=expert_ff, n_shared_expert=1,
+                  shared_ff=shared_ff) if n_expert else None
+    return ModelSpec(name="qwen35-twin", source="test", architecture="qwen3next" if next_ else "qwen35moe" if n_expert else "qwen35",
+                     n_layers=n_layer + n_mtp, n_embd=e, n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim,
+                     head_dim_v=head_dim, n_ff=n_ff if not n_expert else expert_ff, n_vocab=vocab, tied_embeddings=tied,
+                     layers=layers, moe=moe, n_nextn=n_mtp,
+                     recurrent=RecurrentSpec(r_elements=(d_conv - 1) * conv_dim, s_elements=d_state * d_inner, gguf=g),
+                     tensors=ts)

@@ -57,6 +57,9 @@ def test_smollm2_catalog_inventory_equals_the_real_gguf(smol_path):
     ("jamba-v0.1", 51.6, {"recurrent": 28, "full": 4}),
     ("lfm2-1.2b", 1.17, {"recurrent": 10, "full": 6}),
     ("granite-4.0-h-tiny", 6.94, {"recurrent": 36, "full": 4}),
+    ("qwen3.5-4b", 4.33, {"recurrent": 24, "full": 8, "none": 1}),  # + one MTP block, not loaded
+    ("qwen3.5-35b-a3b", 35.51, {"recurrent": 30, "full": 10, "none": 1}),
+    ("qwen3-next-80b-a3b", 79.67, {"recurrent": 36, "full": 12}),
 ])
 def test_hybrid_catalog_entries_load_in_llama_cpp_with_the_state_we_predict(tmp_path, name, params_b, kinds):
     """A config.json of a hybrid -> its layer layout (pattern, periods, layer types) and tensors; written
@@ -80,6 +83,8 @@ def test_hybrid_catalog_entries_load_in_llama_cpp_with_the_state_we_predict(tmp_
     ours = estimate(m, hw, opts).devices[-1].buffers_mib
     assert abs(ours["CPU RS"] - d["bufs_mib"]["CPU RS"]) <= 0.011
     assert estimate(load_gguf(path), hw, opts).devices[-1].buffers_mib == ours
+    if m.n_nextn:  # the GGUF carries the MTP block; llama.cpp skips it, and so do we
+        assert load_gguf(path).n_nextn == m.n_nextn
 
 
 def test_nemotron_h_moe_from_config_loads_in_llama_cpp_and_latent_moe_says_it_is_not_built(tmp_path):
