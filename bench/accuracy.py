@@ -224,7 +224,9 @@ def peer_section(ps: list[dict], svg_path: str) -> list[str]:
 FAMILIES = {"granitehybrid": "Granite-4.0-H (Mamba-2, attention, dense or MoE FFN)",
             "nemotron_h": "Nemotron-H (Mamba-2, attention, FFN-only layers)",
             "jamba": "Jamba (Mamba-1, attention, MoE every other layer)",
-            "lfm2": "LFM2 (short convolutions, attention)", "rwkv7": "RWKV-7"}
+            "lfm2": "LFM2 (short convolutions, attention)",
+            "falcon-h1": "Falcon-H1 (attention and Mamba-2 side by side)",
+            "qwen35": "Qwen3.5 / Qwen3-Next (gated delta net, attention every 4th layer)", "rwkv7": "RWKV-7"}
 
 
 def recurrent_section() -> list[str]:
