@@ -243,5 +243,7 @@ def _qwen_delta_net(arch: str, cfg: dict[str, Any], name: str, e: int, n_layers:
                               n_k_heads=cfg.get("linear_num_key_heads", 16),
                               n_v_heads=cfg.get("linear_num_value_heads", 32),
                               d_conv=cfg.get("linear_conv_kernel_dim", 4),
-                              n_mtp=cfg.get("mtp_num_hidden_layers", cfg.get("num_nextn_predict_layers", 0)) or 0,
+                              # convert_hf_to_gguf (conversion/qwen.py _QwenMtpMixin) appends the MTP blocks unless
+                              # --no-mtp; Qwen3-Next's config does not count them, its checkpoint has one
+                              n_mtp=cfg.get("mtp_num_hidden_layers") or 1,
                               tied=tied, next_=arch == "qwen3next", **moe)
