@@ -68,3 +68,11 @@ def tiny_config(arch: str = "LlamaForCausalLM", **kw) -> dict:
 @pytest.fixture(scope="session")
 def tiny_llama():
     return spec_from_hf_config(tiny_config(), name="tiny-llama", source="test")
+
+
+# A GLM-4.5-layout config (biased q/k/v, a dense lead layer, sigmoid-routed and shared experts, one MTP
+# block) at twin size
+GLM_TWIN = {"architectures": ["Glm4MoeForCausalLM"], "hidden_size": 256, "num_hidden_layers": 8, "num_attention_heads": 8,
+            "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 1024, "moe_intermediate_size": 128,
+            "n_routed_experts": 16, "n_shared_experts": 1, "num_experts_per_tok": 4, "first_k_dense_replace": 1,
+            "num_nextn_predict_layers": 1, "vocab_size": 2048, "attention_bias": True, "use_qk_norm": False}

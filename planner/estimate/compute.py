@@ -82,11 +82,16 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     n_hidden = 3 if model.architecture.startswith("gemma") or mamba else 2
     if model.architecture == "gpt-oss":
         n_hidden = 3 if flash_attn else 7
-    out = (model.n_vocab + n_hidden * e) * u * F32
+    # GLM-4.5+: 4.5 hidden states beside the logits (a GLM-4.5-Air-size twin: 332.01 MiB measured at 4K, ubatch
+    # 512, and 1328.05 at ubatch 2048) and 7 beside flash attention's temporaries (small twins)
+    glm = model.architecture == "glm4moe"
+    if glm:
+        n_hidden = 4.5
+    out = int((model.n_vocab + n_hidden * e) * u * F32)
     if ssm and not any(lay.attn in ("full", "swa") for lay in model.layers):
         attn = 0  # no attention layer: no scores, no mask
     elif flash_attn:
-        attn = n_kv * u * 2 + 5 * q_dim * u * F32
+        attn = n_kv * u * 2 + (5 * q_dim + (7 * e if glm else 0)) * u * F32
     else:
         # scores + mask; iSWA models (full and sliding layers) carry a second full-width mask
         # (gemma3-4b at 32K: 671.01 MiB measured, 667.5 with it, 603.5 without)

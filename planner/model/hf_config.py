@@ -16,7 +16,7 @@ HF_TO_GGUF_ARCH = {
     "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
     "Gemma3ForConditionalGeneration": "gemma3", "Phi3ForCausalLM": "phi3",
     "DeepseekV3ForCausalLM": "deepseek2", "DeepseekV2ForCausalLM": "deepseek2",
-    "GptOssForCausalLM": "gpt-oss",
+    "GptOssForCausalLM": "gpt-oss", "Glm4MoeForCausalLM": "glm4moe",
     "NemotronHForCausalLM": "nemotron_h", "JambaForCausalLM": "jamba", "Lfm2ForCausalLM": "lfm2",
     "GraniteMoeHybridForCausalLM": "granitehybrid", "FalconH1ForCausalLM": "falcon-h1",
     "Qwen3NextForCausalLM": "qwen3next", "Qwen3_5ForConditionalGeneration": "qwen35",
@@ -97,6 +97,14 @@ def spec_from_hf_config(config: dict[str, Any], name: str, source: str) -> Model
         s.head_dim_k, s.head_dim_v = s.kv_lora_rank + s.rope_dim, s.kv_lora_rank
         mla = MLASpec(kv_lora_rank=s.kv_lora_rank, q_lora_rank=s.q_lora_rank, rope_dim=s.rope_dim,
                       nope_dim=s.nope_dim, v_head_dim=s.v_head_dim)
+    elif arch == "glm4moe":
+        s.qkv_bias = bool(cfg.get("attention_bias", True))
+        s.qk_norm = bool(cfg.get("use_qk_norm", False))
+        s.n_expert, s.n_expert_used = cfg["n_routed_experts"], cfg["num_experts_per_tok"]
+        s.expert_ff, s.n_shared_expert = cfg["moe_intermediate_size"], cfg.get("n_shared_experts", 0)
+        s.n_dense_lead = cfg.get("first_k_dense_replace", 0)
+        # convert_hf_to_gguf (conversion/glm.py) appends the MTP blocks unless --no-mtp
+        s.extra["n_mtp"] = cfg.get("num_nextn_predict_layers", 0) or 0
     elif arch == "gpt-oss":
         s.qkv_bias = True
         s.n_expert, s.n_expert_used = cfg["num_local_experts"], cfg["num_experts_per_tok"]
@@ -108,9 +116,11 @@ def spec_from_hf_config(config: dict[str, Any], name: str, source: str) -> Model
         moe = MoESpec(n_expert=s.n_expert, n_expert_used=s.n_expert_used, expert_ff=s.expert_ff,
                       n_shared_expert=s.n_shared_expert, shared_ff=s.expert_ff * s.n_shared_expert,
                       n_dense_lead=s.n_dense_lead)
+    n_mtp = s.extra.get("n_mtp", 0)
     layers = [LayerSpec(attn="swa" if swa_of(il) else "full", n_head=n_head, n_head_kv=s.n_kv_heads,
                         window=window if swa_of(il) else None, moe=bool(s.n_expert) and il >= s.n_dense_lead)
               for il in range(n_layers)]
+    layers += [LayerSpec(attn="none", n_head=n_head, n_head_kv=s.n_kv_heads, moe=bool(s.n_expert))] * n_mtp
     tensors = build_tensors(s)
     quant = (config.get("quantization_config") or {}).get("quant_method")
     if quant == "mxfp4":
@@ -120,11 +130,11 @@ def spec_from_hf_config(config: dict[str, Any], name: str, source: str) -> Model
             if t.name.endswith("_exps.weight"):
                 t.origin = "MXFP4"
     return ModelSpec(
-        name=name, source=source, architecture=arch, n_layers=n_layers, n_embd=n_embd, n_head=n_head,
+        name=name, source=source, architecture=arch, n_layers=n_layers + n_mtp, n_embd=n_embd, n_head=n_head,
         n_kv_heads=s.n_kv_heads, head_dim_k=s.head_dim_k, head_dim_v=s.head_dim_v, n_ff=s.n_ff,
         n_vocab=s.n_vocab, tied_embeddings=s.tied,
         n_ctx_train=_get(cfg, "max_position_embeddings", default=4096),
-        layers=layers, moe=moe, mla=mla, tensors=tensors)
+        layers=layers, moe=moe, mla=mla, tensors=tensors, n_nextn=n_mtp)
 
 
 def _lfm2_ff(cfg: dict[str, Any]) -> int:

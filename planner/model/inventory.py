@@ -173,10 +173,39 @@ def gpt_oss(s: Shape) -> list[TensorSpec]:
     return out
 
 
+def glm4moe(s: Shape) -> list[TensorSpec]:
+    """GLM-4.5/4.6/4.7 (models/glm4-moe.cpp): biased q/k/v, optional q/k norms, a post-attention norm before
+    the FFN, leading dense layers, then sigmoid-routed experts (with a bias) and shared experts; the
+    trailing MTP blocks (extra["n_mtp"]) as convert_hf_to_gguf writes them, which llama.cpp skips."""
+    out: list[TensorSpec] = []
+    _head(s, out)
+    n_mtp = s.extra.get("n_mtp", 0)
+    for i in range(s.n_layers + n_mtp):
+        p = f"blk.{i}."
+        out.append(_t(p + "attn_norm.weight", s.n_embd))
+        _qkv(s, i, out)
+        if s.qk_norm:
+            out += [_t(p + "attn_q_norm.weight", s.head_dim_k), _t(p + "attn_k_norm.weight", s.head_dim_k)]
+        out.append(_t(p + "post_attention_norm.weight", s.n_embd))
+        if i < s.n_dense_lead:
+            _dense_ffn(s, i, out)
+        else:
+            _moe_ffn(s, i, out)
+            out.append(_t(p + "exp_probs_b.bias", s.n_expert))
+            sh = s.expert_ff * s.n_shared_expert
+            if sh:
+                out += [_t(p + "ffn_gate_shexp.weight", s.n_embd, sh), _t(p + "ffn_down_shexp.weight", sh, s.n_embd),
+                        _t(p + "ffn_up_shexp.weight", s.n_embd, sh)]
+        if i >= s.n_layers:
+            out += [_t(p + "nextn.eh_proj.weight", 2 * s.n_embd, s.n_embd), _t(p + "nextn.enorm.weight", s.n_embd),
+                    _t(p + "nextn.hnorm.weight", s.n_embd), _t(p + "nextn.shared_head_norm.weight", s.n_embd)]
+    return out
+
+
 BUILDERS = {
     "llama": llama_like, "qwen2": llama_like, "qwen3": llama_like, "qwen3moe": llama_like,
     "gemma2": llama_like, "gemma3": llama_like, "mistral3": llama_like,
-    "phi3": phi3, "deepseek2": deepseek2, "gpt-oss": gpt_oss,
+    "phi3": phi3, "deepseek2": deepseek2, "gpt-oss": gpt_oss, "glm4moe": glm4moe,
 }
 
 

@@ -340,3 +340,29 @@ def test_qwen35_delta_net_layers_hold_state_and_the_mtp_block_is_not_loaded(tmp_
         assert d["ok"], d.get("error")
         got = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa)).devices[-1].buffers_mib["CPU compute"]
         assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])
+
+
+def test_glm4moe_from_config_skips_its_mtp_block_as_llama_cpp_does(tmp_path):
+    """GLM-4.5's layout from a config.json (biased q/k/v, a dense lead layer, sigmoid-routed and shared experts,
+    one MTP block): written as a twin, llama.cpp loads it, skips the MTP block's weights and gives it no KV
+    cache; weights and KV to its 0.01 MiB, compute within 5% with and without flash attention."""
+    from planner.model.hf_config import spec_from_hf_config
+    from planner.verify.twin import write_twin
+    from tests.conftest import GLM_TWIN
+    m = spec_from_hf_config(GLM_TWIN, "glm-twin", "test")
+    assert m.n_nextn == 1 and m.layers[-1].attn == "none"
+    path = str(tmp_path / "glm.gguf")
+    write_twin(m, path)
+    g = load_gguf(path)
+    assert g.n_nextn == 1
+    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=False), timeout_s=300)
+    assert r["ok"], r.get("error")
+    for spec in (m, g):
+        est = estimate(spec, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=True, mmap=False)).devices[-1].buffers_mib
+        for part in ("CPU KV", "CPU model"):
+            assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+    for fa in (True, False):
+        d = run_probe(dict(model=path, dry=True, ctx=4096, fa=fa, n_ubatch=512, n_batch=2048), timeout_s=300)
+        assert d["ok"], d.get("error")
+        got = estimate(g, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa)).devices[-1].buffers_mib["CPU compute"]
+        assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])

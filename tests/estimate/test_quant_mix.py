@@ -64,17 +64,19 @@ def test_per_tensor_types_equal_llama_quantize(tmp_path, arch_kw, ftypes):
 
 
 @pytest.mark.parametrize("arch", ["nemotron_h", "nemotron_h_moe", "jamba", "lfm2", "granitehybrid", "rwkv7",
-                                  "kimi-linear", "qwen35", "qwen35moe", "qwen3next"])
+                                  "kimi-linear", "qwen35", "qwen35moe", "qwen3next", "glm4moe"])
 def test_hybrid_per_tensor_types_equal_llama_quantize(tmp_path, arch):
     """Hybrids: Nemotron-H has ffn_down in only some layers (llama-quantize counts them, so the
     use_more_bits layers are the count's, not the layer index's), LFM2's short-conv kernel and the
     Mamba conv1d stay unquantized, Jamba's and Granite's experts take the name's layer; RWKV-7's LoRA and
-    lerp weights stay F32 (by name, and [n, 1, 1] counts as 1-D as ggml_n_dims has it); Qwen3.5's MTP block
-    is quantized with the rest."""
+    lerp weights stay F32 (by name, and [n, 1, 1] counts as 1-D as ggml_n_dims has it); Qwen3.5's and GLM's MTP
+    blocks are quantized with the rest."""
     from planner.model.hybrid import (hybrid_spec, jamba_spec, kimi_linear_spec, lfm2_spec, nemotron_h_spec, qwen35_spec,
                                       rwkv7_spec)
     moe = dict(n_expert=8, n_expert_used=2, expert_ff=256, shared_ff=512)
-    spec = {"qwen35": lambda: qwen35_spec(n_mtp=1), "qwen35moe": lambda: qwen35_spec(n_mtp=1, **moe),
+    from planner.model.hf_config import spec_from_hf_config
+    from tests.conftest import GLM_TWIN
+    spec = {"glm4moe": lambda: spec_from_hf_config(GLM_TWIN, "glm-twin", "test"), "qwen35": lambda: qwen35_spec(n_mtp=1), "qwen35moe": lambda: qwen35_spec(n_mtp=1, **moe),
             "qwen3next": lambda: qwen35_spec(next_=True, **moe),"nemotron_h": lambda: nemotron_h_spec("M-M-M-M*-M-M-M*-"), "jamba": jamba_spec,
             "nemotron_h_moe": lambda: nemotron_h_spec("MEMEM*EMEMEM*EME", n_expert=8, n_expert_used=2,
                                                       expert_ff=256, shared_ff=512),

@@ -138,3 +138,23 @@ def test_falcon_h1_from_config_loads_in_llama_cpp_with_kv_and_state_in_every_lay
     got = estimate(m, resolve_target("auto"), opts).devices[-1].buffers_mib
     for part in ("CPU KV", "CPU RS", "CPU_Mapped model"):
         assert abs(got[part] - r["bufs_mib"][part]) <= 0.011, (part, got, r["bufs_mib"])
+
+
+def test_glm_4_5_air_at_full_size_loads_in_llama_cpp_with_the_compute_we_predict(tmp_path):
+    """The catalog's GLM-4.5-Air (106B + its MTP block) as a sparse twin: llama.cpp loads every tensor name
+    and shape of it (a dry run), and its compute buffer at 4K with flash attention is the one we predict
+    (logits-bound: 332.01 MiB measured when fitted)."""
+    from planner.estimate import RuntimeOptions, estimate
+    from planner.profile.targets import resolve_target
+    from planner.verify.probe import run_probe
+    from planner.verify.twin import write_twin
+    m = load_model("glm-4.5-air")
+    assert abs(m.n_params / 109.23e9 - 1) < 0.01 and m.n_nextn == 1
+    path = str(tmp_path / "twin.gguf")
+    write_twin(m, path)
+    d = run_probe(dict(model=path, dry=True, ctx=4096, n_ubatch=512, n_batch=2048, fa=True), timeout_s=300)
+    assert d["ok"], d.get("error")
+    hw, opts = resolve_target("auto"), RuntimeOptions(n_ctx=4096, flash_attn=True)
+    ours = estimate(m, hw, opts).devices[-1].buffers_mib
+    assert abs(ours["CPU compute"] / d["bufs_mib"]["CPU compute"] - 1) <= 0.05
+    assert estimate(load_gguf(path), hw, opts).devices[-1].buffers_mib == ours
