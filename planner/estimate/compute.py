@@ -100,6 +100,8 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         # Qwen3-Next/3.5's gated attention (q with its gate) keeps 3 hidden states and 4 rows of the
         # heads' width (fitted on twins with n_embd 256 and 512)
         temps = 3 * e + 4 * h * model.head_dim_k if model.architecture in GATED_DELTA_NET else 5.5 * q_dim
+        if glm:  # 3.5 rows of the heads' width (3 x n_embd at GLM-4.5-Air) and 2 hidden states (fitted, as above)
+            temps = 3.5 * q_dim + 2 * e
         attn = (n_kv * (h + n_masks)) * u * F32 + int(temps * u * F32)
     waiting = 0
     if model.moe:
