@@ -10,6 +10,7 @@ import pytest
 from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_model
 from planner.model.hf_config import spec_from_hf_config
+from planner.model.spec import LayerSpec, ModelSpec, TensorSpec
 from planner.verify.twin import write_twin
 
 
@@ -76,3 +77,34 @@ GLM_TWIN = {"architectures": ["Glm4MoeForCausalLM"], "hidden_size": 256, "num_hi
             "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 1024, "moe_intermediate_size": 128,
             "n_routed_experts": 16, "n_shared_experts": 1, "num_experts_per_tok": 4, "first_k_dense_replace": 1,
             "num_nextn_predict_layers": 1, "vocab_size": 2048, "attention_bias": True, "use_qk_norm": False}
+
+
+def _t16(n, *s, ty="F16"):
+    return TensorSpec(name=n, shape=list(s), type=ty)
+
+def gemma4_twin(n_layer=12, e=256, vocab=2048, n_head=4, n_head_kv=2, hd=128, hd_swa=64, n_ff=768, window=128,
+                pattern=4, shared=4):
+    """A Gemma 4 layout (models/gemma4.cpp): sliding layers with their own head width, every `pattern`-th
+    layer full (its rope_freqs shared), the last `shared` layers attending over earlier caches (llama.cpp
+    reuses the last full and sliding layers before them, so the layer before those must be full)."""
+    swa = [il % pattern < pattern - 1 for il in range(n_layer)]
+    ts = [_t16("token_embd.weight", e, vocab), _t16("output_norm.weight", e, ty="F32"),
+          _t16("rope_freqs.weight", hd // 2, ty="F32")]
+    layers = []
+    for i in range(n_layer):
+        b, d = f"blk.{i}.", hd_swa if swa[i] else hd
+        has_kv = i < n_layer - shared
+        ts += [_t16(b + "attn_norm.weight", e, ty="F32"), _t16(b + "attn_q.weight", e, d * n_head)]
+        if has_kv:
+            ts += [_t16(b + "attn_k.weight", e, d * n_head_kv), _t16(b + "attn_v.weight", e, d * n_head_kv),
+                   _t16(b + "attn_k_norm.weight", d, ty="F32")]
+        ts += [_t16(b + "attn_output.weight", d * n_head, e), _t16(b + "attn_q_norm.weight", d, ty="F32"),
+               _t16(b + "post_attention_norm.weight", e, ty="F32"), _t16(b + "ffn_norm.weight", e, ty="F32"),
+               _t16(b + "ffn_gate.weight", e, n_ff), _t16(b + "ffn_up.weight", e, n_ff), _t16(b + "ffn_down.weight", n_ff, e),
+               _t16(b + "post_ffw_norm.weight", e, ty="F32")]
+        layers.append(LayerSpec(attn="swa" if swa[i] else "full", n_head=n_head, n_head_kv=n_head_kv,
+                                window=window if swa[i] else None, head_dim=hd_swa if swa[i] else None,
+                                kv_shared=not has_kv))
+    return ModelSpec(name="gemma4-twin", source="test", architecture="gemma4", n_layers=n_layer, n_embd=e, n_head=n_head,
+                     n_kv_heads=n_head_kv, head_dim_k=hd, head_dim_v=hd, n_ff=n_ff, n_vocab=vocab, tied_embeddings=True,
+                     layers=layers, tensors=ts)

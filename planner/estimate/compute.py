@@ -149,6 +149,11 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
             # 4% with flash attention, bench/mamba_grid.py)
             ssm += mask + e * u * F32
             ffn += 2 * e * u * F32
+    if model.architecture == "gemma4":
+        # Gemma 4 keeps its full and sliding masks (and one more hidden state) under the FFN phase (fitted
+        # on twins: n_ctx 1K-16K, ubatch 256/512, n_embd 256/512, vocabulary 2K/8K)
+        kinds = {lay.attn for lay in model.layers}
+        ffn += (2 if {"full", "swa"} <= kinds else 1) * n_kv * u * (2 if flash_attn else F32) + e * u * F32
     p = {"logits": out, "attention": attn, "ffn": ffn}
     if ssm:
         p["ssm"] = ssm

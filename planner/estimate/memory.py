@@ -86,12 +86,20 @@ def rs_layer_bytes(model: ModelSpec, n_seq: int) -> int:
     return (rec.r_elements + rec.s_elements) * 4 * max(1, n_seq)
 
 
-def kv_layer_bytes(model: ModelSpec, il: int, cells: int, ctk: str, ctv: str) -> int:
+def v_width(model: ModelSpec, il: int) -> int:
     lay = model.layers[il]
-    if lay.attn in ("recurrent", "none") or lay.n_head_kv == 0:
+    return lay.n_head_kv * (lay.head_dim or model.head_dim_v)
+
+
+def kv_layer_bytes(model: ModelSpec, il: int, cells: int, ctk: str, ctv: str, v_padded: int | None = None) -> int:
+    """K and V cache of layer il. v_padded: the V row width of every layer when llama.cpp pads them to the
+    widest (V stored transposed, no flash attention, widths that vary: llama-kv-cache.cpp
+    TAG_V_CACHE_VARIABLE, n_embd_v_gqa_max)."""
+    lay = model.layers[il]
+    if lay.attn in ("recurrent", "none") or lay.n_head_kv == 0 or lay.kv_shared:
         return 0
-    k = row_bytes(ctk.upper(), lay.n_head_kv * model.head_dim_k) * cells
-    v = 0 if model.mla else row_bytes(ctv.upper(), lay.n_head_kv * model.head_dim_v) * cells
+    k = row_bytes(ctk.upper(), lay.n_head_kv * (lay.head_dim or model.head_dim_k)) * cells
+    v = 0 if model.mla else row_bytes(ctv.upper(), v_padded or v_width(model, il)) * cells
     return k + v
 
 
@@ -101,6 +109,11 @@ def kv_layer_bytes(model: ModelSpec, il: int, cells: int, ctk: str, ctv: str) ->
 SKIPS_MTP = frozenset({"bailingmoe3", "cohere2moe", "deepseek2", "deepseek32", "deepseek4", "glm-dsa", "glm4moe",
                        "glm5-next", "hy_v3", "mimo2", "nemotron_h", "nemotron_h_moe", "qwen35", "qwen35moe",
                        "qwen3next", "step35"})
+
+
+# Loaders that create the tied output matrix before token_embd (models/gemma3n.cpp, gemma4.cpp): a
+# separate host copy (+1 MiB on a Gemma-4 twin whose embedding is 1 MiB)
+OUTPUT_BEFORE_EMBD = frozenset({"gemma3n", "gemma4"})
 
 
 @dataclass(frozen=True)
@@ -205,8 +218,11 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
             if u.name == "token_embd.weight":
                 d = out_dev  # tied: read as the output matrix
             reads_of[d] = reads_of.get(d, 0) + u.reads
-    if model.tied_embeddings and out_dev != CPU and "token_embd.weight" in by_name:
-        # the output layer's GPU gets its own copy of the tied matrix (output.weight duplicated)
+    if model.tied_embeddings and (out_dev != CPU or model.architecture in OUTPUT_BEFORE_EMBD) \
+            and "token_embd.weight" in by_name:
+        # the output layer's device gets its own copy of the tied matrix (output.weight duplicated); on the
+        # host too where the model creates it before token_embd (the loader shares a duplicate only with an
+        # original already in that buffer: llama-model-loader.cpp create_tensor)
         weights[out_dev] = weights.get(out_dev, 0) + by_name["token_embd.weight"].nbytes
     if opts.mmap and span_lo is not None:
         # llama.cpp maps the file span of host tensors (llama_model_loader::get_mapping_range)
@@ -220,13 +236,15 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     n_ctx, cells_full, cells_swa = kv_cells(model, opts)
     b.n_ctx, b.cells_full, b.cells_swa = n_ctx, cells_full, cells_swa
     kv_of: dict[tuple, int] = {}  # layers alike hold alike caches
+    widths = {v_width(model, il) for il in range(model.n_layers)}
+    v_padded = max(widths) if not opts.flash_attn and len(widths) > 1 and not model.mla else None
     for il, lay in enumerate(model.layers):
         d = layer_dev[il] if opts.offload_kqv else CPU
-        kv = kv_of.get((lay.attn, lay.n_head_kv))
+        key = (lay.attn, lay.n_head_kv, lay.head_dim, lay.kv_shared)
+        kv = kv_of.get(key)
         if kv is None:
             cells = cells_swa if lay.attn == "swa" else cells_full
-            kv = kv_of[lay.attn, lay.n_head_kv] = kv_layer_bytes(model, il, cells, opts.cache_type_k,
-                                                                 opts.cache_type_v)
+            kv = kv_of[key] = kv_layer_bytes(model, il, cells, opts.cache_type_k, opts.cache_type_v, v_padded)
         b.kv[d] = b.kv.get(d, 0) + kv
         if lay.attn == "recurrent" or (model.recurrent and model.recurrent.in_attention_layers):
             rs = rs_layer_bytes(model, opts.n_seq)

@@ -70,6 +70,9 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
     ff = _per_layer(k("feed_forward_length"), n_layers, 0)
     hd_k = int(k("attention.key_length", n_embd // n_head if n_head else 0))
     hd_v = int(k("attention.value_length", hd_k))
+    hd_swa = int(k("attention.key_length_swa", 0) or 0)  # sliding layers' head width (Gemma 4)
+    if hd_swa and int(k("attention.value_length_swa", hd_swa)) != hd_swa:
+        hd_swa = 0  # llama.cpp's Gemma 4 requires equal K/V widths; other layouts are not modelled per layer
     tensors = [TensorSpec(name=t.name, shape=t.shape, type=t.type,
                           origin=None if t.type in ("F32", "F16", "BF16", "F64") else t.type) for t in h.tensors]
     by_name = {t.name: t for t in tensors}
@@ -129,6 +132,9 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
             has_moe.add(il)
     ff_varies = len(set(ff)) > 1
     n_nextn = int(k("nextn_predict_layers", 0) or 0)
+    # layers from n_layer_kv_from_start on attend over an earlier layer's cache (llama_hparams::has_kv):
+    # Gemma 3n hard-codes 20 (models/gemma3n.cpp), Gemma 4 reads attention.shared_kv_layers
+    kv_from = {"gemma3n": 20, "gemma4": n_layers - int(k("attention.shared_kv_layers", 0) or 0)}.get(arch, n_layers)
     both = arch == "falcon-h1"  # attention and a Mamba-2 mixer side by side in every layer
     layers = []
     for il in range(n_layers):
@@ -144,6 +150,8 @@ def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
             kind = "none"  # Nemotron-H's FFN-only layers: no KV, no recurrent state (is_recr: n_ff == 0 too)
         layers.append(LayerSpec(attn=kind, n_head=heads[il] or n_head, n_head_kv=kv_heads[il],
                                 window=window if kind == "swa" else None,
+                                head_dim=hd_swa if kind == "swa" and hd_swa and hd_swa != hd_k else None,
+                                kv_shared=il >= kv_from and kind in ("full", "swa"),
                                 moe=il in has_moe if tensors else bool(n_expert) and il >= n_dense,
                                 n_ff=ff[il] if ff_varies else None))
     ftype = h.get("general.file_type")

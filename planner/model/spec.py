@@ -72,6 +72,10 @@ class LayerSpec(BaseModel):
     n_head: int
     n_head_kv: int
     window: int | None = Field(None, description="sliding window in tokens (swa layers)")
+    head_dim: int | None = Field(None, description="this layer's K/V head width where it differs from the model's "
+                                                   "(sliding layers' key_length_swa: Gemma 4)")
+    kv_shared: bool = Field(False, description="attends over an earlier layer's cache and holds none (Gemma 3n/4's "
+                                               "shared-KV layers, llama_hparams::has_kv)")
     moe: bool = False
     n_ff: int | None = Field(None, description="this layer's FFN width where layers differ (Nemotron-H: 0 in its "
                                                "Mamba and attention layers); None: the model's n_ff")

@@ -69,6 +69,14 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
         w.add_uint32(f"{a}.attention.value_length_mla", m.mla.v_head_dim)
         w.add_uint32(f"{a}.attention.key_length", m.mla.kv_lora_rank + m.mla.rope_dim)
         w.add_uint32(f"{a}.attention.value_length", m.mla.kv_lora_rank)
+    swa_dims = {lay.head_dim for lay in m.layers if lay.attn == "swa" and lay.head_dim}
+    if swa_dims or a == "gemma4":  # sliding layers' own head width (Gemma 4 requires the keys)
+        d = min(swa_dims) if swa_dims else m.head_dim_k
+        w.add_uint32(f"{a}.attention.key_length_swa", d)
+        w.add_uint32(f"{a}.attention.value_length_swa", d)
+    if a == "gemma4":
+        w.add_uint32(f"{a}.attention.shared_kv_layers", sum(lay.kv_shared for lay in m.layers))
+        w.add_uint32(f"{a}.embedding_length_per_layer_input", 0)
     if m.n_nextn:
         w.add_uint32(f"{a}.nextn_predict_layers", m.n_nextn)
     if a in ("qwen35", "qwen35moe"):  # M-RoPE sections, required by the loader

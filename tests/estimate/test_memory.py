@@ -366,3 +366,27 @@ def test_glm4moe_from_config_skips_its_mtp_block_as_llama_cpp_does(tmp_path):
         assert d["ok"], d.get("error")
         got = estimate(g, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa)).devices[-1].buffers_mib["CPU compute"]
         assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])
+
+
+def test_gemma4_shared_kv_layers_swa_head_width_and_padded_v_cache(tmp_path):
+    """Gemma 4: sliding layers have their own head width (key_length_swa), the last layers attend over
+    earlier caches and hold none (shared_kv_layers), the tied output matrix gets its own host copy (created
+    before token_embd), and without flash attention llama.cpp pads every layer's V cache to the widest.
+    Weights and KV to the 0.01 MiB with flash attention on and off; compute within 5%."""
+    from planner.verify.twin import write_twin
+    from tests.conftest import gemma4_twin
+    path = str(tmp_path / "gemma4.gguf")
+    write_twin(gemma4_twin(), path)
+    m = load_gguf(path)
+    assert [lay.kv_shared for lay in m.layers] == [False] * 8 + [True] * 4
+    assert {lay.head_dim for lay in m.layers if lay.attn == "swa"} == {64}
+    for fa in (True, False):
+        opts = RuntimeOptions(n_ctx=4096, flash_attn=fa, mmap=False, swa_full=True)  # llama-cpp-python's default
+        est = estimate(m, THIS_CPU, opts).devices[-1].buffers_mib
+        r = run_probe(dict(model=path, ctx=4096, fa=fa, mmap=False), timeout_s=300)
+        assert r["ok"], r.get("error")
+        for part in ("CPU KV", "CPU model"):
+            assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (fa, part, est, r["bufs_mib"])
+        d = run_probe(dict(model=path, dry=True, ctx=4096, fa=fa, n_ubatch=512, n_batch=2048), timeout_s=300)
+        assert d["ok"], d.get("error")
+        assert abs(est["CPU compute"] / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, est, d["bufs_mib"])
