@@ -226,7 +226,8 @@ FAMILIES = {"granitehybrid": "Granite-4.0-H (Mamba-2, attention, dense or MoE FF
             "jamba": "Jamba (Mamba-1, attention, MoE every other layer)",
             "lfm2": "LFM2 (short convolutions, attention)",
             "falcon-h1": "Falcon-H1 (attention and Mamba-2 side by side)",
-            "qwen35": "Qwen3.5 / Qwen3-Next (gated delta net, attention every 4th layer)", "rwkv7": "RWKV-7"}
+            "qwen35": "Qwen3.5 / Qwen3-Next (gated delta net, attention every 4th layer)",
+            "kimi-linear": "Kimi-Linear (Kimi Delta Attention, MLA every 4th layer)", "rwkv7": "RWKV-7"}
 
 
 def recurrent_section() -> list[str]:

@@ -2,10 +2,10 @@
 behind the SSM phase and the hybrid terms of planner/estimate/compute.py. Hybrids: Granite-4.0-H
 (Mamba-2 mixers, sparse attention, dense or MoE FFNs), Nemotron-H (Mamba-2, attention and FFN-only
 layers), Jamba (Mamba-1, attention, MoE every other layer), LFM2 (short convolutions and attention),
-Falcon-H1 (attention and Mamba-2 side by side), Qwen3.5/Qwen3-Next (gated delta net) and RWKV-7
-(no attention); small twins over a grid, and twins at the real models' sizes (sparse
-files: a dry run reads no weights). Writes bench/data/cpu-mamba-compute.jsonl and prints each case with the estimate; exits 1
-when one is off by more than 5%.
+Falcon-H1 (attention and Mamba-2 side by side), Qwen3.5/Qwen3-Next (gated delta net), Kimi-Linear
+(Kimi Delta Attention and MLA) and RWKV-7 (no attention); small twins over a grid, and twins at the
+real models' sizes (sparse files: a dry run reads no weights). Writes bench/data/cpu-mamba-compute.jsonl
+and prints each case with the estimate; exits 1 when one is off by more than 5%.
 
 The hybrid twins have 16 layers with attention at layers 4 and 12: real hybrids put one attention
 layer in 6-10 (Granite-4.0-H, Jamba, Nemotron-H), and ggml-alloc's peak with few layers differs
@@ -23,8 +23,8 @@ import tempfile
 
 from planner.estimate import RuntimeOptions, estimate
 from planner.model import load_gguf
-from planner.model.hybrid import (falcon_h1_spec, hybrid_spec, jamba_spec, lfm2_spec, mamba_spec, nemotron_h_spec,
-                                  qwen35_spec, rwkv7_spec)
+from planner.model.hybrid import (falcon_h1_spec, hybrid_spec, jamba_spec, kimi_linear_spec, lfm2_spec, mamba_spec,
+                                  nemotron_h_spec, qwen35_spec, rwkv7_spec)
 from planner.profile.targets import resolve_target
 from planner.verify.probe import run_probe
 from planner.verify.twin import write_twin
@@ -63,6 +63,10 @@ OTHER = {
                [{}, dict(e=512), dict(d_state=128), dict(n_ff=3072), dict(n_ff=256, n_v_heads=16),
                 dict(n_expert=8, n_expert_used=2, expert_ff=256, shared_ff=512),
                 dict(next_=True, n_mtp=0, n_expert=16, n_expert_used=4, expert_ff=256, shared_ff=256)]),
+    # Kimi-Linear: Kimi Delta Attention layers and MLA every 4th, a dense layer 0 then MoE
+    "kimi-linear": (lambda **k: kimi_linear_spec(**dict(pattern="KKKAKKKA") | k),
+                    [{}, dict(e=512), dict(n_ff=256, expert_ff=64, n_head=8, kda_head=64),
+                     dict(n_ff=256, expert_ff=64, n_head=16, kda_head=64), dict(expert_ff=512), dict(vocab=8192)]),
     # RWKV-7: no attention, so one context; the grid's n_ctx only repeats it
     "rwkv7": (rwkv7_spec, [{}, dict(e=512), dict(e=1024), dict(head_size=128), dict(n_ff=4096), dict(vocab=8192),
                            dict(lora_decay=128)]),
@@ -87,6 +91,9 @@ REAL = {
     "Qwen3.5-35B-A3B": lambda: qwen35_spec(n_layer=40, e=2048, vocab=248320, n_head=16, n_head_kv=2, head_dim=256,
                                            d_state=128, n_k_heads=16, n_v_heads=32, n_expert=256, n_expert_used=8,
                                            expert_ff=512, shared_ff=512, n_mtp=1),
+    "Kimi-Linear-48B-A3B": lambda: kimi_linear_spec("KKKA" * 6 + "KKK", e=2304, vocab=163840, n_head=32, kda_head=128,
+                                                    kv_lora=512, rope=64, nope=128, v_head=128, n_ff=9216,
+                                                    n_expert=256, n_expert_used=8, expert_ff=1024),
     "RWKV-7 2.9B": lambda: rwkv7_spec(e=2560, n_layer=32, vocab=65536, n_ff=10240, lora_decay=96, lora_iclr=64,
                                       lora_value=32, lora_gate=320),
 }

@@ -40,14 +40,20 @@ def _n_kv_attn(model: ModelSpec, n_ctx: int, swa_cells: int) -> int:
 
 def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
     """Bytes a recurrent layer's mixer keeps live for u tokens: Mamba-1/2's SSM, LFM2's short
-    convolution, RWKV-7's time mix (0: no recurrent layers, or a kind whose graph is not fitted:
-    RWKV-6, Kimi's KDA)."""
+    convolution, RWKV-7's time mix, Kimi's KDA, the gated delta net (0: no recurrent layers, or a kind
+    whose graph is not fitted: RWKV-6)."""
     g = model.recurrent.gguf if model.recurrent else {}
     if g.get("wkv.head_size") and model.architecture == "rwkv7":
         # RWKV-7's time mix: token shifts, the six lerps, r/k/v, the LoRA'd decay, learning rate, value
         # residual and gate, the WKV-7 op: ~19.5 hidden states, plus the state it writes per sequence
         # (fitted on RWKV-7 twins, n_embd 256-1024: within 2%, bench/mamba_grid.py)
         return int(19.5 * model.n_embd * u * F32) + model.n_embd * g["wkv.head_size"] * max(1, n_seq) * F32
+    if g.get("kda.head_dim"):
+        # Kimi Delta Attention (chunked): 3 hidden states and 7 rows of the heads' width (n_head head_dim)
+        # per token, plus the head_dim^2 state of each head per sequence (fitted on Kimi-Linear twins,
+        # n_embd 256/512, 4-16 heads of 32-128: within 0.3% but the smallest, bench/mamba_grid.py)
+        hd = g["kda.head_dim"]
+        return ((3 * model.n_embd + 7 * model.n_head * hd) * u + model.n_head * hd * hd * max(1, n_seq)) * F32
     if g.get("shortconv.l_cache"):
         # LFM2's gated short convolution: in_proj's 3 n_embd, B*x, the conv window, its output, C*conv,
         # out_proj and the residual: ~8 hidden states live (fitted on LFM2 twins: 7.5 to 9 measured,
@@ -102,6 +108,8 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         temps = 3 * e + 4 * h * model.head_dim_k if model.architecture in GATED_DELTA_NET else 5.5 * q_dim
         if glm:  # 3.5 rows of the heads' width (3 x n_embd at GLM-4.5-Air) and 2 hidden states (fitted, as above)
             temps = 3.5 * q_dim + 2 * e
+        elif model.mla:  # absorbed MLA: 2.25 rows of n_head (kv_lora + rope) and 3.5 hidden states (Kimi-Linear
+            temps = 2.25 * h * model.head_dim_k + 3.5 * e  # twins: small and at 48B size, within 0.3%)
         attn = (n_kv * (h + n_masks)) * u * F32 + int(temps * u * F32)
     waiting = 0
     if model.moe:
@@ -112,6 +120,10 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         # (fitted on their twins, 2 and 4 experts used)
         waiting = model.moe.n_expert_used if model.architecture in GATED_DELTA_NET else 0
         ffn = (3 * ff + model.moe.n_expert + (2 + waiting) * e) * u * F32
+        if model.moe.n_dense_lead and model.n_ff:
+            # leading dense layers (DeepSeek, GLM-4.5, Kimi-Linear): their SwiGLU phase when it is the wider
+            # (Kimi-Linear twins: the dense layer 0 set the peak)
+            ffn = max(ffn, (3 * model.n_ff + 2 * e) * u * F32)
     elif model.architecture == "rwkv7":
         # channel mix: squared-ReLU key (n_ff) beside the time mix's leftovers (fitted, as above)
         ffn = (model.n_ff + 14 * e) * u * F32

@@ -262,7 +262,8 @@ def test_hybrid_compute_at_real_size_within_5_percent_of_llama_cpp(tmp_path, nam
 def test_kimi_linear_state_and_latent_cache_are_exact(tmp_path):
     """Kimi-Linear: its KDA layers (no KV heads) hold 3 short-conv states of n_head x head_dim and a
     head_dim^2 state per head (llama-hparams.cpp n_embd_r/n_embd_s), its MLA layers one latent KV head;
-    both and the weights to llama.cpp's 0.01 MiB."""
+    both and the weights to llama.cpp's 0.01 MiB; compute (the KDA phase under the mask, the dense
+    layer 0's FFN, absorbed MLA without flash attention) within 5%."""
     from planner.model.hybrid import kimi_linear_spec
     from planner.verify.twin import write_twin
     path = str(tmp_path / "kimi.gguf")
@@ -276,6 +277,11 @@ def test_kimi_linear_state_and_latent_cache_are_exact(tmp_path):
     assert r["ok"], r.get("error")
     for part in ("CPU KV", "CPU RS", "CPU model"):
         assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+    for fa in (True, False):
+        d = run_probe(dict(model=path, dry=True, ctx=4096, fa=fa, n_ubatch=512, n_batch=2048), timeout_s=300)
+        assert d["ok"], d.get("error")
+        got = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa)).devices[-1].buffers_mib["CPU compute"]
+        assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])
 
 
 @pytest.mark.parametrize("shape,ub", [({}, 512), (dict(e=1024), 256), (dict(n_ff=4096), 512)])
