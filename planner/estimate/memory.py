@@ -230,7 +230,7 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         # stay resident is less: the repacked copies plus the host tensors used from the map,
         # which is what weights_bytes (and so "fits") counts.
         b.mapped = span_hi - span_lo
-    for d in layer_dev:
+    for d in layer_dev:  # blocks as llama.cpp numbers them for -ngl (MTP blocks included)
         b.layers[d] = b.layers.get(d, 0) + 1
     # KV cache
     n_ctx, cells_full, cells_swa = kv_cells(model, opts)

@@ -57,7 +57,8 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             t_pp += host_bytes / (backends()["op_offload_gbps"] * 1e9) / n_ubatch
             notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
-        t_pp = flops_tok / (_cpu_gflops(hw) * 1e9) + model.n_layers * backend("cpu")["prefill_layer_ms"] / 1e3
+        t_pp = flops_tok / (_cpu_gflops(hw) * 1e9) + (model.n_layers - model.n_nextn) * \
+            backend("cpu")["prefill_layer_ms"] / 1e3
     if not flash_attn:
         notes.append("flash attention off: long prompts are slower than shown")
     cal = hw.calibration

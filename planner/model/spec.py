@@ -149,12 +149,16 @@ class ModelSpec(BaseModel):
 
     @cached_property
     def n_active_params(self) -> int:
-        """Parameters read per token: for MoE only n_expert_used of n_expert expert rows."""
-        if not self.moe:
+        """Parameters read per token: for MoE only n_expert_used of n_expert expert rows; MTP blocks do not
+        run in the main pass."""
+        if not self.moe and not self.n_nextn:
             return self.n_params
         total = 0
+        first_mtp = self.n_layers - self.n_nextn
         for t in self.tensors:
-            if "_exps" in t.name:
+            if t.layer is not None and t.layer >= first_mtp:
+                continue
+            if "_exps" in t.name and self.moe:
                 total += t.n_elements * self.moe.n_expert_used // self.moe.n_expert
             else:
                 total += t.n_elements
