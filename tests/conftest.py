@@ -108,3 +108,9 @@ def gemma4_twin(n_layer=12, e=256, vocab=2048, n_head=4, n_head_kv=2, hd=128, hd
     return ModelSpec(name="gemma4-twin", source="test", architecture="gemma4", n_layers=n_layer, n_embd=e, n_head=n_head,
                      n_kv_heads=n_head_kv, head_dim_k=hd, head_dim_v=hd, n_ff=n_ff, n_vocab=vocab, tied_embeddings=True,
                      layers=layers, tensors=ts)
+
+
+# A MiniMax-M2-layout config (full-width q/k norms, sigmoid-routed experts with a bias) at twin size
+MINIMAX_M2_TWIN = {"architectures": ["MiniMaxM2ForCausalLM"], "hidden_size": 256, "num_hidden_layers": 6,
+                   "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 128,
+                   "num_local_experts": 16, "num_experts_per_tok": 4, "vocab_size": 2048}

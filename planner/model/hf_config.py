@@ -17,6 +17,7 @@ HF_TO_GGUF_ARCH = {
     "Gemma3ForConditionalGeneration": "gemma3", "Phi3ForCausalLM": "phi3",
     "DeepseekV3ForCausalLM": "deepseek2", "DeepseekV2ForCausalLM": "deepseek2",
     "GptOssForCausalLM": "gpt-oss", "Glm4MoeForCausalLM": "glm4moe",
+    "MiniMaxM2ForCausalLM": "minimax-m2",
     "NemotronHForCausalLM": "nemotron_h", "JambaForCausalLM": "jamba", "Lfm2ForCausalLM": "lfm2",
     "GraniteMoeHybridForCausalLM": "granitehybrid", "FalconH1ForCausalLM": "falcon-h1",
     "Qwen3NextForCausalLM": "qwen3next", "Qwen3_5ForConditionalGeneration": "qwen35",
@@ -105,6 +106,9 @@ def spec_from_hf_config(config: dict[str, Any], name: str, source: str) -> Model
         s.n_dense_lead = cfg.get("first_k_dense_replace", 0)
         # convert_hf_to_gguf (conversion/glm.py) appends the MTP blocks unless --no-mtp
         s.extra["n_mtp"] = cfg.get("num_nextn_predict_layers", 0) or 0
+    elif arch == "minimax-m2":  # conversion/minimax.py: the experts' width is intermediate_size
+        s.n_expert, s.n_expert_used = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+        s.expert_ff = s.n_ff
     elif arch == "gpt-oss":
         s.qkv_bias = True
         s.n_expert, s.n_expert_used = cfg["num_local_experts"], cfg["num_experts_per_tok"]

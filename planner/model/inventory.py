@@ -202,10 +202,27 @@ def glm4moe(s: Shape) -> list[TensorSpec]:
     return out
 
 
+def minimax_m2(s: Shape) -> list[TensorSpec]:
+    """MiniMax-M2 (models/minimax-m2.cpp): full-width q/k norms (n_head x head_dim, n_kv x head_dim),
+    sigmoid-routed experts with a bias, no shared expert."""
+    out: list[TensorSpec] = []
+    _head(s, out)
+    for i in range(s.n_layers):
+        p = f"blk.{i}."
+        out.append(_t(p + "attn_norm.weight", s.n_embd))
+        _qkv(s, i, out)
+        out += [_t(p + "attn_q_norm.weight", s.n_head * s.head_dim_k),
+                _t(p + "attn_k_norm.weight", s.n_kv_heads * s.head_dim_k), _t(p + "ffn_norm.weight", s.n_embd)]
+        _moe_ffn(s, i, out)
+        out.append(_t(p + "exp_probs_b.bias", s.n_expert))
+    return out
+
+
 BUILDERS = {
     "llama": llama_like, "qwen2": llama_like, "qwen3": llama_like, "qwen3moe": llama_like,
     "gemma2": llama_like, "gemma3": llama_like, "mistral3": llama_like,
     "phi3": phi3, "deepseek2": deepseek2, "gpt-oss": gpt_oss, "glm4moe": glm4moe,
+    "minimax-m2": minimax_m2,
 }
 
 

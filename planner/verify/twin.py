@@ -82,8 +82,8 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
     if a in ("qwen35", "qwen35moe"):  # M-RoPE sections, required by the loader
         w.add_array(f"{a}.rope.dimension_sections", [m.head_dim_k // 6, m.head_dim_k // 6,
                                                      m.head_dim_k // 2 - 2 * (m.head_dim_k // 6), 0])
-    if a == "kimi-linear":
-        w.add_uint32(f"{a}.expert_gating_func", 2)  # sigmoid; the loader requires the key
+    if a in ("kimi-linear", "minimax-m2"):
+        w.add_uint32(f"{a}.expert_gating_func", 2)  # sigmoid, as their converters write it; the graph needs it
     if m.recurrent:
         for key, v in m.recurrent.gguf.items():  # {arch}.ssm.*, wkv.*: the recurrent state's shape
             w.add_uint32(f"{a}.{key}", v)

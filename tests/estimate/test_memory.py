@@ -348,6 +348,23 @@ def test_qwen35_delta_net_layers_hold_state_and_the_mtp_block_is_not_loaded(tmp_
         assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])
 
 
+def test_minimax_m2_from_config_loads_in_llama_cpp_with_weights_and_kv_exact(tmp_path):
+    """MiniMax-M2's layout from a config.json: llama.cpp loads its twin (every name and shape) and allocates
+    the weights and KV we predict, to its 0.01 MiB."""
+    from planner.model.hf_config import spec_from_hf_config
+    from planner.verify.twin import write_twin
+    from tests.conftest import MINIMAX_M2_TWIN
+    m = spec_from_hf_config(MINIMAX_M2_TWIN, "minimax-twin", "test")
+    path = str(tmp_path / "minimax.gguf")
+    write_twin(m, path)
+    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=False), timeout_s=300)
+    assert r["ok"], r.get("error")
+    for spec in (m, load_gguf(path)):
+        est = estimate(spec, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=True, mmap=False)).devices[-1].buffers_mib
+        for part in ("CPU KV", "CPU model"):
+            assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+
+
 def test_glm4moe_from_config_skips_its_mtp_block_as_llama_cpp_does(tmp_path):
     """GLM-4.5's layout from a config.json (biased q/k/v, a dense lead layer, sigmoid-routed and shared experts,
     one MTP block): written as a twin, llama.cpp loads it, skips the MTP block's weights and gives it no KV

@@ -64,7 +64,8 @@ def test_per_tensor_types_equal_llama_quantize(tmp_path, arch_kw, ftypes):
 
 
 @pytest.mark.parametrize("arch", ["nemotron_h", "nemotron_h_moe", "jamba", "lfm2", "granitehybrid", "rwkv7",
-                                  "kimi-linear", "qwen35", "qwen35moe", "qwen3next", "glm4moe"])
+                                  "kimi-linear", "qwen35", "qwen35moe", "qwen3next", "glm4moe",
+                                  "minimax-m2"])
 def test_hybrid_per_tensor_types_equal_llama_quantize(tmp_path, arch):
     """Hybrids: Nemotron-H has ffn_down in only some layers (llama-quantize counts them, so the
     use_more_bits layers are the count's, not the layer index's), LFM2's short-conv kernel and the
@@ -75,8 +76,9 @@ def test_hybrid_per_tensor_types_equal_llama_quantize(tmp_path, arch):
                                       rwkv7_spec)
     moe = dict(n_expert=8, n_expert_used=2, expert_ff=256, shared_ff=512)
     from planner.model.hf_config import spec_from_hf_config
-    from tests.conftest import GLM_TWIN
-    spec = {"glm4moe": lambda: spec_from_hf_config(GLM_TWIN, "glm-twin", "test"), "qwen35": lambda: qwen35_spec(n_mtp=1), "qwen35moe": lambda: qwen35_spec(n_mtp=1, **moe),
+    from tests.conftest import GLM_TWIN, MINIMAX_M2_TWIN
+    spec = {"glm4moe": lambda: spec_from_hf_config(GLM_TWIN, "glm-twin", "test"),
+            "minimax-m2": lambda: spec_from_hf_config(MINIMAX_M2_TWIN, "minimax-twin", "test"), "qwen35": lambda: qwen35_spec(n_mtp=1), "qwen35moe": lambda: qwen35_spec(n_mtp=1, **moe),
             "qwen3next": lambda: qwen35_spec(next_=True, **moe),"nemotron_h": lambda: nemotron_h_spec("M-M-M-M*-M-M-M*-"), "jamba": jamba_spec,
             "nemotron_h_moe": lambda: nemotron_h_spec("MEMEM*EMEMEM*EME", n_expert=8, n_expert_used=2,
                                                       expert_ff=256, shared_ff=512),

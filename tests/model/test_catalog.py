@@ -140,16 +140,18 @@ def test_falcon_h1_from_config_loads_in_llama_cpp_with_kv_and_state_in_every_lay
         assert abs(got[part] - r["bufs_mib"][part]) <= 0.011, (part, got, r["bufs_mib"])
 
 
-def test_glm_4_5_air_at_full_size_loads_in_llama_cpp_with_the_compute_we_predict(tmp_path):
-    """The catalog's GLM-4.5-Air (106B + its MTP block) as a sparse twin: llama.cpp loads every tensor name
-    and shape of it (a dry run), and its compute buffer at 4K with flash attention is the one we predict
-    (logits-bound: 332.01 MiB measured when fitted)."""
+@pytest.mark.parametrize("name,params_b,active_b", [("glm-4.5-air", 109.23, 13.42), ("minimax-m2", 228.7, 11.0)])
+def test_big_moe_catalog_entries_at_full_size_load_in_llama_cpp_with_the_compute_we_predict(tmp_path, name, params_b,
+                                                                                             active_b):
+    """The catalog's GLM-4.5-Air (106B + its MTP block) and MiniMax-M2 (230B-A10B) as sparse twins: llama.cpp
+    loads every tensor name and shape (a dry run), and the compute buffer at 4K with flash attention is the
+    one we predict (logits-bound: 332.01 and 402.75 MiB measured when fitted)."""
     from planner.estimate import RuntimeOptions, estimate
     from planner.profile.targets import resolve_target
     from planner.verify.probe import run_probe
     from planner.verify.twin import write_twin
-    m = load_model("glm-4.5-air")
-    assert abs(m.n_params / 109.23e9 - 1) < 0.01 and m.n_nextn == 1
+    m = load_model(name)
+    assert abs(m.n_params / (params_b * 1e9) - 1) < 0.01 and abs(m.n_active_params / (active_b * 1e9) - 1) < 0.01
     path = str(tmp_path / "twin.gguf")
     write_twin(m, path)
     d = run_probe(dict(model=path, dry=True, ctx=4096, n_ubatch=512, n_batch=2048, fa=True), timeout_s=300)
