@@ -73,8 +73,8 @@ def tiny_llama():
 
 # A GLM-4.5-layout config (biased q/k/v, a dense lead layer, sigmoid-routed and shared experts, one MTP
 # block) at twin size
-GLM_TWIN = {"architectures": ["Glm4MoeForCausalLM"], "hidden_size": 256, "num_hidden_layers": 8, "num_attention_heads": 8,
-            "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 1024, "moe_intermediate_size": 128,
+GLM_TWIN = {"architectures": ["Glm4MoeForCausalLM"], "hidden_size": 256, "num_hidden_layers": 8,
+            "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 1024, "moe_intermediate_size": 128,
             "n_routed_experts": 16, "n_shared_experts": 1, "num_experts_per_tok": 4, "first_k_dense_replace": 1,
             "num_nextn_predict_layers": 1, "vocab_size": 2048, "attention_bias": True, "use_qk_norm": False}
 
@@ -100,14 +100,15 @@ def gemma4_twin(n_layer=12, e=256, vocab=2048, n_head=4, n_head_kv=2, hd=128, hd
                    _t16(b + "attn_k_norm.weight", d, ty="F32")]
         ts += [_t16(b + "attn_output.weight", d * n_head, e), _t16(b + "attn_q_norm.weight", d, ty="F32"),
                _t16(b + "post_attention_norm.weight", e, ty="F32"), _t16(b + "ffn_norm.weight", e, ty="F32"),
-               _t16(b + "ffn_gate.weight", e, n_ff), _t16(b + "ffn_up.weight", e, n_ff), _t16(b + "ffn_down.weight", n_ff, e),
+               _t16(b + "ffn_gate.weight", e, n_ff), _t16(b + "ffn_up.weight", e, n_ff),
+               _t16(b + "ffn_down.weight", n_ff, e),
                _t16(b + "post_ffw_norm.weight", e, ty="F32")]
         layers.append(LayerSpec(attn="swa" if swa[i] else "full", n_head=n_head, n_head_kv=n_head_kv,
                                 window=window if swa[i] else None, head_dim=hd_swa if swa[i] else None,
                                 kv_shared=not has_kv))
-    return ModelSpec(name="gemma4-twin", source="test", architecture="gemma4", n_layers=n_layer, n_embd=e, n_head=n_head,
-                     n_kv_heads=n_head_kv, head_dim_k=hd, head_dim_v=hd, n_ff=n_ff, n_vocab=vocab, tied_embeddings=True,
-                     layers=layers, tensors=ts)
+    return ModelSpec(name="gemma4-twin", source="test", architecture="gemma4", n_layers=n_layer, n_embd=e,
+                     n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=hd, head_dim_v=hd, n_ff=n_ff, n_vocab=vocab,
+                     tied_embeddings=True, layers=layers, tensors=ts)
 
 
 # A MiniMax-M2-layout config (full-width q/k norms, sigmoid-routed experts with a bias) at twin size

@@ -249,7 +249,8 @@ def _qwen_delta_net(arch: str, cfg: dict[str, Any], name: str, e: int, n_layers:
         raise ModelNotFoundError(f"{name}: llama.cpp's gated delta net needs equal key and value head widths "
                                  f"(linear_key_head_dim {k_dim}, linear_value_head_dim {cfg['linear_value_head_dim']})")
     n_exp = cfg.get("num_experts", 0) if arch != "qwen35" else 0
-    moe = dict(n_expert=n_exp, n_expert_used=cfg.get("num_experts_per_tok", 0), expert_ff=cfg.get("moe_intermediate_size", 0),
+    moe = dict(n_expert=n_exp, n_expert_used=cfg.get("num_experts_per_tok", 0),
+               expert_ff=cfg.get("moe_intermediate_size", 0),
                shared_ff=cfg.get("shared_expert_intermediate_size", 0)) if n_exp else {}
     return hybrid.qwen35_spec(n_layer=n_layers, interval=interval, e=e, vocab=vocab, n_head=n_head, n_head_kv=n_kv,
                               head_dim=_get(cfg, "head_dim", default=e // n_head),

@@ -383,7 +383,8 @@ def qwen35_spec(n_layer=8, interval=4, e=256, vocab=2048, n_head=4, n_head_kv=2,
                    _t(b + "ffn_gate_inp_shexp.weight", e, ty="F32"), _t(b + "ffn_gate_shexp.weight", e, shared_ff),
                    _t(b + "ffn_up_shexp.weight", e, shared_ff), _t(b + "ffn_down_shexp.weight", shared_ff, e)]
         else:
-            ts += [_t(b + "ffn_gate.weight", e, n_ff), _t(b + "ffn_up.weight", e, n_ff), _t(b + "ffn_down.weight", n_ff, e)]
+            ts += [_t(b + "ffn_gate.weight", e, n_ff), _t(b + "ffn_up.weight", e, n_ff),
+                   _t(b + "ffn_down.weight", n_ff, e)]
         if i >= n_layer:
             ts += [_t(b + "nextn.eh_proj.weight", 2 * e, e), _t(b + "nextn.enorm.weight", e, ty="F32"),
                    _t(b + "nextn.hnorm.weight", e, ty="F32"), _t(b + "nextn.shared_head_norm.weight", e, ty="F32")]
@@ -391,7 +392,8 @@ def qwen35_spec(n_layer=8, interval=4, e=256, vocab=2048, n_head=4, n_head_kv=2,
         layers.append(LayerSpec(attn=kind, n_head=n_head, n_head_kv=n_head_kv, moe=bool(n_expert)))
     moe = MoESpec(n_expert=n_expert, n_expert_used=n_expert_used, expert_ff=expert_ff, n_shared_expert=1,
                   shared_ff=shared_ff) if n_expert else None
-    return ModelSpec(name="qwen35-twin", source="test", architecture="qwen3next" if next_ else "qwen35moe" if n_expert else "qwen35",
+    arch = "qwen3next" if next_ else "qwen35moe" if n_expert else "qwen35"
+    return ModelSpec(name="qwen35-twin", source="test", architecture=arch,
                      n_layers=n_layer + n_mtp, n_embd=e, n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=head_dim,
                      head_dim_v=head_dim, n_ff=n_ff if not n_expert else expert_ff, n_vocab=vocab, tied_embeddings=tied,
                      layers=layers, moe=moe, n_nextn=n_mtp,

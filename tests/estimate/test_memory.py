@@ -206,6 +206,25 @@ def _hybrid_exact_and_compute(m, path: str, ctx: int, ub: int, fa: bool) -> None
     assert abs(got / want - 1) <= 0.05, (got, want)
 
 
+def _twin_matches_llama_cpp(path: str, specs, parts=("CPU KV", "CPU model"), compute: bool = True, **opts) -> None:
+    """With flash attention on and off: a real load of the twin allocates `parts` as each spec estimates
+    them, to the 0.01 MiB of llama.cpp's log; a dry run's compute buffer is within 5% of the first spec's."""
+    for fa in (True, False):
+        r = run_probe(dict(model=path, ctx=4096, fa=fa, mmap=False), timeout_s=300)
+        assert r["ok"], r.get("error")
+        for spec in specs:
+            est = estimate(spec, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa, mmap=False, **opts))
+            for part in parts:
+                got = est.devices[-1].buffers_mib[part]
+                assert abs(got - r["bufs_mib"][part]) <= 0.011, (fa, part, got, r["bufs_mib"])
+        if compute:
+            d = run_probe(dict(model=path, dry=True, ctx=4096, fa=fa, n_ubatch=512, n_batch=2048), timeout_s=300)
+            assert d["ok"], d.get("error")
+            est = estimate(specs[0], THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa, **opts))
+            got = est.devices[-1].buffers_mib["CPU compute"]
+            assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])
+
+
 @pytest.mark.parametrize("shape,ctx,ub,fa", [
     ({}, 4096, 512, True), ({}, 16384, 512, False), (dict(n_ff=3072), 16384, 512, True),
     (dict(e=512), 1024, 512, False), (dict(n_expert=16, n_expert_used=4, n_ff=256, shared_ff=512), 4096, 256, True)])
@@ -277,11 +296,7 @@ def test_kimi_linear_state_and_latent_cache_are_exact(tmp_path):
     assert r["ok"], r.get("error")
     for part in ("CPU KV", "CPU RS", "CPU model"):
         assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
-    for fa in (True, False):
-        d = run_probe(dict(model=path, dry=True, ctx=4096, fa=fa, n_ubatch=512, n_batch=2048), timeout_s=300)
-        assert d["ok"], d.get("error")
-        got = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa)).devices[-1].buffers_mib["CPU compute"]
-        assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])
+    _twin_matches_llama_cpp(path, [m], parts=("CPU KV", "CPU RS", "CPU model"))  # one sequence, compute too
 
 
 @pytest.mark.parametrize("shape,ub", [({}, 512), (dict(e=1024), 256), (dict(n_ff=4096), 512)])
@@ -328,7 +343,8 @@ def test_falcon_h1_layers_hold_both_kv_and_state(tmp_path):
 def test_qwen35_delta_net_layers_hold_state_and_the_mtp_block_is_not_loaded(tmp_path, kw):
     """Qwen3.5 / Qwen3-Next: gated delta-net layers (with a fused attn_qkv, yet recurrent) hold the state,
     every 4th layer the KV cache; the trailing MTP block is in the file but llama.cpp neither loads it nor
-    gives it a cache. Weights, KV and state to llama.cpp's 0.01 MiB, compute within 5% (dry run)."""
+    gives it a cache. Weights, KV and state to llama.cpp's 0.01 MiB, compute within 5% (dry runs), flash
+    attention on and off."""
     from planner.model.hybrid import qwen35_spec
     from planner.verify.twin import write_twin
     path = str(tmp_path / "qwen35.gguf")
@@ -336,33 +352,19 @@ def test_qwen35_delta_net_layers_hold_state_and_the_mtp_block_is_not_loaded(tmp_
     m = load_gguf(path)
     assert [lay.attn for lay in m.layers[:8]] == ["recurrent"] * 3 + ["full"] + ["recurrent"] * 3 + ["full"]
     assert m.n_nextn == kw.get("n_mtp", 0)
-    est = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=True, mmap=False)).devices[-1].buffers_mib
-    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=False), timeout_s=300)
-    assert r["ok"], r.get("error")
-    for part in ("CPU KV", "CPU RS", "CPU model"):
-        assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
-    for fa in (True, False):
-        d = run_probe(dict(model=path, dry=True, ctx=4096, fa=fa, n_ubatch=512, n_batch=2048), timeout_s=300)
-        assert d["ok"], d.get("error")
-        got = estimate(m, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa)).devices[-1].buffers_mib["CPU compute"]
-        assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])
+    _twin_matches_llama_cpp(path, [m], parts=("CPU KV", "CPU RS", "CPU model"))
 
 
 def test_minimax_m2_from_config_loads_in_llama_cpp_with_weights_and_kv_exact(tmp_path):
     """MiniMax-M2's layout from a config.json: llama.cpp loads its twin (every name and shape) and allocates
-    the weights and KV we predict, to its 0.01 MiB."""
+    the weights and KV we predict, to its 0.01 MiB (its compute is checked at full size: bench/data)."""
     from planner.model.hf_config import spec_from_hf_config
     from planner.verify.twin import write_twin
     from tests.conftest import MINIMAX_M2_TWIN
     m = spec_from_hf_config(MINIMAX_M2_TWIN, "minimax-twin", "test")
     path = str(tmp_path / "minimax.gguf")
     write_twin(m, path)
-    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=False), timeout_s=300)
-    assert r["ok"], r.get("error")
-    for spec in (m, load_gguf(path)):
-        est = estimate(spec, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=True, mmap=False)).devices[-1].buffers_mib
-        for part in ("CPU KV", "CPU model"):
-            assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
+    _twin_matches_llama_cpp(path, [m, load_gguf(path)], compute=False)
 
 
 def test_glm4moe_from_config_skips_its_mtp_block_as_llama_cpp_does(tmp_path):
@@ -378,17 +380,7 @@ def test_glm4moe_from_config_skips_its_mtp_block_as_llama_cpp_does(tmp_path):
     write_twin(m, path)
     g = load_gguf(path)
     assert g.n_nextn == 1
-    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=False), timeout_s=300)
-    assert r["ok"], r.get("error")
-    for spec in (m, g):
-        est = estimate(spec, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=True, mmap=False)).devices[-1].buffers_mib
-        for part in ("CPU KV", "CPU model"):
-            assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (part, est, r["bufs_mib"])
-    for fa in (True, False):
-        d = run_probe(dict(model=path, dry=True, ctx=4096, fa=fa, n_ubatch=512, n_batch=2048), timeout_s=300)
-        assert d["ok"], d.get("error")
-        got = estimate(g, THIS_CPU, RuntimeOptions(n_ctx=4096, flash_attn=fa)).devices[-1].buffers_mib["CPU compute"]
-        assert abs(got / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, got, d["bufs_mib"])
+    _twin_matches_llama_cpp(path, [g, m])
 
 
 def test_gemma4_shared_kv_layers_swa_head_width_and_padded_v_cache(tmp_path):
@@ -403,13 +395,4 @@ def test_gemma4_shared_kv_layers_swa_head_width_and_padded_v_cache(tmp_path):
     m = load_gguf(path)
     assert [lay.kv_shared for lay in m.layers] == [False] * 8 + [True] * 4
     assert {lay.head_dim for lay in m.layers if lay.attn == "swa"} == {64}
-    for fa in (True, False):
-        opts = RuntimeOptions(n_ctx=4096, flash_attn=fa, mmap=False, swa_full=True)  # llama-cpp-python's default
-        est = estimate(m, THIS_CPU, opts).devices[-1].buffers_mib
-        r = run_probe(dict(model=path, ctx=4096, fa=fa, mmap=False), timeout_s=300)
-        assert r["ok"], r.get("error")
-        for part in ("CPU KV", "CPU model"):
-            assert abs(est[part] - r["bufs_mib"][part]) <= 0.011, (fa, part, est, r["bufs_mib"])
-        d = run_probe(dict(model=path, dry=True, ctx=4096, fa=fa, n_ubatch=512, n_batch=2048), timeout_s=300)
-        assert d["ok"], d.get("error")
-        assert abs(est["CPU compute"] / d["bufs_mib"]["CPU compute"] - 1) <= 0.05, (fa, est, d["bufs_mib"])
+    _twin_matches_llama_cpp(path, [m], swa_full=True)  # llama-cpp-python's default

@@ -72,14 +72,23 @@ def test_hybrid_per_tensor_types_equal_llama_quantize(tmp_path, arch):
     Mamba conv1d stay unquantized, Jamba's and Granite's experts take the name's layer; RWKV-7's LoRA and
     lerp weights stay F32 (by name, and [n, 1, 1] counts as 1-D as ggml_n_dims has it); Qwen3.5's and GLM's MTP
     blocks are quantized with the rest."""
-    from planner.model.hybrid import (hybrid_spec, jamba_spec, kimi_linear_spec, lfm2_spec, nemotron_h_spec, qwen35_spec,
-                                      rwkv7_spec)
+    from planner.model.hybrid import (
+        hybrid_spec,
+        jamba_spec,
+        kimi_linear_spec,
+        lfm2_spec,
+        nemotron_h_spec,
+        qwen35_spec,
+        rwkv7_spec,
+    )
     moe = dict(n_expert=8, n_expert_used=2, expert_ff=256, shared_ff=512)
     from planner.model.hf_config import spec_from_hf_config
     from tests.conftest import GLM_TWIN, MINIMAX_M2_TWIN
     spec = {"glm4moe": lambda: spec_from_hf_config(GLM_TWIN, "glm-twin", "test"),
-            "minimax-m2": lambda: spec_from_hf_config(MINIMAX_M2_TWIN, "minimax-twin", "test"), "qwen35": lambda: qwen35_spec(n_mtp=1), "qwen35moe": lambda: qwen35_spec(n_mtp=1, **moe),
-            "qwen3next": lambda: qwen35_spec(next_=True, **moe),"nemotron_h": lambda: nemotron_h_spec("M-M-M-M*-M-M-M*-"), "jamba": jamba_spec,
+            "minimax-m2": lambda: spec_from_hf_config(MINIMAX_M2_TWIN, "minimax-twin", "test"),
+            "qwen35": lambda: qwen35_spec(n_mtp=1), "qwen35moe": lambda: qwen35_spec(n_mtp=1, **moe),
+            "qwen3next": lambda: qwen35_spec(next_=True, **moe),
+            "nemotron_h": lambda: nemotron_h_spec("M-M-M-M*-M-M-M*-"), "jamba": jamba_spec,
             "nemotron_h_moe": lambda: nemotron_h_spec("MEMEM*EMEMEM*EME", n_expert=8, n_expert_used=2,
                                                       expert_ff=256, shared_ff=512),
             "rwkv7": lambda: rwkv7_spec(n_layer=8), "kimi-linear": lambda: kimi_linear_spec("KKKAKKKA"),

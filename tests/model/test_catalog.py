@@ -52,6 +52,26 @@ def test_smollm2_catalog_inventory_equals_the_real_gguf(smol_path):
     assert ours == real
 
 
+def _full_size_dry_run(m, tmp_path) -> tuple[dict, dict]:
+    """m written as a sparse twin and dry-run by llama.cpp at 4K with flash attention (every tensor name and
+    shape must be what it expects): (our buffers, llama.cpp's). Read back, the GGUF gives our same estimate
+    and MTP blocks."""
+    from planner.estimate import RuntimeOptions, estimate
+    from planner.profile.targets import resolve_target
+    from planner.verify.probe import run_probe
+    from planner.verify.twin import write_twin
+    path = str(tmp_path / "twin.gguf")
+    write_twin(m, path)
+    d = run_probe(dict(model=path, dry=True, ctx=4096, n_ubatch=512, n_batch=2048, fa=True), timeout_s=300)
+    assert d["ok"], d.get("error")
+    hw, opts = resolve_target("auto"), RuntimeOptions(n_ctx=4096, flash_attn=True)
+    ours = estimate(m, hw, opts).devices[-1].buffers_mib
+    back = load_gguf(path)
+    assert estimate(back, hw, opts).devices[-1].buffers_mib == ours
+    assert back.n_nextn == m.n_nextn  # MTP blocks in the file; llama.cpp skips them, and so do we
+    return ours, d["bufs_mib"]
+
+
 @pytest.mark.parametrize("name,params_b,kinds", [
     ("nemotron-h-8b", 8.10, {"recurrent": 24, "full": 4, "none": 24}),
     ("jamba-v0.1", 51.6, {"recurrent": 28, "full": 4}),
@@ -65,26 +85,14 @@ def test_hybrid_catalog_entries_load_in_llama_cpp_with_the_state_we_predict(tmp_
     """A config.json of a hybrid -> its layer layout (pattern, periods, layer types) and tensors; written
     as a sparse twin, llama.cpp loads it (a dry run: every tensor name and shape must be what it expects)
     and allocates the recurrent state we predict; the GGUF read back gives the same estimate."""
-    from planner.estimate import RuntimeOptions, estimate
-    from planner.profile.targets import resolve_target
-    from planner.verify.probe import run_probe
-    from planner.verify.twin import write_twin
     m = load_model(name)
     assert abs(m.n_params / (params_b * 1e9) - 1) < 0.01
     got = {}
     for lay in m.layers:
         got[lay.attn] = got.get(lay.attn, 0) + 1
     assert got == kinds
-    path = str(tmp_path / "twin.gguf")
-    write_twin(m, path)
-    d = run_probe(dict(model=path, dry=True, ctx=4096, n_ubatch=512, n_batch=2048, fa=True), timeout_s=300)
-    assert d["ok"], d.get("error")
-    hw, opts = resolve_target("auto"), RuntimeOptions(n_ctx=4096, flash_attn=True)
-    ours = estimate(m, hw, opts).devices[-1].buffers_mib
-    assert abs(ours["CPU RS"] - d["bufs_mib"]["CPU RS"]) <= 0.011
-    assert estimate(load_gguf(path), hw, opts).devices[-1].buffers_mib == ours
-    if m.n_nextn:  # the GGUF carries the MTP block; llama.cpp skips it, and so do we
-        assert load_gguf(path).n_nextn == m.n_nextn
+    ours, theirs = _full_size_dry_run(m, tmp_path)
+    assert abs(ours["CPU RS"] - theirs["CPU RS"]) <= 0.011
 
 
 def test_nemotron_h_moe_from_config_loads_in_llama_cpp_and_latent_moe_says_it_is_not_built(tmp_path):
@@ -146,17 +154,7 @@ def test_big_moe_catalog_entries_at_full_size_load_in_llama_cpp_with_the_compute
     """The catalog's GLM-4.5-Air (106B + its MTP block) and MiniMax-M2 (230B-A10B) as sparse twins: llama.cpp
     loads every tensor name and shape (a dry run), and the compute buffer at 4K with flash attention is the
     one we predict (logits-bound: 332.01 and 402.75 MiB measured when fitted)."""
-    from planner.estimate import RuntimeOptions, estimate
-    from planner.profile.targets import resolve_target
-    from planner.verify.probe import run_probe
-    from planner.verify.twin import write_twin
     m = load_model(name)
     assert abs(m.n_params / (params_b * 1e9) - 1) < 0.01 and abs(m.n_active_params / (active_b * 1e9) - 1) < 0.01
-    path = str(tmp_path / "twin.gguf")
-    write_twin(m, path)
-    d = run_probe(dict(model=path, dry=True, ctx=4096, n_ubatch=512, n_batch=2048, fa=True), timeout_s=300)
-    assert d["ok"], d.get("error")
-    hw, opts = resolve_target("auto"), RuntimeOptions(n_ctx=4096, flash_attn=True)
-    ours = estimate(m, hw, opts).devices[-1].buffers_mib
-    assert abs(ours["CPU compute"] / d["bufs_mib"]["CPU compute"] - 1) <= 0.05
-    assert estimate(load_gguf(path), hw, opts).devices[-1].buffers_mib == ours
+    ours, theirs = _full_size_dry_run(m, tmp_path)
+    assert abs(ours["CPU compute"] / theirs["CPU compute"] - 1) <= 0.05
