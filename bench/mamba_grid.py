@@ -23,8 +23,17 @@ import tempfile
 
 from planner.estimate import RuntimeOptions, estimate
 from planner.model import load_gguf
-from planner.model.hybrid import (falcon_h1_spec, hybrid_spec, jamba_spec, kimi_linear_spec, lfm2_spec, mamba_spec,
-                                  nemotron_h_spec, qwen35_spec, rwkv7_spec)
+from planner.model.hybrid import (
+    falcon_h1_spec,
+    hybrid_spec,
+    jamba_spec,
+    kimi_linear_spec,
+    lfm2_spec,
+    mamba_spec,
+    nemotron_h_spec,
+    qwen35_spec,
+    rwkv7_spec,
+)
 from planner.profile.targets import resolve_target
 from planner.verify.probe import run_probe
 from planner.verify.twin import write_twin
