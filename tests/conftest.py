@@ -115,3 +115,37 @@ def gemma4_twin(n_layer=12, e=256, vocab=2048, n_head=4, n_head_kv=2, hd=128, hd
 MINIMAX_M2_TWIN = {"architectures": ["MiniMaxM2ForCausalLM"], "hidden_size": 256, "num_hidden_layers": 6,
                    "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 128,
                    "num_local_experts": 16, "num_experts_per_tok": 4, "vocab_size": 2048}
+
+
+def gemma3n_twin(n_layer=24, e=256, vocab=2048, n_head=4, n_head_kv=2, hd=64, n_ff=768, window=128):
+    """A Gemma 3n layout (models/gemma3n.cpp): every 5th layer full, the rest sliding; layers from 20 on
+    attend over the caches of layers 18 and 19; AltUp (4 inputs), LAuReL (rank 64) and 256-wide per-layer
+    embeddings, whose sizes llama.cpp hard-codes (llama-hparams.h)."""
+    altup, laurel, pl = 4, 64, 256
+    swa = [il % 5 < 4 for il in range(n_layer)]
+    ts = [_t16("token_embd.weight", e, vocab), _t16("altup_proj.weight", e, e, altup - 1),
+          _t16("altup_unembd_proj.weight", e, e, altup - 1), _t16("per_layer_token_embd.weight", pl * n_layer, vocab),
+          _t16("per_layer_model_proj.weight", e, pl * n_layer), _t16("per_layer_proj_norm.weight", pl, ty="F32"),
+          _t16("output_norm.weight", e, ty="F32")]
+    layers = []
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        ts += [_t16(b + "attn_norm.weight", e, ty="F32"), _t16(b + "attn_q.weight", e, hd * n_head),
+               _t16(b + "attn_k.weight", e, hd * n_head_kv), _t16(b + "attn_v.weight", e, hd * n_head_kv),
+               _t16(b + "attn_output.weight", hd * n_head, e), _t16(b + "attn_q_norm.weight", hd, ty="F32"),
+               _t16(b + "attn_k_norm.weight", hd, ty="F32"), _t16(b + "post_attention_norm.weight", e, ty="F32"),
+               _t16(b + "ffn_norm.weight", e, ty="F32"), _t16(b + "ffn_gate.weight", e, n_ff),
+               _t16(b + "ffn_up.weight", e, n_ff), _t16(b + "ffn_down.weight", n_ff, e),
+               _t16(b + "post_ffw_norm.weight", e, ty="F32"), _t16(b + "inp_gate.weight", e, pl),
+               _t16(b + "proj.weight", pl, e), _t16(b + "post_norm.weight", e, ty="F32"),
+               _t16(b + "altup_correct_coef.weight", altup, altup, ty="F32"),
+               _t16(b + "altup_correct_scale.weight", e, ty="F32"),
+               _t16(b + "altup_predict_coef.weight", altup, altup * altup, ty="F32"),
+               _t16(b + "altup_router.weight", e, altup), _t16(b + "altup_router_norm.weight", e, ty="F32"),
+               _t16(b + "laurel_l.weight", e, laurel), _t16(b + "laurel_r.weight", laurel, e),
+               _t16(b + "laurel_post_norm.weight", e, ty="F32")]
+        layers.append(LayerSpec(attn="swa" if swa[i] else "full", n_head=n_head, n_head_kv=n_head_kv,
+                                window=window if swa[i] else None, kv_shared=i >= 20))
+    return ModelSpec(name="gemma3n-twin", source="test", architecture="gemma3n", n_layers=n_layer, n_embd=e,
+                     n_head=n_head, n_kv_heads=n_head_kv, head_dim_k=hd, head_dim_v=hd, n_ff=n_ff, n_vocab=vocab,
+                     tied_embeddings=True, layers=layers, tensors=ts)

@@ -96,6 +96,10 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     out = int((model.n_vocab + n_hidden * e) * u * F32)
     if ssm and not any(lay.attn in ("full", "swa") for lay in model.layers):
         attn = 0  # no attention layer: no scores, no mask
+    elif flash_attn and model.mla:
+        # absorbed MLA: 2.5 rows of n_head (kv_lora + rope) and 3.5 hidden states, not 5 q_dim (a DeepSeek-V3-size
+        # twin: 412.01 MiB measured at 4K, 724 predicted by the generic rule, 413 by this one)
+        attn = n_kv * u * 2 + int((2.5 * h * model.head_dim_k + 3.5 * e) * u * F32)
     elif flash_attn:
         attn = n_kv * u * 2 + (5 * q_dim + (7 * e if glm else 0)) * u * F32
     else:
@@ -169,6 +173,16 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     p = {"logits": out, "attention": attn, "ffn": ffn}
     if ssm:
         p["ssm"] = ssm
+    if model.architecture == "gemma3n":
+        # Gemma 3n's per-layer inputs (n_layer x 256 per token): 4 copies while they are built (the
+        # embedding rows, their projection, sum and scale) beside the masks, 2 through the layers
+        # (fitted on Gemma 3n twins: 24 and 30 layers, n_embd 256/512, n_ctx 1K-16K, within 2%)
+        per_layer = next((t.shape[0] for t in model.tensors if t.name == "per_layer_token_embd.weight"), 0)
+        kinds = {lay.attn for lay in model.layers}
+        masks = (2 if {"full", "swa"} <= kinds else 1) * n_kv * u * (2 if flash_attn else F32)
+        p["per-layer inputs"] = (4 * per_layer + 2 * e) * u * F32 + masks
+        if not flash_attn:
+            p["attention"] += 2 * per_layer * u * F32
     return p
 
 

@@ -12,7 +12,7 @@ from planner.estimate.compute import compute_buffers
 from planner.estimate.constants import backend
 from planner.estimate.ggml_types import row_bytes, tensor_bytes
 from planner.estimate.options import RuntimeOptions
-from planner.estimate.placement import CPU, layer_devices, tensor_device
+from planner.estimate.placement import CPU, INPUT_TENSORS, layer_devices, tensor_device
 from planner.estimate.quant_mix import source_type
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
@@ -165,7 +165,7 @@ def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False)
         if u is None:
             u = acc[k] = [name, il, 0, 0, -1, 0, 0, 0, 0, True]
         u[2] += nb
-        if ty in rp and len(t.shape) >= 2 and t.name != "token_embd.weight" and t.shape[1] % 8 == 0 \
+        if ty in rp and len(t.shape) >= 2 and t.name not in INPUT_TENSORS and t.shape[1] % 8 == 0 \
                 and "ffn_gate_inp" not in t.name:
             u[3] += nb
         else:

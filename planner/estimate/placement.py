@@ -3,7 +3,7 @@
 - `-ngl N` offloads the *last* N of the n_layer + 1 offloadable layers; the extra one is the
   output layer (output_norm, output / duplicated token_embd), offloaded first:
   i_gpu_start = max(n_layer + 1 - N, 0), layer il is on a GPU iff il >= i_gpu_start.
-- token_embd (the input layer) always stays in host memory.
+- token_embd and the other input-layer tensors (INPUT_TENSORS) always stay in host memory.
 - Layers split over GPUs by the cumulative, normalised tensor split (default: free memory):
   gpu = upper_bound(splits, (il - i_gpu_start) / act_gpu_layers).
 - `--n-cpu-moe N`: expert tensors (*_exps) of layers < N on the CPU; `--cpu-moe`: all; `-ot`.
@@ -18,6 +18,13 @@ from planner.estimate.options import RuntimeOptions
 from planner.model.spec import ModelSpec
 
 CPU = -1  # device index of host memory
+# llama.cpp's input-layer tensors (llama-arch.cpp: LLM_TENSOR_LAYER_INPUT, read by get_rows): always in
+# host memory, and never repacked
+INPUT_TENSORS = frozenset({"token_embd.weight", "per_layer_token_embd.weight", "position_embd.weight",
+                           "token_types.weight"})
+# tensors outside the blocks that models create with layer 0's number, so on layer 0's device (rope
+# frequencies; Gemma 3n/4's per-layer-input projection)
+LAYER0_TENSORS = ("rope_", "per_layer_model_proj", "per_layer_proj_norm")
 
 
 def layer_devices(n_layer: int, n_gpus: int, opts: RuntimeOptions, free: list[int]) -> tuple[list[int], int]:
@@ -46,10 +53,10 @@ def layer_devices(n_layer: int, n_gpus: int, opts: RuntimeOptions, free: list[in
 def tensor_device(name: str, il: int | None, layers: list[int], out_dev: int, opts: RuntimeOptions,
                   pats: list[re.Pattern]) -> int:
     """Device of one weight tensor, given the layers' devices (layer_devices)."""
-    if name == "token_embd.weight":
+    if name in INPUT_TENSORS:
         d = CPU
     elif il is None:
-        d = layers[0] if name.startswith("rope_") and layers else out_dev
+        d = layers[0] if name.startswith(LAYER0_TENSORS) and layers else out_dev
     else:
         d = layers[il]
         if "_exps" in name and (opts.cpu_moe or il < opts.n_cpu_moe):

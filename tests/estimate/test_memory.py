@@ -396,3 +396,17 @@ def test_gemma4_shared_kv_layers_swa_head_width_and_padded_v_cache(tmp_path):
     assert [lay.kv_shared for lay in m.layers] == [False] * 8 + [True] * 4
     assert {lay.head_dim for lay in m.layers if lay.attn == "swa"} == {64}
     _twin_matches_llama_cpp(path, [m], swa_full=True)  # llama-cpp-python's default
+
+
+def test_gemma3n_layers_from_20_share_kv_and_per_layer_inputs_set_the_compute(tmp_path):
+    """Gemma 3n: layers from 20 on attend over layers 18 and 19's caches and hold none (models/gemma3n.cpp
+    n_layer_kv_from_start); its tied output gets a host copy of its own; AltUp, LAuReL and per-layer
+    embeddings load as llama.cpp creates them. Weights and KV to the 0.01 MiB, flash attention on and off;
+    the compute buffer's peak is the per-layer inputs' phase (within 5%)."""
+    from planner.verify.twin import write_twin
+    from tests.conftest import gemma3n_twin
+    path = str(tmp_path / "gemma3n.gguf")
+    write_twin(gemma3n_twin(), path)
+    m = load_gguf(path)
+    assert [lay.kv_shared for lay in m.layers] == [False] * 20 + [True] * 4
+    _twin_matches_llama_cpp(path, [m], swa_full=True)  # llama-cpp-python's default
