@@ -22,7 +22,7 @@ HF_TO_GGUF_ARCH = {
     "GraniteMoeHybridForCausalLM": "granitehybrid", "FalconH1ForCausalLM": "falcon-h1",
     "Qwen3NextForCausalLM": "qwen3next", "Qwen3_5ForConditionalGeneration": "qwen35",
     "Qwen3_5ForCausalLM": "qwen35", "Qwen3_5MoeForConditionalGeneration": "qwen35moe",
-    "Qwen3_5MoeForCausalLM": "qwen35moe",
+    "Qwen3_5MoeForCausalLM": "qwen35moe", "KimiLinearForCausalLM": "kimi-linear",
 }
 
 
@@ -210,6 +210,8 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
                                   tied=tied)
     elif arch in ("qwen3next", "qwen35", "qwen35moe"):
         m = _qwen_delta_net(arch, cfg, name, e, n_layers, n_head, n_kv, vocab, tied)
+    elif arch == "kimi-linear":
+        m = _kimi_linear(cfg, name, e, n_layers, n_head, vocab, tied)
     else:  # granitehybrid
         types = cfg.get("layer_types") or ["mamba"] * n_layers
         n_exp = cfg.get("num_local_experts", 0)
@@ -229,7 +231,28 @@ def _hybrid(arch: str, cfg: dict[str, Any], name: str, source: str) -> ModelSpec
                                 "n_ctx_train": _get(cfg, "max_position_embeddings", default=4096)})
 
 
-HYBRIDS = ("nemotron_h", "jamba", "lfm2", "granitehybrid", "falcon-h1", "qwen3next", "qwen35", "qwen35moe")
+HYBRIDS = ("nemotron_h", "jamba", "lfm2", "granitehybrid", "falcon-h1", "qwen3next", "qwen35", "qwen35moe",
+           "kimi-linear")
+
+
+def _kimi_linear(cfg: dict[str, Any], name: str, e: int, n_layers: int, n_head: int, vocab: int,
+                 tied: bool) -> ModelSpec:
+    """Kimi-Linear: KDA layers and MLA at linear_attn_config.full_attn_layers (1-based, as
+    conversion/kimi_linear.py reads them), a dense lead, then MoE with shared experts."""
+    la = cfg["linear_attn_config"]
+    if cfg.get("q_lora_rank") or la.get("num_heads", n_head) != n_head:
+        raise ModelNotFoundError(f"{name}: this Kimi-Linear layout (a q LoRA, or KDA heads other than the attention "
+                                 f"heads) is not built from config.json yet; a GGUF of it can still be read")
+    full = set(la["full_attn_layers"])
+    return hybrid.kimi_linear_spec("".join("A" if il + 1 in full else "K" for il in range(n_layers)), e=e,
+                                   vocab=vocab, n_head=n_head, kda_head=la["head_dim"],
+                                   d_conv=la.get("short_conv_kernel_size", 4), kv_lora=cfg["kv_lora_rank"],
+                                   rope=cfg["qk_rope_head_dim"], nope=cfg["qk_nope_head_dim"],
+                                   v_head=cfg["v_head_dim"], n_ff=cfg["intermediate_size"],
+                                   n_expert=cfg["num_experts"], n_expert_used=cfg["num_experts_per_token"],
+                                   expert_ff=cfg["moe_intermediate_size"], tied=tied,
+                                   n_dense=cfg.get("first_k_dense_replace", 1),
+                                   n_shared=cfg.get("num_shared_experts", 1))
 
 
 def _qwen_delta_net(arch: str, cfg: dict[str, Any], name: str, e: int, n_layers: int, n_head: int, n_kv: int,

@@ -229,12 +229,13 @@ def lfm2_spec(pattern="CCACCA", e=256, vocab=2048, n_head=4, n_head_kv=2, n_ff=7
 
 
 def kimi_linear_spec(pattern="KKKA", e=256, vocab=2048, n_head=4, kda_head=32, d_conv=4, kv_lora=64, rope=16,
-                     nope=32, v_head=32, n_ff=768, n_expert=8, n_expert_used=2, expert_ff=128, tied=False):
+                     nope=32, v_head=32, n_ff=768, n_expert=8, n_expert_used=2, expert_ff=128, tied=False, n_dense=1,
+                     n_shared=1):
     """A Kimi-Linear (llama.cpp models/kimi-linear.cpp): 'K' a Kimi Delta Attention layer (q/k/v with short
     convolutions, gated delta rule; recurrent), 'A' an MLA attention layer with split k_b/v_b (the
-    latent cache); layer 0's FFN dense, the others MoE with one shared expert. KDA layers have no KV
-    heads, MLA ones one latent head."""
-    proj = n_head * kda_head
+    latent cache); the first n_dense layers' FFN dense, the others MoE with n_shared shared experts. KDA
+    layers have no KV heads, MLA ones one latent head."""
+    proj, sh = n_head * kda_head, expert_ff * n_shared
     t = _t
     ts = [t("token_embd.weight", e, vocab), t("output_norm.weight", e, ty="F32")]
     if not tied:
@@ -251,16 +252,16 @@ def kimi_linear_spec(pattern="KKKA", e=256, vocab=2048, n_head=4, kda_head=32, d
                    t(b + "ssm_dt.bias", proj, ty="F32"), t(b + "ssm_g_a.weight", e, kda_head),
                    t(b + "ssm_g_b.weight", kda_head, proj), t(b + "ssm_norm.weight", kda_head, ty="F32"),
                    t(b + "attn_output.weight", proj, e)]
-            layers.append(LayerSpec(attn="recurrent", n_head=n_head, n_head_kv=0, moe=i > 0))
+            layers.append(LayerSpec(attn="recurrent", n_head=n_head, n_head_kv=0, moe=i >= n_dense))
         elif kind == "A":
             ts += [t(b + "attn_kv_a_norm.weight", kv_lora, ty="F32"), t(b + "attn_q.weight", e, n_head * (nope + rope)),
                    t(b + "attn_kv_a_mqa.weight", e, kv_lora + rope), t(b + "attn_k_b.weight", nope, kv_lora, n_head),
                    t(b + "attn_v_b.weight", kv_lora, v_head, n_head), t(b + "attn_output.weight", n_head * v_head, e)]
-            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=1, moe=i > 0))
+            layers.append(LayerSpec(attn="full", n_head=n_head, n_head_kv=1, moe=i >= n_dense))
         else:
             raise ValueError(f"pattern letters are K and A, not {kind!r}")
         ts.append(t(b + "ffn_norm.weight", e, ty="F32"))
-        if i == 0:
+        if i < n_dense:
             ts += [t(b + "ffn_gate.weight", e, n_ff), t(b + "ffn_down.weight", n_ff, e),
                    t(b + "ffn_up.weight", e, n_ff)]
         else:
@@ -268,14 +269,14 @@ def kimi_linear_spec(pattern="KKKA", e=256, vocab=2048, n_head=4, kda_head=32, d
                    t(b + "ffn_gate_exps.weight", e, expert_ff, n_expert),
                    t(b + "ffn_down_exps.weight", expert_ff, e, n_expert),
                    t(b + "ffn_up_exps.weight", e, expert_ff, n_expert),
-                   t(b + "ffn_gate_shexp.weight", e, expert_ff), t(b + "ffn_down_shexp.weight", expert_ff, e),
-                   t(b + "ffn_up_shexp.weight", e, expert_ff), t(b + "exp_probs_b.bias", n_expert, ty="F32")]
+                   t(b + "ffn_gate_shexp.weight", e, sh), t(b + "ffn_down_shexp.weight", sh, e),
+                   t(b + "ffn_up_shexp.weight", e, sh), t(b + "exp_probs_b.bias", n_expert, ty="F32")]
     g = {"kda.head_dim": kda_head, "ssm.conv_kernel": d_conv}
     return ModelSpec(name="kimi-linear-twin", source="test", architecture="kimi-linear", n_layers=len(pattern),
                      n_embd=e, n_head=n_head, n_kv_heads=1, head_dim_k=kv_lora + rope, head_dim_v=kv_lora,
                      n_ff=n_ff, n_vocab=vocab, tied_embeddings=tied, layers=layers,
                      moe=MoESpec(n_expert=n_expert, n_expert_used=n_expert_used, expert_ff=expert_ff,
-                                 n_shared_expert=1, shared_ff=expert_ff, n_dense_lead=1),
+                                 n_shared_expert=n_shared, shared_ff=sh, n_dense_lead=n_dense),
                      mla=MLASpec(kv_lora_rank=kv_lora, q_lora_rank=None, rope_dim=rope, nope_dim=nope,
                                  v_head_dim=v_head),
                      recurrent=RecurrentSpec(r_elements=3 * (d_conv - 1) * proj,

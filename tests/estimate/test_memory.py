@@ -410,3 +410,26 @@ def test_gemma3n_layers_from_20_share_kv_and_per_layer_inputs_set_the_compute(tm
     m = load_gguf(path)
     assert [lay.kv_shared for lay in m.layers] == [False] * 20 + [True] * 4
     _twin_matches_llama_cpp(path, [m], swa_full=True)  # llama-cpp-python's default
+
+
+def test_kimi_linear_from_config_loads_in_llama_cpp_with_state_and_latent_cache_exact(tmp_path):
+    """KimiLinearForCausalLM: KDA layers and MLA at linear_attn_config.full_attn_layers (1-based, as the
+    converter reads them), two dense lead layers, two shared experts: its twin loads in llama.cpp with the
+    state, the latent cache and the weights we predict, and the compute within 5%. A q LoRA is refused with
+    one line."""
+    from planner.errors import ModelNotFoundError
+    from planner.model.hf_config import spec_from_hf_config
+    from planner.verify.twin import write_twin
+    cfg = {"architectures": ["KimiLinearForCausalLM"], "hidden_size": 256, "num_hidden_layers": 8,
+           "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 2048, "intermediate_size": 768,
+           "moe_intermediate_size": 128, "num_experts": 8, "num_experts_per_token": 2, "num_shared_experts": 2,
+           "first_k_dense_replace": 2, "kv_lora_rank": 64, "qk_rope_head_dim": 16, "qk_nope_head_dim": 32,
+           "v_head_dim": 32, "linear_attn_config": {"full_attn_layers": [4, 8], "kda_layers": [1, 2, 3, 5, 6, 7],
+                                                    "num_heads": 4, "head_dim": 32, "short_conv_kernel_size": 4}}
+    m = spec_from_hf_config(cfg, "kimi-twin", "test")
+    assert [lay.attn for lay in m.layers] == ["recurrent"] * 3 + ["full"] + ["recurrent"] * 3 + ["full"]
+    path = str(tmp_path / "kimi.gguf")
+    write_twin(m, path)
+    _twin_matches_llama_cpp(path, [m, load_gguf(path)], parts=("CPU KV", "CPU RS", "CPU model"))
+    with pytest.raises(ModelNotFoundError, match="q LoRA"):
+        spec_from_hf_config(dict(cfg, q_lora_rank=128), "kimi-twin", "test")
