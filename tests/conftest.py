@@ -83,13 +83,17 @@ def _t16(n, *s, ty="F16"):
     return TensorSpec(name=n, shape=list(s), type=ty)
 
 def gemma4_twin(n_layer=12, e=256, vocab=2048, n_head=4, n_head_kv=2, hd=128, hd_swa=64, n_ff=768, window=128,
-                pattern=4, shared=4):
+                pattern=4, shared=4, per_layer=0):
     """A Gemma 4 layout (models/gemma4.cpp): sliding layers with their own head width, every `pattern`-th
     layer full (its rope_freqs shared), the last `shared` layers attending over earlier caches (llama.cpp
     reuses the last full and sliding layers before them, so the layer before those must be full)."""
     swa = [il % pattern < pattern - 1 for il in range(n_layer)]
     ts = [_t16("token_embd.weight", e, vocab), _t16("output_norm.weight", e, ty="F32"),
           _t16("rope_freqs.weight", hd // 2, ty="F32")]
+    if per_layer:  # the E-models' per-layer embeddings (embedding_length_per_layer_input)
+        ts += [_t16("per_layer_token_embd.weight", per_layer * n_layer, vocab),
+               _t16("per_layer_model_proj.weight", e, per_layer * n_layer),
+               _t16("per_layer_proj_norm.weight", per_layer, ty="F32")]
     layers = []
     for i in range(n_layer):
         b, d = f"blk.{i}.", hd_swa if swa[i] else hd
@@ -103,6 +107,9 @@ def gemma4_twin(n_layer=12, e=256, vocab=2048, n_head=4, n_head_kv=2, hd=128, hd
                _t16(b + "ffn_gate.weight", e, n_ff), _t16(b + "ffn_up.weight", e, n_ff),
                _t16(b + "ffn_down.weight", n_ff, e),
                _t16(b + "post_ffw_norm.weight", e, ty="F32")]
+        if per_layer:
+            ts += [_t16(b + "inp_gate.weight", e, per_layer), _t16(b + "proj.weight", per_layer, e),
+                   _t16(b + "post_norm.weight", e, ty="F32")]
         layers.append(LayerSpec(attn="swa" if swa[i] else "full", n_head=n_head, n_head_kv=n_head_kv,
                                 window=window if swa[i] else None, head_dim=hd_swa if swa[i] else None,
                                 kv_shared=not has_kv))

@@ -173,11 +173,12 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     p = {"logits": out, "attention": attn, "ffn": ffn}
     if ssm:
         p["ssm"] = ssm
-    if model.architecture == "gemma3n":
-        # Gemma 3n's per-layer inputs (n_layer x 256 per token): 4 copies while they are built (the
-        # embedding rows, their projection, sum and scale) beside the masks, 2 through the layers
-        # (fitted on Gemma 3n twins: 24 and 30 layers, n_embd 256/512, n_ctx 1K-16K, within 2%)
-        per_layer = next((t.shape[0] for t in model.tensors if t.name == "per_layer_token_embd.weight"), 0)
+    per_layer = next((t.shape[0] for t in model.tensors if t.name == "per_layer_token_embd.weight"), 0) \
+        if model.architecture in ("gemma3n", "gemma4") else 0
+    if per_layer:
+        # Gemma 3n's and Gemma 4 E-models' per-layer inputs (n_layer x 256 per token): 4 copies while they
+        # are built (the embedding rows, their projection, sum and scale) beside the masks, 2 through the
+        # layers (fitted on twins of both: 12-30 layers, n_embd 256/512, n_ctx 1K-16K)
         kinds = {lay.attn for lay in model.layers}
         masks = (2 if {"full", "swa"} <= kinds else 1) * n_kv * u * (2 if flash_attn else F32)
         p["per-layer inputs"] = (4 * per_layer + 2 * e) * u * F32 + masks

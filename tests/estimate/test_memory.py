@@ -383,15 +383,17 @@ def test_glm4moe_from_config_skips_its_mtp_block_as_llama_cpp_does(tmp_path):
     _twin_matches_llama_cpp(path, [g, m])
 
 
-def test_gemma4_shared_kv_layers_swa_head_width_and_padded_v_cache(tmp_path):
+@pytest.mark.parametrize("per_layer", [0, 256])
+def test_gemma4_shared_kv_layers_swa_head_width_and_padded_v_cache(tmp_path, per_layer):
     """Gemma 4: sliding layers have their own head width (key_length_swa), the last layers attend over
     earlier caches and hold none (shared_kv_layers), the tied output matrix gets its own host copy (created
-    before token_embd), and without flash attention llama.cpp pads every layer's V cache to the widest.
-    Weights and KV to the 0.01 MiB with flash attention on and off; compute within 5%."""
+    before token_embd), and without flash attention llama.cpp pads every layer's V cache to the widest;
+    the E-models' per-layer inputs set the compute buffer. Weights and KV to the 0.01 MiB with flash
+    attention on and off; compute within 5%."""
     from planner.verify.twin import write_twin
     from tests.conftest import gemma4_twin
     path = str(tmp_path / "gemma4.gguf")
-    write_twin(gemma4_twin(), path)
+    write_twin(gemma4_twin(per_layer=per_layer), path)
     m = load_gguf(path)
     assert [lay.kv_shared for lay in m.layers] == [False] * 8 + [True] * 4
     assert {lay.head_dim for lay in m.layers if lay.attn == "swa"} == {64}
