@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from planner.estimate import RuntimeOptions, estimate, ftype_tensor_types
+from planner.estimate.placement import INPUT_TENSORS
 from planner.model.spec import ModelSpec
 from planner.optimize.allocate import Allocator
 from planner.optimize.plan import PlanOption, PlanRequest, PlanResult
@@ -82,10 +83,14 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
         key = f"{pool}@{backend}"
         if key not in pools:
             emb = [t for t in model.tensors if t.name == "token_embd.weight"]
-            rest = [t for t in model.tensors if t.name != "token_embd.weight"]
-            tensors = {"all": model.tensors, "emb": emb, "rest": rest + (emb if tied else []),
+            # the other input-layer tensors (Gemma 3n/4's per-layer embeddings) stay on the host like an
+            # untied token_embd; a tied one is the output matrix too, so it goes with the layers
+            host = [t for t in model.tensors if t.name in INPUT_TENSORS and t.name != "token_embd.weight"]
+            host = host + ([] if tied else emb)
+            rest = [t for t in model.tensors if t.name not in INPUT_TENSORS]
+            tensors = {"all": model.tensors, "emb": host, "rest": rest + (emb if tied else []),
                        "dense": [t for t in rest if "_exps" not in t.name] + (emb if tied else []),
-                       "experts": [t for t in rest if "_exps" in t.name] + ([] if tied else emb)}[pool]
+                       "experts": [t for t in rest if "_exps" in t.name] + host}[pool]
             pools[key] = Allocator(tensors, model.n_layers, tied, req.imatrix, req.tensor_errors, backend)
         return pools[key].solve(budget)
 
@@ -96,7 +101,7 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
         cap = None
         if cap_bytes is not None:
             n_host = sum(t.n_elements for t in model.tensors if "_exps" in t.name
-                         or (t.name == "token_embd.weight" and not tied))
+                         or (t.name in INPUT_TENSORS and not (tied and t.name == "token_embd.weight")))
             cap = int(cap_bytes * n_host / model.n_params)
         b = alloc("experts", min(host_avail, cap or host_avail))
         return None if a is None or b is None else {**a, **b}
@@ -104,8 +109,10 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
         a = alloc("rest", min(gpu_avail, cap_bytes or gpu_avail))
         if a is None:
             return None
-        if not tied:
-            a.update(alloc("emb", host_avail) or {"token_embd.weight": "Q4_K"})
+        host = [t.name for t in model.tensors
+                if t.name in INPUT_TENSORS and not (tied and t.name == "token_embd.weight")]
+        if host:
+            a.update(alloc("emb", host_avail) or dict.fromkeys(host, "Q4_K"))
         return a
     # partial / moe-partial / pinned ngl: the whole model over VRAM + RAM, then as many layers
     # (or experts) on the GPU as fit

@@ -166,3 +166,23 @@ def test_the_mix_never_predicts_worse_than_the_stock_ftype_it_replaces(name):
         ours = allocate(m.tensors, bytes_of(stock), m.n_layers, m.tied_embeddings)
         assert bytes_of(m.with_types(ours)) <= bytes_of(stock)
         assert predicted_kld(m.with_types(ours)) <= predicted_kld(stock) * (1 + 1e-9), f
+
+
+def test_gemma3n_per_layer_embeddings_are_budgeted_on_the_host_where_llama_cpp_keeps_them():
+    """Gemma 3n/4's per-layer token embedding is an input tensor: llama.cpp keeps it in RAM. On a GPU with
+    room for the layers at Q8_0 but not for that table too, the plan still runs every layer on the GPU
+    (budgeting the table against VRAM made it split the layers)."""
+    from planner.estimate import RuntimeOptions, estimate
+    from tests.conftest import gemma3n_twin
+    m = gemma3n_twin(vocab=32768)
+    m = m.model_copy(update={"tensors": [t.model_copy(update={"type": None}) if t.type == "F16" else t
+                                         for t in m.tensors]})
+    hw = load_target("rtx3060")
+    need = estimate(m.with_types(ftype_tensor_types(m, "Q8_0")), hw,
+                    RuntimeOptions(n_ctx=4096, n_gpu_layers=-1, flash_attn=True)).devices[0].memory.total_bytes
+    gpu = hw.gpus[0].model_copy(update={"vram_total_bytes": int(need / 0.95) + 2**20, "vram_free_bytes": None})
+    best = make_plan(m, hw.model_copy(update={"gpus": [gpu]}), PlanRequest(n_ctx=4096)).best
+    assert best.placement == "gpu", best.why
+    host = best.estimate.devices[-1].memory.weights_bytes
+    ple = [t for t in m.tensors if t.name == "per_layer_token_embd.weight"][0]
+    assert host >= ple.n_elements  # the table (at 8+ bits here) is in host memory
