@@ -83,6 +83,10 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     h = model.n_head
     q_dim = max(e, h * model.head_dim_k)
     ssm = ssm_bytes(model, u, n_seq)
+    # the attention mask, f16 with flash attention; iSWA models (full and sliding layers) carry a second one
+    # (gemma3-4b at 32K without flash attention: 671.01 MiB measured, 667.5 with it, 603.5 without)
+    mask = n_kv * u * (2 if flash_attn else F32)
+    n_masks = 2 if {"full", "swa"} <= {lay.attn for lay in model.layers} else 1
     # hidden states alive beside the logits: 2; gemma's final soft-capping 3; gpt-oss 7; Mamba 3 (fitted)
     mamba = bool(model.recurrent and model.recurrent.gguf.get("ssm.inner_size"))
     n_hidden = 3 if model.architecture.startswith("gemma") or mamba else 2
@@ -99,22 +103,21 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     elif flash_attn and model.mla:
         # absorbed MLA: 2.5 rows of n_head (kv_lora + rope) and 3.5 hidden states, not 5 q_dim (a DeepSeek-V3-size
         # twin: 412.01 MiB measured at 4K, 724 predicted by the generic rule, 413 by this one)
-        attn = n_kv * u * 2 + int((2.5 * h * model.head_dim_k + 3.5 * e) * u * F32)
+        attn = mask + int((2.5 * h * model.head_dim_k + 3.5 * e) * u * F32)
     elif flash_attn:
-        attn = n_kv * u * 2 + (5 * q_dim + (7 * e if glm else 0)) * u * F32
-    else:
-        # scores + mask; iSWA models (full and sliding layers) carry a second full-width mask
-        # (gemma3-4b at 32K: 671.01 MiB measured, 667.5 with it, 603.5 without)
-        kinds = {lay.attn for lay in model.layers}
-        n_masks = 2 if {"full", "swa"} <= kinds else 1
-        # Qwen3-Next/3.5's gated attention (q with its gate) keeps 3 hidden states and 4 rows of the
-        # heads' width (fitted on twins with n_embd 256 and 512)
-        temps = 3 * e + 4 * h * model.head_dim_k if model.architecture in GATED_DELTA_NET else 5.5 * q_dim
-        if glm:  # 3.5 rows of the heads' width (3 x n_embd at GLM-4.5-Air) and 2 hidden states (fitted, as above)
+        attn = mask + (5 * q_dim + (7 * e if glm else 0)) * u * F32
+    else:  # the scores, the masks and the temporaries
+        if model.architecture in GATED_DELTA_NET:
+            # Qwen3-Next/3.5's gated attention (q with its gate): 3 hidden states and 4 rows of the heads'
+            # width (fitted on twins with n_embd 256 and 512)
+            temps = 3 * e + 4 * h * model.head_dim_k
+        elif glm:  # 3.5 rows of the heads' width (3 x n_embd at GLM-4.5-Air) and 2 hidden states (fitted, as above)
             temps = 3.5 * q_dim + 2 * e
         elif model.mla:  # absorbed MLA: 2.25 rows of n_head (kv_lora + rope) and 3.5 hidden states (Kimi-Linear
             temps = 2.25 * h * model.head_dim_k + 3.5 * e  # twins: small and at 48B size, within 0.3%)
-        attn = (n_kv * (h + n_masks)) * u * F32 + int(temps * u * F32)
+        else:
+            temps = 5.5 * q_dim
+        attn = n_kv * h * u * F32 + n_masks * mask + int(temps * u * F32)
     waiting = 0
     if model.moe:
         # the shared expert runs after the routed ones are summed and freed: the wider of the two
@@ -151,7 +154,6 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         # keeps beside it one more d_inner row in the SSM phase, 7 more hidden states in a dense FFN
         # phase and 3 attention-width rows in a MoE one; Jamba's MoE phase one hidden state. Fitted
         # on twins (bench/mamba_grid.py); ggml-alloc's reuse of freed blocks makes these approximate.
-        mask = n_kv * u * (2 if flash_attn else F32)
         last = max(i for i, lay in enumerate(model.layers) if lay.attn in ("full", "swa"))
         granite = model.architecture == "granitehybrid"
         if any(lay.attn == "recurrent" for lay in model.layers[:last]):
@@ -168,20 +170,16 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     if model.architecture == "gemma4":
         # Gemma 4 keeps its full and sliding masks (and one more hidden state) under the FFN phase (fitted
         # on twins: n_ctx 1K-16K, ubatch 256/512, n_embd 256/512, vocabulary 2K/8K)
-        kinds = {lay.attn for lay in model.layers}
-        ffn += (2 if {"full", "swa"} <= kinds else 1) * n_kv * u * (2 if flash_attn else F32) + e * u * F32
+        ffn += n_masks * mask + e * u * F32
     p = {"logits": out, "attention": attn, "ffn": ffn}
     if ssm:
         p["ssm"] = ssm
-    per_layer = next((t.shape[0] for t in model.tensors if t.name == "per_layer_token_embd.weight"), 0) \
-        if model.architecture in ("gemma3n", "gemma4") else 0
+    per_layer = model.per_layer_inputs
     if per_layer:
         # Gemma 3n's and Gemma 4 E-models' per-layer inputs (n_layer x 256 per token): 4 copies while they
         # are built (the embedding rows, their projection, sum and scale) beside the masks, 2 through the
         # layers (fitted on twins of both: 12-30 layers, n_embd 256/512, n_ctx 1K-16K)
-        kinds = {lay.attn for lay in model.layers}
-        masks = (2 if {"full", "swa"} <= kinds else 1) * n_kv * u * (2 if flash_attn else F32)
-        p["per-layer inputs"] = (4 * per_layer + 2 * e) * u * F32 + masks
+        p["per-layer inputs"] = (4 * per_layer + 2 * e) * u * F32 + n_masks * mask
         if not flash_attn:
             p["attention"] += 2 * per_layer * u * F32
     return p

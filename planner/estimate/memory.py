@@ -116,21 +116,22 @@ SKIPS_MTP = frozenset({"bailingmoe3", "cohere2moe", "deepseek2", "deepseek32", "
 OUTPUT_BEFORE_EMBD = frozenset({"gemma3n", "gemma4"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WeightUnit:
     """Weight tensors that llama.cpp always places together: a block's expert tensors, the rest of
     a block, or one tensor outside the blocks (every tensor alone when -ot patterns may split a
-    block). Summed once per typed spec, so an estimate walks ~2 units per layer, not ~10 tensors."""
+    block). Summed once per typed spec (weight_units, read-only after), so an estimate walks ~2 units
+    per layer, not ~10 tensors."""
     name: str  # the tensor's name; "blk.N" / "blk.N._exps" for a block's groups
     layer: int | None
-    nbytes: int
-    repack: int  # bytes of it the CPU backend repacks (CPU_REPACK) when on the host
-    lo: int  # file span of the rest, the part used from the map (-1: none)
-    hi: int
-    attn2d: int  # 2-D attention / FFN weights: a GPU stages these for big batches
-    ffn2d: int
-    reads: int  # bytes read per decoded token (the output matrix's for a tied token_embd)
     loaded: bool = True  # False: an MTP block's tensors, in the file but not loaded (SKIPS_MTP)
+    nbytes: int = 0
+    repack: int = 0  # bytes of it the CPU backend repacks (CPU_REPACK) when on the host
+    lo: int = -1  # file span of the rest, the part used from the map (-1: none)
+    hi: int = 0
+    attn2d: int = 0  # 2-D attention / FFN weights: a GPU stages these for big batches
+    ffn2d: int = 0
+    reads: int = 0  # bytes read per decoded token (the output matrix's for a tied token_embd)
 
 
 def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False) -> list[WeightUnit]:
@@ -141,42 +142,41 @@ def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False)
         return hit[1]
     moe = model.moe
     first_skipped = model.n_layers - model.n_nextn if model.architecture in SKIPS_MTP else model.n_layers
-    acc: dict[object, list] = {}
+    acc: dict[object, WeightUnit] = {}
     offset = 0
     for t in model.tensors:
         il, name = t.layer, t.name
         ty = t.type or source_type(t)
         nb = tensor_bytes(ty, t.shape)
         exps = "_exps" in name
-        if il is not None and il >= first_skipped:
-            k = il, "skipped"
-            u = acc.get(k)
-            if u is None:
-                u = acc[k] = [f"blk.{il} (MTP, not loaded)", il, 0, 0, -1, 0, 0, 0, 0, False]
-            u[2] += nb
-            offset = pad(offset + nb, GGUF_ALIGN)
-            continue
-        if per_tensor or il is None:
+        skipped = il is not None and il >= first_skipped
+        if skipped:
+            k, name = (il, "skipped"), f"blk.{il} (MTP, not loaded)"
+        elif per_tensor or il is None:
             k = name
         else:
-            k = (il, exps)
-            name = f"blk.{il}._exps" if exps else f"blk.{il}"
+            k, name = (il, exps), f"blk.{il}._exps" if exps else f"blk.{il}"
         u = acc.get(k)
         if u is None:
-            u = acc[k] = [name, il, 0, 0, -1, 0, 0, 0, 0, True]
-        u[2] += nb
-        if ty in rp and len(t.shape) >= 2 and t.name not in INPUT_TENSORS and t.shape[1] % 8 == 0 \
-                and "ffn_gate_inp" not in t.name:
-            u[3] += nb
-        else:
-            u[4] = offset if u[4] < 0 else u[4]
-            u[5] = offset + nb
-        if il is not None and len(t.shape) >= 2:
-            u[6 if t.role.startswith("attn") else 7] += nb
-        if il is not None or t.name == "output.weight" or (t.name == "token_embd.weight" and model.tied_embeddings):
-            u[8] += nb * moe.n_expert_used // moe.n_expert if moe and exps else nb
+            u = acc[k] = WeightUnit(name, il, loaded=not skipped)
+        u.nbytes += nb
+        if not skipped:
+            if ty in rp and len(t.shape) >= 2 and t.name not in INPUT_TENSORS and t.shape[1] % 8 == 0 \
+                    and "ffn_gate_inp" not in t.name:
+                u.repack += nb
+            else:
+                u.lo = offset if u.lo < 0 else u.lo
+                u.hi = offset + nb
+            if il is not None and len(t.shape) >= 2:
+                if t.role.startswith("attn"):
+                    u.attn2d += nb
+                else:
+                    u.ffn2d += nb
+            if il is not None or t.name == "output.weight" or (t.name == "token_embd.weight"
+                                                               and model.tied_embeddings):
+                u.reads += nb * moe.n_expert_used // moe.n_expert if moe and exps else nb
         offset = pad(offset + nb, GGUF_ALIGN)
-    units = [WeightUnit(*u) for u in acc.values()]
+    units = list(acc.values())
     model.memo[key] = (model.tensors, units)
     return units
 

@@ -69,7 +69,4 @@ def tensor_device(name: str, il: int | None, layers: list[int], out_dev: int, op
 def tensor_devices(model: ModelSpec, n_gpus: int, opts: RuntimeOptions, free: list[int]) -> dict[str, int]:
     layers, out_dev = layer_devices(model.n_layers, n_gpus, opts, free)
     pats = [re.compile(p) for p in opts.override_tensor]
-    out = {t.name: tensor_device(t.name, t.layer, layers, out_dev, opts, pats) for t in model.tensors}
-    if model.tied_embeddings and out_dev != CPU:
-        out["output.weight (token_embd duplicated)"] = out_dev
-    return out
+    return {t.name: tensor_device(t.name, t.layer, layers, out_dev, opts, pats) for t in model.tensors}

@@ -164,6 +164,12 @@ class ModelSpec(BaseModel):
                 total += t.n_elements
         return total
 
+    @cached_property
+    def per_layer_inputs(self) -> int:
+        """Per-layer input values per token, n_layer x their width (Gemma 3n/4 E-models' per-layer token
+        embedding, per_layer_token_embd: embedding_length_per_layer_input in the GGUF); 0 without."""
+        return next((t.shape[0] for t in self.tensors if t.name == "per_layer_token_embd.weight"), 0)
+
     def tensor(self, name: str) -> TensorSpec:
         for t in self.tensors:
             if t.name == name:

@@ -76,8 +76,7 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
         w.add_uint32(f"{a}.attention.value_length_swa", d)
     if a == "gemma4":
         w.add_uint32(f"{a}.attention.shared_kv_layers", sum(lay.kv_shared for lay in m.layers))
-        ple = next((t.shape[0] for t in m.tensors if t.name == "per_layer_token_embd.weight"), 0)
-        w.add_uint32(f"{a}.embedding_length_per_layer_input", ple // m.n_layers)
+        w.add_uint32(f"{a}.embedding_length_per_layer_input", m.per_layer_inputs // m.n_layers)
     if m.n_nextn:
         w.add_uint32(f"{a}.nextn_predict_layers", m.n_nextn)
     if a in ("qwen35", "qwen35moe"):  # M-RoPE sections, required by the loader
