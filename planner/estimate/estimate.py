@@ -14,6 +14,7 @@ from planner.profile.hardware import HardwareProfile
 def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, margin: float = 0.05,
              depth: int | None = None) -> Estimate:
     opts.check()
+    opts.check_devices(len(hw.gpus))
     b = memory_breakdown(model, hw, opts)
     devices = []
     for g, gpu in enumerate(hw.gpus):

@@ -44,6 +44,22 @@ class RuntimeOptions(BaseModel):
             raise InvalidOptionError(f"context, batch, ubatch and parallel must be positive, got {v}")
         return v
 
+    @field_validator("tensor_split")
+    @classmethod
+    def _shares(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (any(x < 0 for x in v) or not any(v)):
+            raise InvalidOptionError(f"--tensor-split takes a share per GPU, none negative and not all 0, "
+                                     f"like 3,1; got {','.join(f'{x:g}' for x in v)}")
+        return v
+
+    def check_devices(self, n_gpus: int) -> None:
+        """A split llama.cpp would quietly cut to the GPUs it has (llama-model.cpp copies
+        n_devices() shares): the plan would not be the one the user asked for."""
+        if self.tensor_split and len(self.tensor_split) > max(n_gpus, 1) or self.tensor_split and not n_gpus:
+            have = f"{n_gpus} GPU{'s' if n_gpus != 1 else ''}" if n_gpus else "no GPU"
+            raise InvalidOptionError(f"--tensor-split gives {len(self.tensor_split)} shares but the target has "
+                                     f"{have}; give one share per GPU" + (" (or leave it out)" if not n_gpus else ""))
+
     def check(self) -> None:
         """Combinations llama.cpp refuses."""
         if self.cache_type_v not in ("f16", "f32", "bf16") and not self.flash_attn:

@@ -74,6 +74,11 @@ def test_models_and_targets_list(capsys):
     (["--model", "/nonexistent/x.gguf"], "does not exist"),
     (["imatrix", "/nonexistent/x.gguf", "--text", "t.txt", "-o", "x.imatrix.gguf"], "does not exist"),
     (["--model", "llama3.1-8b", "--imatrix-file", "/nonexistent/im.gguf"], "plan imatrix"),
+    # llama.cpp would drop the third share unseen and plan a split the user did not ask for
+    (["--model", "llama3.1-8b", "--target", "2x-rtx3090", "--tensor-split", "1,2,3"], "3 shares but the target has 2"),
+    (["--model", "llama3.1-8b", "--target", "laptop-16gb", "--tensor-split", "1,1"], "has no GPU"),
+    (["--model", "llama3.1-8b", "--target", "2x-rtx3090", "--tensor-split", "1,-1"], "none negative"),
+    (["--model", "llama3.1-8b", "--target", "2x-rtx3090", "--tensor-split", "0,0"], "not all 0"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(capsys, args, msg):
     code, out, err = run(args, capsys)
