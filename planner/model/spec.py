@@ -7,6 +7,7 @@ order (ne0 first: the row length, i.e. the input dimension of a matmul weight).
 from __future__ import annotations
 
 import math
+import re
 from functools import cached_property
 from typing import Literal
 
@@ -59,10 +60,19 @@ class TensorSpec(BaseModel):
         return new
 
 
+# tensors convert_hf_to_gguf.py always writes in F32 whatever the output type (conversion/base.py,
+# prepare_tensors: its MODEL_TENSOR list, matched as "<name>.weight")
+_CONVERTER_F32 = re.compile(r"(?:^|\.)(?:ffn_gate_inp(?:_shexp)?|position_embd|token_types|ssm_conv1d(?:_[qkv])?"
+                            r"|shortconv\.conv|time_mix_(?:first|w1|w2|decay_w1|decay_w2|lerp_fused)"
+                            r"|altup_(?:correct|predict)_coef|indexer\.proj|posnet\.\d+\.norm[12])\.weight$")
+
+
 def converter_type(name: str, shape: list[int], base: str = "F16") -> str:
-    """The type convert_hf_to_gguf.py writes a float tensor in: F32 for 1-D tensors, norms and expert
-    routers, else the base type."""
-    if len(shape) < 2 or "ffn_gate_inp" in name or name.endswith("_norm.weight"):
+    """The type convert_hf_to_gguf.py writes a float tensor in: F32 for 1-D tensors and norms, for
+    anything not named *.weight (biases: gpt-oss's 2-D expert biases) and for the tensors it lists
+    (routers, convolutions, RWKV's small mixing matrices), else the base type."""
+    if len(shape) < 2 or name.endswith("_norm.weight") or not name.endswith((".weight", ".lora_a", ".lora_b")) \
+            or _CONVERTER_F32.search(name):
         return "F32"
     return base
 

@@ -263,6 +263,9 @@ def run_probe(cfg: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
             res = json.loads(line)
             res["bufs_mib"] = parse_buffers(p.stderr)
             res["flash_attn"] = "enabled" if re.search(r"flash_attn\s+= enabled", p.stderr) else "disabled"
+            g = re.search(r"graph(?: \(pp[^)]*\))?: nodes = (\d+)(?: / (\d+))?", p.stderr)
+            if g:  # the prompt and the one-token graphs' node counts (llama_context's reserve log)
+                res["graph_nodes"] = [int(g.group(1)), int(g.group(2) or g.group(1))]
             return res
     tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
     return {"cfg": cfg, "ok": False, "returncode": p.returncode, "error": " | ".join(tail) or "no output"}

@@ -113,3 +113,21 @@ def test_every_ftype_has_a_default_type():
     for ft in FTYPE_DEFAULT:
         types = ftype_tensor_types(m, ft)
         assert types["blk.0.attn_norm.weight"] == "F32"
+
+
+def test_gpt_oss_biases_stay_f32_and_llama_cpp_runs_the_twin(tmp_path):
+    """convert_hf_to_gguf writes every tensor not named *.weight in F32: gpt-oss's 2-D expert biases
+    were typed F16 like a weight, 13 MB short on gpt-oss-20b, and ggml's CPU add asserts on an F16
+    bias, so a twin could be sized but never run."""
+    from planner.verify.probe import run_probe
+    cfg = tiny_config("GptOssForCausalLM", head_dim=64, num_local_experts=4, num_experts_per_tok=2, sliding_window=128,
+                      quantization_config={"quant_method": "mxfp4"})
+    spec = spec_from_hf_config(cfg, name="tiny-gpt-oss", source="test")
+    types = ftype_tensor_types(spec, "MXFP4_MOE")
+    biases = [t.name for t in spec.tensors if t.name.endswith("_exps.bias")]
+    assert biases and all(types[n] == "F32" for n in biases)
+    path = str(tmp_path / "gpt-oss.gguf")
+    write_twin(spec.with_types(types), path, fill="random")
+    r = run_probe(dict(model=path, ctx=256, speed=True, pp=16, tg=2, reps=1))
+    assert r["ok"], r.get("error")
+    assert r["tg_tps"] > 0 and r["graph_nodes"][0] > 0
