@@ -14,11 +14,10 @@ import os
 import sys
 from statistics import median
 
+from bench import cpu_decode
 from planner.estimate import RuntimeOptions, estimate
 from planner.estimate.compute import compute_buffers
 from planner.estimate.memory import kv_cells
-from planner.estimate.placement import CPU
-from planner.estimate.throughput import throughput
 from planner.model import load_gguf, load_model
 from planner.profile.hardware import CPU as CPUSpec
 from planner.profile.hardware import RAM, HardwareProfile
@@ -89,32 +88,18 @@ def rows() -> list[dict]:
         out.append(dict(case=f"CPU dry {c['model']} ctx={c['ctx']} ub={c['n_ubatch']} fa={int(c['fa'])}",
                         part="CPU compute", meas=r["bufs_mib"]["CPU compute"], est=est / 2**20, goal="5%"))
     dec = os.path.join(HERE, "cpu-decode.jsonl")
-    llama_1b = load_model("llama3.2-1b")  # the 1B twin's spec, and the same-run reference of the hybrid rows
-    for line in open(dec) if os.path.exists(dec) else []:
-        r = json.loads(line)
+    rows_dec = [json.loads(line) for line in open(dec)] if os.path.exists(dec) else []
+    for r in cpu_decode.medians(rows_dec).values():
         hw_c = HardwareProfile(cpu=CPUSpec(model=r["cpu"], cores=r["cores"], threads=r["cores"],
                                            flags=["avx", "avx2", "fma", "f16c"]),
                                ram=RAM(total_bytes=24 << 30, bandwidth_gbps=r["ram_copy_gbps"],
                                        bandwidth_source="measured: single-thread 64 MiB copy test"))
-        spec = (load_model(r["model"]) if r.get("model") else llama_1b if "1B" in r["case"]
-                else load_gguf(smol[0]) if smol else None)
-        if spec is None:
-            continue
-        t = throughput(spec, hw_c, {CPU: r["read_bytes_per_token"]}, {}, {CPU: r["n_layers"]}, 2048, 0, True)
-        dec, pp = t.decode_tps, t.prefill_tps
-        case = f"CPU {r['case']} (2 cores, copy test {r['ram_copy_gbps']} GB/s)"
-        if r.get("ref"):
-            # scaled by the dense Llama-3.2-1B twin measured in the same run (the box's speed drifts)
-            f = r["ref"]
-            hw_r = hw_c.model_copy(update={"ram": hw_c.ram.model_copy(update={"bandwidth_gbps": f["ram_copy_gbps"]})})
-            t_ref = throughput(llama_1b, hw_r, {CPU: f["read_bytes_per_token"]}, {},
-                               {CPU: f["n_layers"]}, 2048, 0, True)
-            dec *= f["tg_tps"] / t_ref.decode_tps
-            pp *= f["pp_tps"] / t_ref.prefill_tps
-            case = (f"CPU {r['case']}, relative to a Llama-3.2-1B twin of the same run "
-                    f"({f['tg_tps']:.1f} tok/s, {t_ref.decode_tps:.1f} predicted)")
-        out.append(dict(case=case, part="decode tok/s", meas=r["tg_tps"], est=dec, goal="15%"))
-        out.append(dict(case=case, part="prefill tok/s", meas=r["pp_tps"], est=pp, goal="25%"))
+        t = estimate(cpu_decode.case_spec(r["case"]), hw_c, cpu_decode.OPTS).throughput
+        fitted = cpu_decode.CASES[r["case"]][2]
+        case = (f"CPU {r['case']} twin {r['ftype']}{'' if fitted else ' (held out)'}, median of {r['rounds']} "
+                f"rounds (2 cores, copy test {r['ram_copy_gbps']} GB/s)")
+        out.append(dict(case=case, part="decode tok/s", meas=r["tg_tps"], est=t.decode_tps, goal="15%"))
+        out.append(dict(case=case, part="prefill tok/s", meas=r["pp_tps"], est=t.prefill_tps, goal="25%"))
     for r in out:
         err = r["est"] - r["meas"]
         rel = err / r["meas"] if r["meas"] else 0.0
@@ -161,9 +146,10 @@ def peer_rows(rs: list[dict], refresh: bool = False) -> list[dict]:
             model, quant = name[: -len(".gguf")].rsplit("-", 1)
         cases.append((case, "llama.cpp CPU buffers MiB", meas, est, (model, quant, ctx, None, False), "cpu_gb"))
     for (case, part), r in cpu_rows.items():
-        if part == "decode tok/s" and "relative to" not in case:  # scaled rows are not a like question
-            model = "llama3.2-1b" if "1B" in case else "SmolLM2"
-            quant = case.split()[3] if "1B" in case else case.split()[2]
+        # "CPU <case> twin <ftype>...": whole released models llmfit knows (not the cut-down layouts)
+        name, quant = case.split()[1], case.split()[3].rstrip(",")
+        model = {"smollm2-135m": "SmolLM2", "llama3.2-1b-Q8_0": "llama3.2-1b"}.get(name, name)
+        if part == "decode tok/s" and model in llmfit.MODELS:
             cases.append((case, part, r["meas"], r["est"], (model, quant, 2048, None, False), "cpu_tps"))
     got = llmfit.answers([c[4] for c in cases], refresh=refresh)
     out = []

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from planner.estimate.compute import compute_buffers
 from planner.estimate.constants import backend
 from planner.estimate.ggml_types import row_bytes, tensor_bytes
+from planner.estimate.graph import layer_nodes
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU, INPUT_TENSORS, layer_devices, tensor_device
 from planner.estimate.quant_mix import source_type
@@ -53,6 +54,7 @@ class Breakdown:
     overhead: dict[int, int] = field(default_factory=dict)
     output: int = 0
     layers: dict[int, int] = field(default_factory=dict)
+    nodes: dict[int, float] = field(default_factory=dict)  # predicted graph nodes per device (graph.py)
     read_per_token: dict[int, int] = field(default_factory=dict)  # decode bytes read per device
     n_ctx: int = 0
     cells_full: int = 0
@@ -230,8 +232,10 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         # stay resident is less: the repacked copies plus the host tensors used from the map,
         # which is what weights_bytes (and so "fits") counts.
         b.mapped = span_hi - span_lo
-    for d in layer_dev:  # blocks as llama.cpp numbers them for -ngl (MTP blocks included)
+    # blocks as llama.cpp numbers them for -ngl (MTP blocks included), and their graph nodes
+    for d, n in zip(layer_dev, layer_nodes(model, opts.flash_attn), strict=True):
         b.layers[d] = b.layers.get(d, 0) + 1
+        b.nodes[d] = b.nodes.get(d, 0) + n
     # KV cache
     n_ctx, cells_full, cells_swa = kv_cells(model, opts)
     b.n_ctx, b.cells_full, b.cells_swa = n_ctx, cells_full, cells_swa

@@ -1,11 +1,14 @@
 """Decode and prefill tok/s for a placement (pure; constants from planner/data/backends.yaml).
 
 Decode, per token: each device reads its weights (only the active experts of MoE layers) and
-its KV cache up to the context depth at its effective bandwidth, plus a fixed cost per layer
-(kernel launches and synchronisation: it dominates small models on fast GPUs, where a pure
-bandwidth roofline is 3x off). Devices run one after the other (layer split).
-Prefill: FLOPs = 2 x active params per token at the device's effective rate; weights on the
-host are streamed over PCIe to the GPU for big batches (op offload).
+its KV cache up to the context depth at its effective bandwidth, plus a fixed cost: per layer on
+a GPU (kernel launches and synchronisation: it dominates small models on fast GPUs, where a pure
+bandwidth roofline is 3x off), per graph node on the CPU (a thread barrier after every node: a
+Mamba or MoE layer has 2-3x a Llama layer's nodes, graph.py). Devices run one after the other
+(layer split).
+Prefill: FLOPs = 2 x the weights multiplied per token (active experts only; lookup tables left
+out) at the device's effective rate, plus on the CPU a cost per node and token (the elementwise
+work); weights on the host are streamed over PCIe to the GPU for big batches (op offload).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ def _cpu_gflops(hw: HardwareProfile) -> float:
 
 
 def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, int], kv: dict[int, int],
-               layers: dict[int, int], n_ctx: int, depth: int, flash_attn: bool, n_ubatch: int = 512) -> Throughput:
+               layers: dict[int, int], n_ctx: int, depth: int, flash_attn: bool, n_ubatch: int = 512, *,
+               nodes: dict[int, float]) -> Throughput:
+    """nodes: graph nodes per device (graph.layer_nodes summed over the layers each holds)."""
     notes = []
     t_decode = 0.0
     frac = min(depth, n_ctx) / max(n_ctx, 1)
@@ -38,13 +43,13 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             key = "decode_bw_efficiency_measured" if hw.ram.bandwidth_source.startswith("measured") \
                 else "decode_bw_efficiency"
             bw = hw.ram.bandwidth_gbps * c[key]
+            t_decode += nbytes / (bw * 1e9) + nodes.get(CPU, 0) * c["decode_node_us"] / 1e6
         else:
             g = hw.gpus[d]
             c = backend(g.backend)
             bw = g.bandwidth_gbps * c["decode_bw_efficiency"]
-        t_decode += nbytes / (bw * 1e9) + n_lay * c["decode_layer_ms"] / 1e3
-    active = model.n_active_params
-    flops_tok = 2 * active
+            t_decode += nbytes / (bw * 1e9) + n_lay * c["decode_layer_ms"] / 1e3
+    flops_tok = 2 * model.n_matmul_params
     gpu_layers = sum(v for d, v in layers.items() if d != CPU)
     if hw.gpus and (gpu_layers or n_ubatch >= 32):  # op offload: big batches run on the GPU
         g = hw.gpus[0]
@@ -57,8 +62,7 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             t_pp += host_bytes / (backends()["op_offload_gbps"] * 1e9) / n_ubatch
             notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
-        t_pp = flops_tok / (_cpu_gflops(hw) * 1e9) + (model.n_layers - model.n_nextn) * \
-            backend("cpu")["prefill_layer_ms"] / 1e3
+        t_pp = flops_tok / (_cpu_gflops(hw) * 1e9) + sum(nodes.values()) * backend("cpu")["prefill_node_us"] / 1e6
     if not flash_attn:
         notes.append("flash attention off: long prompts are slower than shown")
     cal = hw.calibration

@@ -175,6 +175,14 @@ class ModelSpec(BaseModel):
         return total
 
     @cached_property
+    def n_matmul_params(self) -> int:
+        """Weights a token is multiplied with (prefill FLOPs = 2 x this): the active parameters less the
+        tables only looked up (an untied token embedding; Gemma 3n/4's per-layer token embedding)."""
+        lookups = sum(t.n_elements for t in self.tensors if t.name == "per_layer_token_embd.weight"
+                      or (t.name == "token_embd.weight" and not self.tied_embeddings))
+        return self.n_active_params - lookups
+
+    @cached_property
     def per_layer_inputs(self) -> int:
         """Per-layer input values per token, n_layer x their width (Gemma 3n/4 E-models' per-layer token
         embedding, per_layer_token_embd: embedding_length_per_layer_input in the GGUF); 0 without."""
