@@ -14,26 +14,14 @@ MTP blocks are not in the main graph and count 0.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from planner.estimate.constants import backends
 from planner.model.spec import ModelSpec
 
 
 def layer_nodes(model: ModelSpec, flash_attn: bool) -> list[float]:
-    """Predicted graph nodes of each layer (memoised on the spec)."""
-    key = ("graph_nodes", flash_attn)
-    hit = model.memo.get(key)
-    if hit is not None and hit[0] is model.tensors:
-        return hit[1]
+    """Predicted graph nodes of each layer."""
     c = backends()["graph_nodes"]
-    n_tensors: Counter = Counter()
-    moe_layers = set()
-    for t in model.tensors:
-        if t.layer is not None:
-            n_tensors[t.layer] += 1
-            if "_exps" in t.name:
-                moe_layers.add(t.layer)
+    n_tensors, moe_layers = model.layer_tensors
     used = model.moe.n_expert_used if model.moe else 0
     first_mtp = model.n_layers - model.n_nextn
     nodes = []
@@ -49,5 +37,4 @@ def layer_nodes(model: ModelSpec, flash_attn: bool) -> list[float]:
         elif lay.attn in ("full", "swa") and not flash_attn:
             n += c["attention_without_flash"]
         nodes.append(n)
-    model.memo[key] = (model.tensors, nodes)
     return nodes

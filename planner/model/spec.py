@@ -183,6 +183,19 @@ class ModelSpec(BaseModel):
         return self.n_active_params - lookups
 
     @cached_property
+    def layer_tensors(self) -> tuple[tuple[int, ...], frozenset[int]]:
+        """(tensors in each layer, the layers holding experts): structure the graph-size model reads
+        (cached: with_types() copies keep it, the names do not change)."""
+        counts = [0] * self.n_layers
+        moe = set()
+        for t in self.tensors:
+            if t.layer is not None and t.layer < self.n_layers:
+                counts[t.layer] += 1
+                if "_exps" in t.name:
+                    moe.add(t.layer)
+        return tuple(counts), frozenset(moe)
+
+    @cached_property
     def per_layer_inputs(self) -> int:
         """Per-layer input values per token, n_layer x their width (Gemma 3n/4 E-models' per-layer token
         embedding, per_layer_token_embd: embedding_length_per_layer_input in the GGUF); 0 without."""
