@@ -43,17 +43,11 @@ def measure() -> None:
 
 def features(m, fa: bool) -> list[float]:
     """The fit's terms summed over the layers: what graph.layer_nodes multiplies by each coefficient."""
-    n_t: dict[int, int] = {}
-    moe = set()
-    for t in m.tensors:
-        if t.layer is not None:
-            n_t[t.layer] = n_t.get(t.layer, 0) + 1
-            if "_exps" in t.name:
-                moe.add(t.layer)
+    n_t, moe = m.layer_tensors
     f = [0.0] * len(TERMS)
     for il, lay in enumerate(m.layers[:m.n_layers - m.n_nextn]):
         f[0] += 1
-        f[1] += n_t.get(il, 0)
+        f[1] += n_t[il]
         if il in moe:
             f[2] += 1
             f[3] += m.moe.n_expert_used

@@ -55,7 +55,7 @@ class RuntimeOptions(BaseModel):
     def check_devices(self, n_gpus: int) -> None:
         """A split llama.cpp would quietly cut to the GPUs it has (llama-model.cpp copies
         n_devices() shares): the plan would not be the one the user asked for."""
-        if self.tensor_split and len(self.tensor_split) > max(n_gpus, 1) or self.tensor_split and not n_gpus:
+        if self.tensor_split and (not n_gpus or len(self.tensor_split) > n_gpus):
             have = f"{n_gpus} GPU{'s' if n_gpus != 1 else ''}" if n_gpus else "no GPU"
             raise InvalidOptionError(f"--tensor-split gives {len(self.tensor_split)} shares but the target has "
                                      f"{have}; give one share per GPU" + (" (or leave it out)" if not n_gpus else ""))
