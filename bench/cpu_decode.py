@@ -67,6 +67,10 @@ CASES = {
     "qwen3.5-4b": (lambda: load_model("qwen3.5-4b"), "Q4_K_M", True),
     # held out: other types (kernels), sizes and layouts
     "llama3.2-1b-Q8_0": (lambda: load_model("llama3.2-1b"), "Q8_0", False),
+    "llama3.2-1b-Q6_K": (lambda: load_model("llama3.2-1b"), "Q6_K", False),
+    "llama3.2-1b-Q5_K_M": (lambda: load_model("llama3.2-1b"), "Q5_K_M", False),
+    "llama3.2-1b-Q4_0": (lambda: load_model("llama3.2-1b"), "Q4_0", False),
+    "llama3.2-1b-IQ4_XS": (lambda: load_model("llama3.2-1b"), "IQ4_XS", False),
     "qwen2.5-1.5b": (lambda: load_model("qwen2.5-1.5b"), "Q4_K_M", False),
     "smollm2-360m-Q6_K": (lambda: load_model("smollm2-360m"), "Q6_K", False),
     "mixtral-8x7b-4L": (lambda: _variant("mixtral-8x7b", num_hidden_layers=4), "Q4_K_M", False),
