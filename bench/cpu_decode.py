@@ -44,6 +44,10 @@ def _variant(name: str, **change) -> ModelSpec:
     return spec_from_hf_config(cfg, f"{name} ({', '.join(f'{k}={v}' for k, v in change.items())})", "bench")
 
 
+def _catalog(name: str):
+    return lambda: load_model(name)
+
+
 # a Qwen3-MoE layout the size of Granite-4.0-H-Tiny's FFN (64 experts of 512, 6 used), attention only
 _QWEN3MOE_SMALL = dict(architectures=["Qwen3MoeForCausalLM"], hidden_size=1536, intermediate_size=4096,
                        num_hidden_layers=40, num_attention_heads=12, num_key_value_heads=4, head_dim=128,
@@ -52,27 +56,27 @@ _QWEN3MOE_SMALL = dict(architectures=["Qwen3MoeForCausalLM"], hidden_size=1536, 
 
 # case -> (spec, ftype, used in the fit)
 CASES = {
-    "llama3.2-1b": (lambda: load_model("llama3.2-1b"), "Q4_K_M", True),
-    "smollm2-135m": (lambda: load_model("smollm2-135m"), "Q4_K_M", True),
-    "qwen3-0.6b": (lambda: load_model("qwen3-0.6b"), "Q4_K_M", True),
-    "gemma3-1b": (lambda: load_model("gemma3-1b"), "Q4_K_M", True),
+    "llama3.2-1b": (_catalog("llama3.2-1b"), "Q4_K_M", True),
+    "smollm2-135m": (_catalog("smollm2-135m"), "Q4_K_M", True),
+    "qwen3-0.6b": (_catalog("qwen3-0.6b"), "Q4_K_M", True),
+    "gemma3-1b": (_catalog("gemma3-1b"), "Q4_K_M", True),
     "llama3.1-8b-8L": (lambda: _variant("llama3.1-8b", num_hidden_layers=8), "Q4_K_M", True),
     "qwen3-30b-a3b-12L": (lambda: _variant("qwen3-30b-a3b", num_hidden_layers=12), "Q4_K_M", True),
     "gpt-oss-20b-6L": (lambda: _variant("gpt-oss-20b", num_hidden_layers=6), "MXFP4_MOE", True),
     "qwen3moe-tinyshape": (lambda: spec_from_hf_config(_QWEN3MOE_SMALL, "qwen3moe-tinyshape", "bench"), "Q4_K_M", True),
-    "granite-tiny": (lambda: load_model("granite-4.0-h-tiny"), "Q4_K_M", True),
+    "granite-tiny": (_catalog("granite-4.0-h-tiny"), "Q4_K_M", True),
     "granite-tiny-dense": (lambda: _variant("granite-4.0-h-tiny", num_local_experts=0, shared_intermediate_size=4096),
                            "Q4_K_M", True),
-    "lfm2-1.2b": (lambda: load_model("lfm2-1.2b"), "Q4_K_M", True),
-    "qwen3.5-4b": (lambda: load_model("qwen3.5-4b"), "Q4_K_M", True),
+    "lfm2-1.2b": (_catalog("lfm2-1.2b"), "Q4_K_M", True),
+    "qwen3.5-4b": (_catalog("qwen3.5-4b"), "Q4_K_M", True),
     # held out: other types (kernels), sizes and layouts
-    "llama3.2-1b-Q8_0": (lambda: load_model("llama3.2-1b"), "Q8_0", False),
-    "llama3.2-1b-Q6_K": (lambda: load_model("llama3.2-1b"), "Q6_K", False),
-    "llama3.2-1b-Q5_K_M": (lambda: load_model("llama3.2-1b"), "Q5_K_M", False),
-    "llama3.2-1b-Q4_0": (lambda: load_model("llama3.2-1b"), "Q4_0", False),
-    "llama3.2-1b-IQ4_XS": (lambda: load_model("llama3.2-1b"), "IQ4_XS", False),
-    "qwen2.5-1.5b": (lambda: load_model("qwen2.5-1.5b"), "Q4_K_M", False),
-    "smollm2-360m-Q6_K": (lambda: load_model("smollm2-360m"), "Q6_K", False),
+    "llama3.2-1b-Q8_0": (_catalog("llama3.2-1b"), "Q8_0", False),
+    "llama3.2-1b-Q6_K": (_catalog("llama3.2-1b"), "Q6_K", False),
+    "llama3.2-1b-Q5_K_M": (_catalog("llama3.2-1b"), "Q5_K_M", False),
+    "llama3.2-1b-Q4_0": (_catalog("llama3.2-1b"), "Q4_0", False),
+    "llama3.2-1b-IQ4_XS": (_catalog("llama3.2-1b"), "IQ4_XS", False),
+    "qwen2.5-1.5b": (_catalog("qwen2.5-1.5b"), "Q4_K_M", False),
+    "smollm2-360m-Q6_K": (_catalog("smollm2-360m"), "Q6_K", False),
     "mixtral-8x7b-4L": (lambda: _variant("mixtral-8x7b", num_hidden_layers=4), "Q4_K_M", False),
     "phi3-mini-8L": (lambda: _variant("phi3-mini-4k", num_hidden_layers=8), "Q4_K_M", False),
 }

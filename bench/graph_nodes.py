@@ -15,12 +15,11 @@ import os
 import sys
 import tempfile
 
-from planner.estimate.graph import layer_nodes
+from planner.estimate.graph import TERMS, layer_nodes, layer_terms
 from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model.catalog import catalog, spec_for
 
 OUT = os.path.join(os.path.dirname(__file__), "data", "graph-nodes.jsonl")
-TERMS = ("per_layer", "per_tensor", "moe_layer", "per_expert_used", "recurrent_layer", "attention_without_flash")
 
 
 def measure() -> None:
@@ -42,20 +41,8 @@ def measure() -> None:
 
 
 def features(m, fa: bool) -> list[float]:
-    """The fit's terms summed over the layers: what graph.layer_nodes multiplies by each coefficient."""
-    n_t, moe = m.layer_tensors
-    f = [0.0] * len(TERMS)
-    for il, lay in enumerate(m.layers[:m.n_layers - m.n_nextn]):
-        f[0] += 1
-        f[1] += n_t[il]
-        if il in moe:
-            f[2] += 1
-            f[3] += m.moe.n_expert_used
-        if lay.attn == "recurrent":
-            f[4] += 1
-        elif lay.attn in ("full", "swa") and not fa:
-            f[5] += 1
-    return f
+    """The fit's terms summed over the layers."""
+    return [sum(col) for col in zip(*layer_terms(m, fa), strict=True)]
 
 
 def main(argv: list[str]) -> int:

@@ -14,27 +14,44 @@ MTP blocks are not in the main graph and count 0.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from planner.estimate.constants import backends
 from planner.model.spec import ModelSpec
 
+TERMS = ("per_layer", "per_tensor", "moe_layer", "per_expert_used", "recurrent_layer", "attention_without_flash")
 
-def layer_nodes(model: ModelSpec, flash_attn: bool) -> list[float]:
-    """Predicted graph nodes of each layer."""
-    c = backends()["graph_nodes"]
+
+def layer_terms(model: ModelSpec, flash_attn: bool) -> tuple[tuple[int, ...], ...]:
+    """Each layer's count of every term in TERMS (all 0 for an MTP block): what the coefficients
+    multiply, and what bench/graph_nodes.py fits them on."""
     n_tensors, moe_layers = model.layer_tensors
-    used = model.moe.n_expert_used if model.moe else 0
-    first_mtp = model.n_layers - model.n_nextn
-    nodes = []
-    for il, lay in enumerate(model.layers):
+    return _terms(n_tensors, moe_layers, tuple(lay.attn for lay in model.layers),
+                  model.moe.n_expert_used if model.moe else 0, model.n_layers - model.n_nextn, flash_attn)
+
+
+def layer_nodes(model: ModelSpec, flash_attn: bool) -> tuple[float, ...]:
+    """Predicted graph nodes of each layer."""
+    return _nodes(layer_terms(model, flash_attn))
+
+
+# cached on the structure alone: the optimizer's re-typed copies of a spec share it
+@lru_cache(maxsize=256)
+def _terms(n_tensors: tuple[int, ...], moe_layers: frozenset[int], attn: tuple[str, ...], used: int,
+           first_mtp: int, flash_attn: bool) -> tuple[tuple[int, ...], ...]:
+    out = []
+    for il, kind in enumerate(attn):
         if il >= first_mtp:
-            nodes.append(0.0)
+            out.append((0,) * len(TERMS))
             continue
-        n = c["per_layer"] + c["per_tensor"] * n_tensors[il]
-        if il in moe_layers:
-            n += c["moe_layer"] + c["per_expert_used"] * used
-        if lay.attn == "recurrent":
-            n += c["recurrent_layer"]
-        elif lay.attn in ("full", "swa") and not flash_attn:
-            n += c["attention_without_flash"]
-        nodes.append(n)
-    return nodes
+        moe = il in moe_layers
+        out.append((1, n_tensors[il], moe, moe * used, kind == "recurrent",
+                    kind in ("full", "swa") and not flash_attn))
+    return tuple(out)
+
+
+@lru_cache(maxsize=256)
+def _nodes(terms: tuple[tuple[int, ...], ...]) -> tuple[float, ...]:
+    c = backends()["graph_nodes"]
+    coef = [c[k] for k in TERMS]
+    return tuple(sum(a * b for a, b in zip(coef, t, strict=True)) for t in terms)

@@ -36,7 +36,6 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
     frac = min(depth, n_ctx) / max(n_ctx, 1)
     for d in set(read_per_token) | set(kv):
         nbytes = read_per_token.get(d, 0) + kv.get(d, 0) * frac
-        n_lay = layers.get(d, 0)
         if d == CPU:
             c = backend("cpu")
             # a copy test measured on this box is closer to what decode reaches than a spec sheet
@@ -48,7 +47,7 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             g = hw.gpus[d]
             c = backend(g.backend)
             bw = g.bandwidth_gbps * c["decode_bw_efficiency"]
-            t_decode += nbytes / (bw * 1e9) + n_lay * c["decode_layer_ms"] / 1e3
+            t_decode += nbytes / (bw * 1e9) + layers.get(d, 0) * c["decode_layer_ms"] / 1e3
     flops_tok = 2 * model.n_matmul_params
     gpu_layers = sum(v for d, v in layers.items() if d != CPU)
     if hw.gpus and (gpu_layers or n_ubatch >= 32):  # op offload: big batches run on the GPU

@@ -77,19 +77,18 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
     tied = model.tied_embeddings
     gpu_avail = sum(avail[:-1])
     host_avail = avail[-1]
+    # input-layer tensors llama.cpp keeps on the host (an untied token_embd, Gemma 3n/4's per-layer
+    # embeddings); a tied token_embd is the output matrix too, so it goes with the layers
+    host = [t for t in model.tensors if t.name in INPUT_TENSORS and not (tied and t.name == "token_embd.weight")]
 
     def alloc(pool: str, budget: int) -> dict[str, str] | None:
         backend = "cpu" if placement == "cpu" or pool in ("emb", "experts") else gpu_backend
         key = f"{pool}@{backend}"
         if key not in pools:
-            emb = [t for t in model.tensors if t.name == "token_embd.weight"]
-            # the other input-layer tensors (Gemma 3n/4's per-layer embeddings) stay on the host like an
-            # untied token_embd; a tied one is the output matrix too, so it goes with the layers
-            host = [t for t in model.tensors if t.name in INPUT_TENSORS and t.name != "token_embd.weight"]
-            host = host + ([] if tied else emb)
-            rest = [t for t in model.tensors if t.name not in INPUT_TENSORS]
-            tensors = {"all": model.tensors, "emb": host, "rest": rest + (emb if tied else []),
-                       "dense": [t for t in rest if "_exps" not in t.name] + (emb if tied else []),
+            rest = [t for t in model.tensors
+                    if t.name not in INPUT_TENSORS or (tied and t.name == "token_embd.weight")]
+            tensors = {"all": model.tensors, "emb": host, "rest": rest,
+                       "dense": [t for t in rest if "_exps" not in t.name],
                        "experts": [t for t in rest if "_exps" in t.name] + host}[pool]
             pools[key] = Allocator(tensors, model.n_layers, tied, req.imatrix, req.tensor_errors, backend)
         return pools[key].solve(budget)
@@ -100,8 +99,8 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
         a = alloc("dense", gpu_avail)
         cap = None
         if cap_bytes is not None:
-            n_host = sum(t.n_elements for t in model.tensors if "_exps" in t.name
-                         or (t.name in INPUT_TENSORS and not (tied and t.name == "token_embd.weight")))
+            n_host = sum(t.n_elements for t in model.tensors if "_exps" in t.name)
+            n_host += sum(t.n_elements for t in host)
             cap = int(cap_bytes * n_host / model.n_params)
         b = alloc("experts", min(host_avail, cap or host_avail))
         return None if a is None or b is None else {**a, **b}
@@ -109,10 +108,8 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
         a = alloc("rest", min(gpu_avail, cap_bytes or gpu_avail))
         if a is None:
             return None
-        host = [t.name for t in model.tensors
-                if t.name in INPUT_TENSORS and not (tied and t.name == "token_embd.weight")]
         if host:
-            a.update(alloc("emb", host_avail) or dict.fromkeys(host, "Q4_K"))
+            a.update(alloc("emb", host_avail) or dict.fromkeys((t.name for t in host), "Q4_K"))
         return a
     # partial / moe-partial / pinned ngl: the whole model over VRAM + RAM, then as many layers
     # (or experts) on the GPU as fit
