@@ -90,12 +90,9 @@ def rows() -> list[dict]:
     dec = os.path.join(HERE, "cpu-decode.jsonl")
     rows_dec = [json.loads(line) for line in open(dec)] if os.path.exists(dec) else []
     for r in cpu_decode.medians(rows_dec).values():
-        hw_c = HardwareProfile(cpu=CPUSpec(model=r["cpu"], cores=r["cores"], threads=r["cores"],
-                                           flags=["avx", "avx2", "fma", "f16c"]),
-                               ram=RAM(total_bytes=24 << 30, bandwidth_gbps=r["ram_copy_gbps"],
-                                       bandwidth_source="measured: single-thread 64 MiB copy test"))
+        hw_c = cpu_decode.box(r)
         t = estimate(cpu_decode.case_spec(r["case"]), hw_c, cpu_decode.OPTS).throughput
-        fitted = cpu_decode.CASES[r["case"]][2]
+        fitted = cpu_decode.CASES[r["case"]][2] != "held out"
         case = (f"CPU {r['case']} twin {r['ftype']}{'' if fitted else ' (held out)'}, median of {r['rounds']} "
                 f"rounds (2 cores, copy test {r['ram_copy_gbps']} GB/s)")
         out.append(dict(case=case, part="decode tok/s", meas=r["tg_tps"], est=t.decode_tps, goal="15%"))

@@ -1,4 +1,4 @@
-"""Load planner/data/backends.yaml once: the estimator's measured constants, with sources."""
+"""Load planner/data/backends.yaml and cpu_kernels.yaml once: the estimator's measured constants, with sources."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from planner.data import data_yaml
 @cache
 def backends() -> dict[str, Any]:
     return data_yaml("backends.yaml")
+
+
+@cache
+def cpu_kernels() -> dict[str, Any]:
+    return data_yaml("cpu_kernels.yaml")
 
 
 def backend(name: str) -> dict[str, Any]:

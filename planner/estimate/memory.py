@@ -15,7 +15,7 @@ from planner.estimate.graph import layer_nodes
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU, INPUT_TENSORS, layer_devices, tensor_device
 from planner.estimate.quant_mix import source_type
-from planner.model.spec import ModelSpec
+from planner.model.spec import PREFILL_SKIPS, ModelSpec
 from planner.profile.hardware import HardwareProfile
 
 MiB = 1024 * 1024
@@ -56,6 +56,7 @@ class Breakdown:
     layers: dict[int, int] = field(default_factory=dict)
     nodes: dict[int, float] = field(default_factory=dict)  # predicted graph nodes per device (graph.py)
     read_per_token: dict[int, int] = field(default_factory=dict)  # decode bytes read per device
+    read_types: dict[int, dict[str, int]] = field(default_factory=dict)  # the weights' part of it by ggml type
     n_ctx: int = 0
     cells_full: int = 0
     cells_swa: int = 0
@@ -134,6 +135,7 @@ class WeightUnit:
     attn2d: int = 0  # 2-D attention / FFN weights: a GPU stages these for big batches
     ffn2d: int = 0
     reads: int = 0  # bytes read per decoded token (the output matrix's for a tied token_embd)
+    read_types: dict[str, int] = field(default_factory=dict)  # those bytes by ggml type (CPU kernel rates)
 
 
 def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False) -> list[WeightUnit]:
@@ -176,11 +178,34 @@ def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False)
                     u.ffn2d += nb
             if il is not None or t.name == "output.weight" or (t.name == "token_embd.weight"
                                                                and model.tied_embeddings):
-                u.reads += nb * moe.n_expert_used // moe.n_expert if moe and exps else nb
+                r = nb * moe.n_expert_used // moe.n_expert if moe and exps else nb
+                u.reads += r
+                u.read_types[ty] = u.read_types.get(ty, 0) + r
         offset = pad(offset + nb, GGUF_ALIGN)
     units = list(acc.values())
     model.memo[key] = (model.tensors, units)
     return units
+
+
+def matmul_types(model: ModelSpec) -> dict[tuple[str, bool], int]:
+    """Weights a prefill token is multiplied with (ModelSpec.n_matmul_params' matrices), by (ggml type, expert
+    matrix): the CPU multiplies each type with its own kernel (planner/data/cpu_kernels.yaml), and experts with
+    mul_mat_id. Memoised on the spec."""
+    hit = model.memo.get("matmul_types")
+    if hit is not None and hit[0] is model.tensors:
+        return hit[1]
+    moe = model.moe
+    first_mtp = model.n_layers - model.n_nextn
+    out: dict[tuple[str, bool], int] = {}
+    for t in model.tensors:
+        if len(t.shape) < 2 or t.name in PREFILL_SKIPS or (t.layer is not None and t.layer >= first_mtp):
+            continue
+        expert = bool(moe) and "_exps" in t.name
+        n = t.n_elements * moe.n_expert_used // moe.n_expert if expert else t.n_elements
+        key = (source_type(t), expert)
+        out[key] = out.get(key, 0) + n
+    model.memo["matmul_types"] = (model.tensors, out)
+    return out
 
 
 def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> Breakdown:
@@ -220,6 +245,9 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
             if u.name == "token_embd.weight":
                 d = out_dev  # tied: read as the output matrix
             reads_of[d] = reads_of.get(d, 0) + u.reads
+            by_type = b.read_types.setdefault(d, {})
+            for ty, r in u.read_types.items():
+                by_type[ty] = by_type.get(ty, 0) + r
     if model.tied_embeddings and (out_dev != CPU or model.architecture in OUTPUT_BEFORE_EMBD) \
             and "token_embd.weight" in by_name:
         # the output layer's device gets its own copy of the tied matrix (output.weight duplicated); on the

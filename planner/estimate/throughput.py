@@ -13,27 +13,65 @@ work); weights on the host are streamed over PCIe to the GPU for big batches (op
 
 from __future__ import annotations
 
-from planner.estimate.constants import backend, backends
+from planner.estimate.constants import backend, backends, cpu_kernels
 from planner.estimate.placement import CPU
 from planner.estimate.result import Throughput
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
 
 
-def _cpu_gflops(hw: HardwareProfile) -> float:
-    per_core = backend("cpu")["prefill_gflops_per_core"]
+def _isa_scale(hw: HardwareProfile) -> float:
+    """The CPU kernels' speed against the AVX2 box they were measured on: AVX-512 / AMX 1.5x, none of
+    AVX2 / i8mm / dotprod 0.5x (ggml-cpu's SIMD widths: 512 / 256 / 128 bits)."""
     f = set(hw.cpu.flags)
-    scale = 1.5 if ("avx512f" in f or "amx_int8" in f) else (1.0 if "avx2" in f or "i8mm" in f or "dotprod" in f else 0.5)
-    return hw.cpu.cores * per_core * scale
+    if "avx512f" in f or "amx_int8" in f:
+        return 1.5
+    return 1.0 if "avx2" in f or "i8mm" in f or "dotprod" in f else 0.5
+
+
+def _cpu_cores(hw: HardwareProfile, threads: int | None) -> int:
+    """Cores the kernels run on: -t threads, at most the physical cores (SMT siblings add no SIMD units:
+    llama.cpp's own default is the physical count, cpu_get_num_math)."""
+    return max(1, min(threads, hw.cpu.cores) if threads else hw.cpu.cores)
+
+
+def cpu_decode_seconds(read_types: dict[str, int], other_bytes: float, bw_gbps: float, cores: int,
+                       scale: float) -> float:
+    """Seconds a decoded token spends in the CPU's matrix-vector products and other reads: each ggml type's
+    bytes at the slower of the memory's rate and its kernel's (cores x a core's dequantize-and-dot rate:
+    IQ1_S reads 1.6 GB/s per core here, Q8_0 outruns the memory), the rest (KV, recurrent states) at the
+    memory's."""
+    rates = cpu_kernels()["types"]
+    bw = bw_gbps * 1e9
+    t = other_bytes / bw
+    for ty, nbytes in read_types.items():
+        r = rates.get(ty)
+        t += nbytes / min(bw, r["decode_gbps_per_core"] * 1e9 * cores * scale) if r else nbytes / bw
+    return t
+
+
+def cpu_prefill_seconds(matmul_types: dict[tuple[str, bool], int], cores: int, scale: float) -> float:
+    """Seconds of matrix products per prefill token on the CPU: 2 x weights of each type / that type's GFLOPS,
+    expert matrices (mul_mat_id, each expert on its share of the batch) at a fraction of it."""
+    k = cpu_kernels()
+    default = k["default_prefill_gflops_per_core"]
+    expert_eff = backend("cpu")["prefill_expert_efficiency"]
+    return sum(2 * n / ((k["types"].get(ty) or {}).get("prefill_gflops_per_core", default) * 1e9 * cores * scale
+                        * (expert_eff if expert else 1.0))
+               for (ty, expert), n in matmul_types.items())
 
 
 def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, int], kv: dict[int, int],
                layers: dict[int, int], n_ctx: int, depth: int, flash_attn: bool, n_ubatch: int = 512, *,
-               nodes: dict[int, float]) -> Throughput:
-    """nodes: graph nodes per device (graph.layer_nodes summed over the layers each holds)."""
+               nodes: dict[int, float], read_types: dict[int, dict[str, int]],
+               matmul_types: dict[tuple[str, bool], int],
+               threads: int | None = None) -> Throughput:
+    """nodes: graph nodes per device (graph.layer_nodes summed over the layers each holds); read_types: the
+    weight bytes of read_per_token by ggml type; matmul_types: the weights a prefill token multiplies, by type."""
     notes = []
     t_decode = 0.0
     frac = min(depth, n_ctx) / max(n_ctx, 1)
+    cores, scale = _cpu_cores(hw, threads), _isa_scale(hw)
     for d in set(read_per_token) | set(kv):
         nbytes = read_per_token.get(d, 0) + kv.get(d, 0) * frac
         if d == CPU:
@@ -41,8 +79,9 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             # a copy test measured on this box is closer to what decode reaches than a spec sheet
             key = "decode_bw_efficiency_measured" if hw.ram.bandwidth_source.startswith("measured") \
                 else "decode_bw_efficiency"
-            bw = hw.ram.bandwidth_gbps * c[key]
-            t_decode += nbytes / (bw * 1e9) + nodes.get(CPU, 0) * c["decode_node_us"] / 1e6
+            typed = read_types.get(CPU, {})
+            t_decode += cpu_decode_seconds(typed, nbytes - sum(typed.values()), hw.ram.bandwidth_gbps * c[key],
+                                           cores, scale) + nodes.get(CPU, 0) * c["decode_node_us"] / 1e6
         else:
             g = hw.gpus[d]
             c = backend(g.backend)
@@ -61,7 +100,8 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             t_pp += host_bytes / (backends()["op_offload_gbps"] * 1e9) / n_ubatch
             notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
-        t_pp = flops_tok / (_cpu_gflops(hw) * 1e9) + sum(nodes.values()) * backend("cpu")["prefill_node_us"] / 1e6
+        t_pp = cpu_prefill_seconds(matmul_types, cores, scale) \
+            + sum(nodes.values()) * backend("cpu")["prefill_node_us"] / 1e6
     if not flash_attn:
         notes.append("flash attention off: long prompts are slower than shown")
     cal = hw.calibration

@@ -16,6 +16,10 @@ from pydantic import BaseModel, Field
 AttnKind = Literal["full", "swa", "recurrent", "none"]
 
 
+# not multiplied by every prompt token: lookups and the output matrix (a tied token_embd is the output matrix)
+PREFILL_SKIPS = frozenset({"token_embd.weight", "per_layer_token_embd.weight", "output.weight"})
+
+
 class TensorSpec(BaseModel):
     name: str
     shape: list[int]
@@ -176,11 +180,12 @@ class ModelSpec(BaseModel):
 
     @cached_property
     def n_matmul_params(self) -> int:
-        """Weights a token is multiplied with (prefill FLOPs = 2 x this): the active parameters less the
-        tables only looked up (an untied token embedding; Gemma 3n/4's per-layer token embedding)."""
-        lookups = sum(t.n_elements for t in self.tensors if t.name == "per_layer_token_embd.weight"
-                      or (t.name == "token_embd.weight" and not self.tied_embeddings))
-        return self.n_active_params - lookups
+        """Weights a prompt token is multiplied with (prefill FLOPs = 2 x this): the active parameters less the
+        tables only looked up (an untied token embedding; Gemma 3n/4's per-layer token embedding) and less the
+        output matrix, which multiplies only the tokens whose logits are asked for (llama.cpp's inp_out_ids: the
+        prompt's last; llama-bench and llama-server alike)."""
+        skip = sum(t.n_elements for t in self.tensors if t.name in PREFILL_SKIPS)
+        return self.n_active_params - skip
 
     @cached_property
     def layer_tensors(self) -> tuple[tuple[int, ...], frozenset[int]]:
