@@ -42,14 +42,15 @@ def evaluate(model: str | ModelSpec, target: str | HardwareProfile = "auto", *, 
              n_batch: int | None = None, tensor_split: list[float] | None = None, n_cpu_moe: int | None = None,
              mmap: bool = True, margin: float = 0.05, vram_gib: str | None = None, ram_gib: float | None = None,
              gpus: str | None = None, parallel: int | None = None, override_tensor: list[str] | None = None,
-             depth: int = 0) -> Evaluation:
+             depth: int = 0, threads: int | None = None) -> Evaluation:
     spec = load_model(model) if isinstance(model, str) else model
     hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus) if isinstance(target, str) else target
     typed, q = typed_model(spec, quant)
     given = dict(n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, flash_attn=flash_attn, cache_type_k=cache_type_k,
                  cache_type_v=cache_type_v, n_ubatch=n_ubatch, n_batch=n_batch, tensor_split=tensor_split,
-                 n_cpu_moe=n_cpu_moe, n_seq=parallel)
-    defaults_used = [k for k, v in given.items() if v is None and k not in ("tensor_split", "n_cpu_moe", "n_seq")]
+                 n_cpu_moe=n_cpu_moe, n_seq=parallel, threads=threads)
+    defaults_used = [k for k, v in given.items()
+                     if v is None and k not in ("tensor_split", "n_cpu_moe", "n_seq", "threads")]
     kw = {k: v for k, v in given.items() if v is not None}
     kw.setdefault("n_ctx", DEFAULT_CTX)
     opts = RuntimeOptions(mmap=mmap, override_tensor=override_tensor or [], **kw)

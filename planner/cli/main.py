@@ -126,10 +126,11 @@ def _request(a: argparse.Namespace):
     from planner.estimate.options import RuntimeOptions
     # validate the pinned cache options up front with the estimator's own rules (one clear line)
     RuntimeOptions(cache_type_k=a.cache_type_k or "f16", cache_type_v=a.cache_type_v or "f16",
-                   flash_attn=a.flash_attn is not False).check()
+                   flash_attn=a.flash_attn is not False, threads=a.threads).check()
     return PlanRequest(goal=a.goal, quant=a.quant.upper() if a.quant else None, n_gpu_layers=a.ngl, n_ctx=a.ctx,
                        min_ctx=a.min_ctx, flash_attn=a.flash_attn, cache_type_k=a.cache_type_k,
                        cache_type_v=a.cache_type_v, n_ubatch=a.ubatch, n_batch=a.batch, n_seq=a.parallel,
+                       threads=a.threads,
                        tensor_split=ts, n_cpu_moe=a.n_cpu_moe, override_tensor=[_ot(x) for x in a.override_tensor],
                        mmap=not a.no_mmap, margin=a.margin / 100, min_tps=a.min_tps, imatrix=a.imatrix,
                        depth=a.depth)
@@ -196,8 +197,9 @@ def cmd_plan(a: argparse.Namespace) -> int:
         return _run_verify(a, spec, best.types, best.options, best.estimate.margin, hw)
     model_path, as_is = planned_file(spec, best)
     model_path = a.model_path or model_path
+    threads = a.threads or hw.cpu.cores
     if a.emit:
-        text = render(a.emit, best, spec, model_path, threads=hw.cpu.cores, src=a.source_path, basis=basis,
+        text = render(a.emit, best, spec, model_path, threads=threads, src=a.source_path, basis=basis,
                       imatrix=a.imatrix_file)
         if a.output:
             _write(a.output, text, a.force)
@@ -217,7 +219,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     head = (f"{spec.name} on {hw.name}, goal {res.goal}: {best.why}\n"
             f"  weights {gib(best.estimate.weights_file_bytes)}: {_type_mix(best, spec)}\n"
             + ("  the file runs as it is: every tensor keeps its type, nothing to quantize\n" if as_is else "")
-            + f"  run:  {render('llama-server', best, spec, model_path, threads=hw.cpu.cores).strip()}")
+            + f"  run:  {render('llama-server', best, spec, model_path, threads=threads).strip()}")
     print(estimate_text(best.estimate, head))
     if res.alternatives:
         print("\n  alternatives:")
@@ -385,6 +387,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     main.add_argument("--ubatch", type=int, help="-ub (default 512)")
     main.add_argument("--batch", type=int, help="-b (default 2048)")
     main.add_argument("--parallel", type=int, help="-np parallel sequences (default 1)")
+    main.add_argument("--threads", "-t", type=int, help="-t: CPU threads (default: the physical cores)")
     main.add_argument("--tensor-split", help="-ts, e.g. 3,1")
     main.add_argument("--n-cpu-moe", type=int, help="--n-cpu-moe: experts of the first N layers on the CPU")
     main.add_argument("--no-mmap", action="store_true", help="--no-mmap")

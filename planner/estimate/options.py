@@ -27,7 +27,7 @@ class RuntimeOptions(BaseModel):
     mmap: bool = True
     mlock: bool = False
     offload_kqv: bool = True
-    threads: int | None = None
+    threads: int | None = Field(None, description="-t: threads for the CPU's work (default: the physical cores)")
 
     @field_validator("cache_type_k", "cache_type_v")
     @classmethod
@@ -42,6 +42,13 @@ class RuntimeOptions(BaseModel):
     def _positive(cls, v: int) -> int:
         if v <= 0:
             raise InvalidOptionError(f"context, batch, ubatch and parallel must be positive, got {v}")
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise InvalidOptionError(f"--threads takes a positive count of CPU threads, got {v}")
         return v
 
     @field_validator("tensor_split")

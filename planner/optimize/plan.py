@@ -24,6 +24,7 @@ class PlanRequest(BaseModel):
     n_ubatch: int | None = None
     n_batch: int | None = None
     n_seq: int | None = None
+    threads: int | None = None
     tensor_split: list[float] | None = None
     n_cpu_moe: int | None = None
     override_tensor: list[str] = Field(default_factory=list)

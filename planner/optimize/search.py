@@ -34,7 +34,7 @@ KLD_SCALE = 0.01
 def _opts(req: PlanRequest, **kw) -> RuntimeOptions:
     base = dict(flash_attn=True if req.flash_attn is None else req.flash_attn, mmap=req.mmap,
                 override_tensor=list(req.override_tensor))
-    for k in ("n_ubatch", "n_batch", "tensor_split", "cache_type_k", "cache_type_v"):
+    for k in ("n_ubatch", "n_batch", "tensor_split", "cache_type_k", "cache_type_v", "threads"):
         if getattr(req, k) is not None:
             base[k] = getattr(req, k)
     if req.n_seq is not None:

@@ -79,6 +79,7 @@ def test_models_and_targets_list(capsys):
     (["--model", "llama3.1-8b", "--target", "laptop-16gb", "--tensor-split", "1,1"], "has no GPU"),
     (["--model", "llama3.1-8b", "--target", "2x-rtx3090", "--tensor-split", "1,-1"], "none negative"),
     (["--model", "llama3.1-8b", "--target", "2x-rtx3090", "--tensor-split", "0,0"], "not all 0"),
+    (["--model", "llama3.1-8b", "--target", "laptop-16gb", "--threads", "0"], "--threads takes a positive count"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(capsys, args, msg):
     code, out, err = run(args, capsys)
@@ -112,3 +113,14 @@ def test_imatrix_from_the_command_line_reaches_the_quantize_line(base, tmp_path,
     code, o, _ = run(["--model", base, "--target", "laptop-16gb", "--measure", "off", "--imatrix-file", out,
                       "--emit", "llama-quantize"], capsys)
     assert code == 0 and f"--imatrix {out}" in o
+
+
+def test_threads_pin_the_cpu_speed_and_the_launch_line(capsys):
+    pins = ["--model", "llama3.2-1b", "--target", "laptop-16gb", "--quant", "IQ2_XXS", "--ctx", "4096"]
+    one = json.loads(run(pins + ["--threads", "1", "--json"], capsys)[1])
+    four = json.loads(run(pins + ["--json"], capsys)[1])  # the profile's 4 physical cores
+    assert one["options"]["threads"] == 1 and four["options"]["threads"] is None
+    assert one["throughput"]["prefill_tps"] < four["throughput"]["prefill_tps"] / 3
+    assert one["throughput"]["decode_tps"] < four["throughput"]["decode_tps"]  # one core's IQ2 kernel < the memory
+    code, line, _ = run(pins + ["--threads", "1", "--emit", "llama-server"], capsys)
+    assert code == 0 and " -t 1" in line
