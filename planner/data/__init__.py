@@ -14,6 +14,15 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_LOADER)
 
 
+def data_digest(*names: str) -> str:
+    """A short digest of data tables' bytes: what was computed from them is stale once it changes."""
+    import hashlib
+    h = hashlib.sha256()
+    for name in names:
+        h.update(resources.files(__name__).joinpath(name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def data_yaml(name: str) -> Any:
     """A YAML table shipped in planner/data."""
     return load_yaml(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))

@@ -13,11 +13,23 @@ work); weights on the host are streamed over PCIe to the GPU for big batches (op
 
 from __future__ import annotations
 
+from planner.data import data_digest
 from planner.estimate.constants import backend, backends, cpu_kernels
 from planner.estimate.placement import CPU
 from planner.estimate.result import Throughput
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
+
+
+# the speed formulas' revision: with the constants' digest it names the model a verify run's measured/predicted
+# ratios were taken against (planner/verify/calibration.py uses only ratios of the current one); bump it when a
+# formula changes
+FORMULAS = "2026-11-23 per-type CPU kernels"
+
+
+def speed_model() -> str:
+    """The speed model a prediction comes from: the formulas' revision and the constants' digest."""
+    return f"{FORMULAS} {data_digest('backends.yaml', 'cpu_kernels.yaml')}"
 
 
 def _isa_scale(hw: HardwareProfile) -> float:

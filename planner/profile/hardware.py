@@ -53,7 +53,8 @@ class GPU(BaseModel):
 class Calibration(BaseModel):
     """Measured/predicted ratios from `plan verify` runs on this machine (planner/verify/calibration.py).
     The estimator multiplies its tok/s by the factors and uses the measured process overheads."""
-    runs: int = 0
+    runs: int = Field(0, description="runs whose speed ratios apply: taken against the current speed model")
+    kept: int = Field(0, description="runs kept for this machine (their overheads apply whatever the model)")
     decode_factor: float = 1.0
     prefill_factor: float = 1.0
     host_overhead_bytes: int | None = None

@@ -14,6 +14,7 @@ import os
 import statistics
 import time
 
+from planner.estimate.throughput import speed_model
 from planner.profile.hardware import Calibration, HardwareProfile
 
 KEEP = 20  # runs kept per machine
@@ -66,7 +67,7 @@ def record(hw: HardwareProfile, run: dict) -> int:
     """Append one verify run's ratios; returns the number of runs now kept for this machine."""
     d = _read()
     fp = fingerprint(hw)
-    runs = d.get(fp, []) + [dict(run, time=time.time())]
+    runs = d.get(fp, []) + [dict(run, time=time.time(), speed_model=speed_model())]
     d[fp] = runs[-KEEP:]
     tmp = _path() + ".part"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -80,9 +81,13 @@ def load(hw: HardwareProfile) -> Calibration | None:
     if not runs:
         return None
 
-    def med(key: str, default):
-        vals = [r[key] for r in runs if isinstance(r.get(key), (int, float)) and r[key] > 0]
+    def med(key: str, default, of=runs):
+        vals = [r[key] for r in of if isinstance(r.get(key), (int, float)) and r[key] > 0]
         return statistics.median(vals) if vals else default
+
+    # speed ratios hold for the model that predicted them: after an upgrade of the formulas or constants the
+    # old runs teach nothing about speed (their memory overheads still hold)
+    current = [r for r in runs if r.get("speed_model") == speed_model()]
 
     n_gpu = len(hw.gpus)
     gpu_ov = []
@@ -91,7 +96,8 @@ def load(hw: HardwareProfile) -> Calibration | None:
                 if len(r.get("gpu_overhead_bytes") or []) > i and r["gpu_overhead_bytes"][i] is not None]
         gpu_ov.append(int(statistics.median(vals)) if vals else None)
     host = med("host_overhead_bytes", None)
-    return Calibration(runs=len(runs), decode_factor=med("decode_ratio", 1.0), prefill_factor=med("prefill_ratio", 1.0),
+    return Calibration(runs=len(current), kept=len(runs), decode_factor=med("decode_ratio", 1.0, current),
+                       prefill_factor=med("prefill_ratio", 1.0, current),
                        host_overhead_bytes=int(host) if host else None, gpu_overhead_bytes=gpu_ov,
                        source=_path())
 

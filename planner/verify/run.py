@@ -228,7 +228,9 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
                          "its API): the load keeps those tensors with their layers, so GPU figures differ from "
                          "the plan's placement")
     if hw_cal.calibration:
-        rep.notes.append(f"predicted with this machine's calibration ({hw_cal.calibration.runs} earlier run(s))")
+        c = hw_cal.calibration
+        rep.notes.append(f"predicted with this machine's calibration ({c.kept} earlier run(s)"
+                         + (f", {c.runs} taken with this speed model" if c.runs != c.kept else "") + ")")
     workdir = None
     try:
         if twin:

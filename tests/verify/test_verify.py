@@ -107,6 +107,19 @@ def test_verify_mixed_plan_memory_speed_quality_and_calibration(base, hw, cache,
     assert cal is not None and cal.runs == 3 and cal.host_overhead_bytes
 
 
+def test_speed_ratios_of_an_older_speed_model_are_not_applied(tmp_path, monkeypatch):
+    # a verify run's measured/predicted ratio is about the model that predicted it; its overhead is about the machine
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))
+    hw = resolve_target("laptop-16gb")
+    calibration.record(hw, {"decode_ratio": 0.5, "prefill_ratio": 2.0, "host_overhead_bytes": 100 << 20})
+    cal = calibration.load(hw)
+    assert (cal.runs, cal.kept, cal.decode_factor, cal.prefill_factor) == (1, 1, 0.5, 2.0)
+    monkeypatch.setattr(calibration, "speed_model", lambda: "a later model")
+    cal = calibration.load(hw)
+    assert (cal.runs, cal.kept, cal.decode_factor, cal.prefill_factor) == (0, 1, 1.0, 1.0)
+    assert cal.host_overhead_bytes == 100 << 20
+
+
 def test_twin_of_a_1b_model_loads_and_measures(hw, cache):
     m = load_model("llama3.2-1b")
     rep = verify(m, ftype_tensor_types(m, "Q4_K_M"), RuntimeOptions(n_ctx=4096), hw, twin=True, **FAST)
