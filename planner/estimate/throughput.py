@@ -20,7 +20,6 @@ from planner.estimate.result import Throughput
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
 
-
 # the speed formulas' revision: with the constants' digest it names the model a verify run's measured/predicted
 # ratios were taken against (planner/verify/calibration.py uses only ratios of the current one); bump it when a
 # formula changes
