@@ -1,14 +1,17 @@
-"""Decode and prefill tok/s for a placement (pure; constants from planner/data/backends.yaml).
+"""Decode and prefill tok/s for a placement (pure; constants from planner/data/backends.yaml and
+cpu_kernels.yaml).
 
 Decode, per token: each device reads its weights (only the active experts of MoE layers) and
 its KV cache up to the context depth at its effective bandwidth, plus a fixed cost: per layer on
 a GPU (kernel launches and synchronisation: it dominates small models on fast GPUs, where a pure
 bandwidth roofline is 3x off), per graph node on the CPU (a thread barrier after every node: a
-Mamba or MoE layer has 2-3x a Llama layer's nodes, graph.py). Devices run one after the other
+Mamba or MoE layer has 2-3x a Llama layer's nodes, graph.py). On the CPU each weight type is read
+no faster than its kernel dequantizes it on the cores used. Devices run one after the other
 (layer split).
-Prefill: FLOPs = 2 x the weights multiplied per token (active experts only; lookup tables left
-out) at the device's effective rate, plus on the CPU a cost per node and token (the elementwise
-work); weights on the host are streamed over PCIe to the GPU for big batches (op offload).
+Prefill: FLOPs = 2 x the weights a prompt token is multiplied with (active experts only; lookup
+tables and the output matrix left out) at the device's effective rate — on the CPU each type's own,
+experts lower — plus on the CPU a cost per node and token (the elementwise work); weights on the
+host are streamed over PCIe to the GPU for big batches (op offload).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ def speed_model() -> str:
 
 
 def _isa_scale(hw: HardwareProfile) -> float:
-    """The CPU kernels' speed against the AVX2 box they were measured on: AVX-512 / AMX 1.5x, none of
-    AVX2 / i8mm / dotprod 0.5x (ggml-cpu's SIMD widths: 512 / 256 / 128 bits)."""
+    """The CPU kernels' speed against the AVX2 box they were measured on, assumed from ggml-cpu's SIMD widths
+    (512 / 256 / 128 bits), not measured: AVX-512 / AMX 1.5x, none of AVX2 / i8mm / dotprod 0.5x."""
     f = set(hw.cpu.flags)
     if "avx512f" in f or "amx_int8" in f:
         return 1.5
@@ -50,7 +53,8 @@ def cpu_decode_seconds(read_types: dict[str, int], other_bytes: float, bw_gbps: 
                        scale: float) -> float:
     """Seconds a decoded token spends in the CPU's matrix-vector products and other reads: each ggml type's
     bytes at the slower of the memory's rate and its kernel's (cores x a core's dequantize-and-dot rate:
-    IQ1_S reads 1.6 GB/s per core here, Q8_0 outruns the memory), the rest (KV, recurrent states) at the
+    IQ1_S 1.6 GB/s per core on the AVX2 box measured, Q8_0 9.4; 2 of its cores are kernel-bound for every
+    quantized type, 16 would be memory-bound for all but IQ1-3), the rest (KV, recurrent states) at the
     memory's."""
     rates = cpu_kernels()["types"]
     bw = bw_gbps * 1e9
