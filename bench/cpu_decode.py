@@ -167,7 +167,7 @@ def fit(rows: list[dict]) -> dict:
                 eff = max(eff, xd / bw)
         rel_d = {ty: median(v) for ty, v in x_dec.items()}
         rel_p = {ty: median(v) for ty, v in x_pre.items()}
-        # absolute level and node costs from the mixed-type cases (linear least squares on relative errors)
+        # absolute level and node costs from all cases, mixed and one-type (linear least squares, relative errors)
         y = np.array([1 / r["tg_tps"] for r in fits])
         known = np.array([facts[r["case"]][1] / (eff * r["ram_copy_gbps"] * 1e9) for r in fits])  # states, KV
         n = np.array([facts[r["case"]][3] for r in fits])
