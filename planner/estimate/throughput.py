@@ -65,6 +65,18 @@ def cpu_decode_seconds(read_types: dict[str, int], other_bytes: float, bw_gbps: 
     return t
 
 
+def slow_kernels(read_types: dict[str, int], bw_gbps: float, cores: int, scale: float) -> list[str]:
+    """Types holding 10%+ of the CPU's decode bytes that their kernel, not the memory, paces on these cores, at
+    under 60% of Q4_K's rate (the IQ1-3 types on few cores): their bytes are no measure of their time."""
+    rates = cpu_kernels()["types"]
+    q4k = rates["Q4_K"]["decode_gbps_per_core"]
+    total = sum(read_types.values()) or 1
+    return [f"{ty} ({q4k / rates[ty]['decode_gbps_per_core']:.1f}x Q4_K's time per byte)"
+            for ty, nb in sorted(read_types.items(), key=lambda kv: -kv[1])
+            if nb >= 0.1 * total and ty in rates and rates[ty]["decode_gbps_per_core"] < 0.6 * q4k
+            and rates[ty]["decode_gbps_per_core"] * cores * scale < bw_gbps]
+
+
 def cpu_prefill_seconds(matmul_types: dict[tuple[str, bool], int], cores: int, scale: float) -> float:
     """Seconds of matrix products per prefill token on the CPU: 2 x weights of each type / that type's GFLOPS,
     expert matrices (mul_mat_id, each expert on its share of the batch) at a fraction of it."""
@@ -95,8 +107,12 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             key = "decode_bw_efficiency_measured" if hw.ram.bandwidth_source.startswith("measured") \
                 else "decode_bw_efficiency"
             typed = read_types.get(CPU, {})
-            t_decode += cpu_decode_seconds(typed, nbytes - sum(typed.values()), hw.ram.bandwidth_gbps * c[key],
-                                           cores, scale) + nodes.get(CPU, 0) * c["decode_node_us"] / 1e6
+            mem = hw.ram.bandwidth_gbps * c[key]
+            t_decode += cpu_decode_seconds(typed, nbytes - sum(typed.values()), mem, cores, scale) \
+                + nodes.get(CPU, 0) * c["decode_node_us"] / 1e6
+            slow = slow_kernels(typed, mem, cores, scale)
+            if slow:
+                notes.append(f"on {cores} CPU core(s) the kernel, not the memory, paces {', '.join(slow)}")
         else:
             g = hw.gpus[d]
             c = backend(g.backend)

@@ -69,6 +69,13 @@ def test_slow_kernels_read_below_memory_speed_on_few_cores(llama8b):
     assert read_rate(typed(llama8b, "IQ1_S"), hw) < 0.5 * read_rate(typed(llama8b, "Q8_0"), hw)
 
 
+def test_a_kernel_bound_type_is_named_in_the_notes(llama8b):
+    notes = " ".join(estimate(typed(llama8b, "IQ2_XXS"), box(2, 17.0), OPTS).throughput.notes)
+    assert "the kernel, not the memory, paces IQ2_XXS (3.1x Q4_K's time per byte)" in notes
+    assert "paces" not in " ".join(estimate(typed(llama8b, "Q4_K"), box(2, 17.0), OPTS).throughput.notes)
+    assert "paces" not in " ".join(estimate(typed(llama8b, "IQ2_XXS"), box(64, 40.0), OPTS).throughput.notes)
+
+
 def test_many_cores_make_every_type_memory_bound(llama8b):
     # 64 cores outrun 40 GB/s of memory for every kernel: a token's time differs between types only by the
     # bytes they read at the memory's rate (the same graph, the same node cost)
