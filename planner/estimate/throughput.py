@@ -43,6 +43,13 @@ def _isa_scale(hw: HardwareProfile) -> float:
     return 1.0 if "avx2" in f or "i8mm" in f or "dotprod" in f else 0.5
 
 
+def _cpu_memory_gbps(hw: HardwareProfile) -> float:
+    """What the memory delivers to decode: a copy test measured on the box is closer to it than a spec sheet."""
+    c = backend("cpu")
+    key = "decode_bw_efficiency_measured" if hw.ram.bandwidth_source.startswith("measured") else "decode_bw_efficiency"
+    return hw.ram.bandwidth_gbps * c[key]
+
+
 def _cpu_cores(hw: HardwareProfile, threads: int | None) -> int:
     """Cores the kernels run on: -t threads, at most the physical cores (SMT siblings add no SIMD units:
     llama.cpp's own default is the physical count, cpu_get_num_math)."""
@@ -63,6 +70,16 @@ def cpu_decode_seconds(read_types: dict[str, int], other_bytes: float, bw_gbps: 
         r = rates.get(ty)
         t += nbytes / min(bw, r["decode_gbps_per_core"] * 1e9 * cores * scale) if r else nbytes / bw
     return t
+
+
+def cpu_time_per_byte(hw: HardwareProfile, threads: int | None = None) -> dict[str, float]:
+    """Decode time per byte of each ggml type on this CPU, relative to Q4_K's: 1 for every type where the memory
+    paces all of them (many cores), above 1 for the slow IQ kernels on few cores, below for Q8_0 there. What an
+    allocation that budgets time rather than bytes weighs each type's bytes by."""
+    mem = _cpu_memory_gbps(hw)
+    cores, scale = _cpu_cores(hw, threads), _isa_scale(hw)
+    rate = {ty: min(mem, r["decode_gbps_per_core"] * cores * scale) for ty, r in cpu_kernels()["types"].items()}
+    return {ty: rate["Q4_K"] / r for ty, r in rate.items()}
 
 
 def slow_kernels(read_types: dict[str, int], bw_gbps: float, cores: int, scale: float) -> list[str]:
@@ -103,11 +120,8 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
         nbytes = read_per_token.get(d, 0) + kv.get(d, 0) * frac
         if d == CPU:
             c = backend("cpu")
-            # a copy test measured on this box is closer to what decode reaches than a spec sheet
-            key = "decode_bw_efficiency_measured" if hw.ram.bandwidth_source.startswith("measured") \
-                else "decode_bw_efficiency"
             typed = read_types.get(CPU, {})
-            mem = hw.ram.bandwidth_gbps * c[key]
+            mem = _cpu_memory_gbps(hw)
             t_decode += cpu_decode_seconds(typed, nbytes - sum(typed.values()), mem, cores, scale) \
                 + nodes.get(CPU, 0) * c["decode_node_us"] / 1e6
             slow = slow_kernels(typed, mem, cores, scale)

@@ -44,9 +44,11 @@ def _hull(opts: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
 
 
 def groups_of(tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: bool = False,
-              errors: dict[str, dict[str, float]] | None = None, backend: str = "cpu") -> list[Group]:
+              errors: dict[str, dict[str, float]] | None = None, backend: str = "cpu",
+              cost: dict[str, float] | None = None) -> list[Group]:
     """Tensors that share shape, candidates and weight share a group; with measured errors each
-    tensor is its own group (its errors are its own)."""
+    tensor is its own group (its errors are its own). cost: a factor per type on its bytes (the CPU's decode
+    time per byte, relative: the budget is then one of time, not of memory)."""
     by: dict[tuple, list[TensorSpec]] = defaultdict(list)
     for t in tensors:
         w = tensor_weight(t, n_layers, tied, bool(errors and t.name in errors))
@@ -54,7 +56,8 @@ def groups_of(tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: boo
         by[(tuple(t.shape), tuple(candidates(t, imatrix)), round(w, 3), own)].append(t)
     out = []
     for (shape, cands, w, _), ts in by.items():
-        opts = [(tensor_bytes(c, list(shape)), w * tensor_loss(ts[0], c, errors, tied, backend), c) for c in cands]
+        opts = [(int(tensor_bytes(c, list(shape)) * (cost or {}).get(c, 1.0)),
+                 w * tensor_loss(ts[0], c, errors, tied, backend), c) for c in cands]
         out.append(Group(names=[t.name for t in ts], options=_hull(opts)))
     return out
 
@@ -64,8 +67,9 @@ class Allocator:
     optimizer asks the same tensors for many budgets)."""
 
     def __init__(self, tensors: list[TensorSpec], n_layers: int, tied: bool, imatrix: bool = False,
-                 errors: dict[str, dict[str, float]] | None = None, backend: str = "cpu"):
-        self.groups = groups_of(tensors, n_layers, tied, imatrix, errors, backend)
+                 errors: dict[str, dict[str, float]] | None = None, backend: str = "cpu",
+                 cost: dict[str, float] | None = None):
+        self.groups = groups_of(tensors, n_layers, tied, imatrix, errors, backend, cost)
         self.min_bytes = sum(g.options[0][0] * len(g.names) for g in self.groups)
         # every step up a group's hull, best loss reduction per byte first: the Lagrangian
         # relaxation's solution for a budget is the longest prefix of this list that fits

@@ -13,6 +13,7 @@ import math
 
 from planner.estimate import RuntimeOptions, estimate, ftype_tensor_types
 from planner.estimate.placement import INPUT_TENSORS
+from planner.estimate.throughput import cpu_time_per_byte
 from planner.model.spec import ModelSpec
 from planner.optimize.allocate import Allocator
 from planner.optimize.plan import PlanOption, PlanRequest, PlanResult
@@ -69,11 +70,13 @@ def _placements(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
 
 
 def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes: int | None,
-                  req: PlanRequest, pools: dict[str, Allocator], gpu_backend: str = "cpu") -> dict[str, str] | None:
+                  req: PlanRequest, pools: dict[str, Allocator], gpu_backend: str = "cpu",
+                  time_cost: dict[str, float] | None = None) -> dict[str, str] | None:
     """Types for a placement within the memory it leaves for weights. `pools` keeps the
     allocator of each tensor set, built once per search. Tensors the GPU runs are judged with
     its backend's activation rounding (partial offload too: llama.cpp sends big batches there),
-    the rest with the CPU's."""
+    the rest with the CPU's. time_cost (CPU only, with a cap): the cap is one of decode time, each type's
+    bytes weighed by its time per byte on this CPU (throughput.cpu_time_per_byte)."""
     tied = model.tied_embeddings
     gpu_avail = sum(avail[:-1])
     host_avail = avail[-1]
@@ -83,14 +86,14 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
 
     def alloc(pool: str, budget: int) -> dict[str, str] | None:
         backend = "cpu" if placement == "cpu" or pool in ("emb", "experts") else gpu_backend
-        key = f"{pool}@{backend}"
+        key = f"{pool}@{backend}" + ("@time" if time_cost else "")
         if key not in pools:
             rest = [t for t in model.tensors
                     if t.name not in INPUT_TENSORS or (tied and t.name == "token_embd.weight")]
             tensors = {"all": model.tensors, "emb": host, "rest": rest,
                        "dense": [t for t in rest if "_exps" not in t.name],
                        "experts": [t for t in rest if "_exps" in t.name] + host}[pool]
-            pools[key] = Allocator(tensors, model.n_layers, tied, req.imatrix, req.tensor_errors, backend)
+            pools[key] = Allocator(tensors, model.n_layers, tied, req.imatrix, req.tensor_errors, backend, time_cost)
         return pools[key].solve(budget)
 
     if placement == "cpu":
@@ -200,6 +203,10 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
     ref = model.with_types(ftype_tensor_types(model, "Q4_K_M"))
     pools: dict[str, Allocator] = {}
     gpu_backend = hw.gpus[0].backend if hw.gpus else "cpu"  # whose matmuls round the activations
+    # on a CPU whose kernels, not its memory, pace some types (few cores), the capped mixes are also sized by
+    # decode time: a byte of IQ3 costs ~3x a byte of Q4_K there (throughput.cpu_time_per_byte)
+    time_cost = cpu_time_per_byte(hw, req.threads)
+    timed = [(cap, True) for cap in BPW_CAPS if cap] if max(time_cost.values()) > 1.05 and not req.quant else []
     for ctx in _ctx_list(model, req):
         for ctk, ctv in kv_list:
             if ctk != "f16" and ctx < 16384 and len(kv_list) > 1:
@@ -218,7 +225,7 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                 if min(avail[-1:] + (avail[:-1] if placement in ("gpu", "moe-cpu") else [])) <= 0:
                     continue
                 tried: list[dict[str, str]] = []  # a cap above what memory allows repeats the uncapped mix
-                for cap in BPW_CAPS:
+                for cap, by_time in [(cap, False) for cap in BPW_CAPS] + (timed if placement == "cpu" else []):
                     cap_bytes = None if cap is None else int(model.n_params * cap / 8)
                     found = None  # moe-partial: the --n-cpu-moe fit, found while sizing the types
                     e = None  # the estimate of the last sizing, when it is the final one
@@ -229,7 +236,8 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                         types = None
                         for shrink in (1.0, 0.97, 0.93):
                             a = [int(x * shrink) for x in avail]
-                            types = _allocate_for(model, placement, a, cap_bytes, req, pools, gpu_backend)
+                            types = _allocate_for(model, placement, a, cap_bytes, req, pools, gpu_backend,
+                                                  time_cost if by_time else None)
                             if types is None:
                                 break
                             if shrink == 1.0:

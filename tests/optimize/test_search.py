@@ -186,3 +186,20 @@ def test_gemma3n_per_layer_embeddings_are_budgeted_on_the_host_where_llama_cpp_k
     host = best.estimate.devices[-1].memory.weights_bytes
     ple = [t for t in m.tensors if t.name == "per_layer_token_embd.weight"][0]
     assert host >= ple.n_elements  # the table (at 8+ bits here) is in host memory
+
+
+def test_speed_on_few_cpu_cores_budgets_decode_time_not_bytes(monkeypatch):
+    # 2 AVX2 cores: the IQ kernels, not the memory, pace decode (a byte of IQ3 costs ~3x a byte of Q4_K), so the
+    # capped mixes are also sized by time; with bytes alone the fastest mix keeps IQ3 tensors and is slower
+    from planner.optimize import search
+    from planner.profile.hardware import CPU, RAM, HardwareProfile
+    hw = HardwareProfile(cpu=CPU(model="test", cores=2, threads=2, flags=["avx", "avx2", "fma", "f16c"]),
+                         ram=RAM(total_bytes=24 << 30, bandwidth_gbps=17.0,
+                                 bandwidth_source="measured: single-thread 64 MiB copy test"))
+    m = load_model("llama3.1-8b")
+    timed = make_plan(m, hw, PlanRequest(goal="speed")).best
+    monkeypatch.setattr(search, "cpu_time_per_byte", lambda hw, threads=None: {"Q4_K": 1.0})
+    by_bytes = make_plan(m, hw, PlanRequest(goal="speed")).best
+    assert any(t.startswith("IQ3") for t in by_bytes.types.values())
+    assert not any(t.startswith(("IQ1", "IQ2", "IQ3")) for t in timed.types.values())
+    assert timed.estimate.throughput.decode_tps > 1.1 * by_bytes.estimate.throughput.decode_tps
