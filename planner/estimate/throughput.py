@@ -16,6 +16,8 @@ host are streamed over PCIe to the GPU for big batches (op offload).
 
 from __future__ import annotations
 
+from functools import cache
+
 from planner.data import data_digest
 from planner.estimate.constants import backend, backends, cpu_kernels
 from planner.estimate.placement import CPU
@@ -29,8 +31,9 @@ from planner.profile.hardware import HardwareProfile
 FORMULAS = "2026-11-23 per-type CPU kernels"
 
 
+@cache
 def speed_model() -> str:
-    """The speed model a prediction comes from: the formulas' revision and the constants' digest."""
+    """The speed model a prediction comes from: the formulas' revision and the constants' digest (read once)."""
     return f"{FORMULAS} {data_digest('backends.yaml', 'cpu_kernels.yaml')}"
 
 
@@ -56,30 +59,30 @@ def _cpu_cores(hw: HardwareProfile, threads: int | None) -> int:
     return max(1, min(threads, hw.cpu.cores) if threads else hw.cpu.cores)
 
 
+def read_rate_gbps(ty: str, bw_gbps: float, cores: int, scale: float) -> float:
+    """The rate decode reads weights of type `ty` at on the CPU: the slower of the memory's and its kernel's
+    (cores x a core's dequantize-and-dot rate: IQ1_S 1.6 GB/s per core on the AVX2 box measured, Q8_0 9.4; 2 of
+    its cores are kernel-bound for every quantized type, 16 would be memory-bound for all but IQ1-3). A type
+    without a measured kernel (F32...) reads at the memory's rate."""
+    r = cpu_kernels()["types"].get(ty)
+    return min(bw_gbps, r["decode_gbps_per_core"] * cores * scale) if r else bw_gbps
+
+
 def cpu_decode_seconds(read_types: dict[str, int], other_bytes: float, bw_gbps: float, cores: int,
                        scale: float) -> float:
     """Seconds a decoded token spends in the CPU's matrix-vector products and other reads: each ggml type's
-    bytes at the slower of the memory's rate and its kernel's (cores x a core's dequantize-and-dot rate:
-    IQ1_S 1.6 GB/s per core on the AVX2 box measured, Q8_0 9.4; 2 of its cores are kernel-bound for every
-    quantized type, 16 would be memory-bound for all but IQ1-3), the rest (KV, recurrent states) at the
-    memory's."""
-    rates = cpu_kernels()["types"]
-    bw = bw_gbps * 1e9
-    t = other_bytes / bw
-    for ty, nbytes in read_types.items():
-        r = rates.get(ty)
-        t += nbytes / min(bw, r["decode_gbps_per_core"] * 1e9 * cores * scale) if r else nbytes / bw
-    return t
+    bytes at its read rate, the rest (KV, recurrent states) at the memory's."""
+    return (other_bytes / bw_gbps + sum(nb / read_rate_gbps(ty, bw_gbps, cores, scale)
+                                        for ty, nb in read_types.items())) / 1e9
 
 
 def cpu_time_per_byte(hw: HardwareProfile, threads: int | None = None) -> dict[str, float]:
     """Decode time per byte of each ggml type on this CPU, relative to Q4_K's: 1 for every type where the memory
     paces all of them (many cores), above 1 for the slow IQ kernels on few cores, below for Q8_0 there. What an
     allocation that budgets time rather than bytes weighs each type's bytes by."""
-    mem = _cpu_memory_gbps(hw)
-    cores, scale = _cpu_cores(hw, threads), _isa_scale(hw)
-    rate = {ty: min(mem, r["decode_gbps_per_core"] * cores * scale) for ty, r in cpu_kernels()["types"].items()}
-    return {ty: rate["Q4_K"] / r for ty, r in rate.items()}
+    mem, cores, scale = _cpu_memory_gbps(hw), _cpu_cores(hw, threads), _isa_scale(hw)
+    q4k = read_rate_gbps("Q4_K", mem, cores, scale)
+    return {ty: q4k / read_rate_gbps(ty, mem, cores, scale) for ty in cpu_kernels()["types"]}
 
 
 def slow_kernels(read_types: dict[str, int], bw_gbps: float, cores: int, scale: float) -> list[str]:
@@ -91,7 +94,7 @@ def slow_kernels(read_types: dict[str, int], bw_gbps: float, cores: int, scale: 
     return [f"{ty} ({q4k / rates[ty]['decode_gbps_per_core']:.1f}x Q4_K's time per byte)"
             for ty, nb in sorted(read_types.items(), key=lambda kv: -kv[1])
             if nb >= 0.1 * total and ty in rates and rates[ty]["decode_gbps_per_core"] < 0.6 * q4k
-            and rates[ty]["decode_gbps_per_core"] * cores * scale < bw_gbps]
+            and read_rate_gbps(ty, bw_gbps, cores, scale) < bw_gbps]
 
 
 def cpu_prefill_seconds(matmul_types: dict[tuple[str, bool], int], cores: int, scale: float) -> float:
