@@ -49,5 +49,12 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
     notes = list(model.notes)
     if any(lay.attn == "swa" for lay in model.layers) and opts.swa_full:
         notes.append("--swa-full: sliding-window layers keep the whole context")
+    per_seq = opts.n_ctx if opts.kv_unified else opts.n_ctx // opts.n_seq
+    if per_seq > model.n_ctx_train:
+        # llama-context.cpp warns alike ("n_ctx_per_seq > n_ctx_train -- possible training context overflow")
+        notes.append(f"{per_seq} tokens of context per sequence is beyond the {model.n_ctx_train} the model was "
+                     "trained on: past that, output degrades unless RoPE scaling is set (llama.cpp warns alike)")
+    if opts.n_gpu_layers > 0 and not hw.gpus:
+        notes.append(f"--ngl {opts.n_gpu_layers} has no effect: the target has no GPU")
     return Estimate(model=model.name, devices=devices, throughput=thr, n_ctx=b.n_ctx, margin=margin,
                     fits=fits, weights_file_bytes=b.file_bytes, notes=notes)

@@ -212,8 +212,9 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
             if ctk != "f16" and ctx < 16384 and len(kv_list) > 1:
                 continue  # a quantized cache only pays at long context
             for placement in _placements(model, hw, req, gpu_only):
-                ngl = {"gpu": -1, "moe-cpu": -1, "moe-partial": -1, "partial": 0, "cpu": 0}.get(placement,
-                                                                                                req.n_gpu_layers)
+                # "cpu" keeps a pinned -ngl (llama.cpp ignores it without a GPU; the estimate says so)
+                ngl = {"gpu": -1, "moe-cpu": -1, "moe-partial": -1, "partial": 0,
+                       "cpu": req.n_gpu_layers or 0}.get(placement, req.n_gpu_layers)
                 o = _opts(req, n_ctx=ctx, cache_type_k=ctk, cache_type_v=ctv, n_gpu_layers=ngl,
                           cpu_moe=placement in ("moe-cpu", "moe-partial"))
                 e0 = estimate(ref, hw, o, margin=req.margin, depth=req.depth)
