@@ -13,6 +13,8 @@ from collections import defaultdict
 import yaml
 from gguf import GGMLQuantizationType
 
+from planner.estimate.memory import SKIPS_MTP
+from planner.estimate.placement import CPU, tensor_devices
 from planner.estimate.quant_mix import allows_quantization
 from planner.model.resolve import local_gguf
 from planner.model.spec import ModelSpec
@@ -137,13 +139,18 @@ def plan_dict(opt: PlanOption, model: ModelSpec, basis: str = "priors: planner/d
     d.update({"model": model.name, "source": model.source, "label": opt.label, "why": opt.why,
               "options": opt.options.model_dump(), "bits_per_weight": opt.bits_per_weight,
               "quality": {"kld": opt.predicted_kld, "basis": basis}})
-    devs = {}
-    from planner.estimate.placement import CPU, tensor_devices
     devs = tensor_devices(model, sum(1 for x in opt.estimate.devices if x.kind == "gpu"), opt.options,
                           [x.capacity_bytes for x in opt.estimate.devices if x.kind == "gpu"])
     names = [x.name for x in opt.estimate.devices]
-    d["tensors"] = [{"name": t.name, "shape": t.shape, "type": opt.types.get(t.name, t.type),
-                     "device": names[-1] if devs[t.name] == CPU else names[devs[t.name]]} for t in model.tensors]
+    # an MTP block that the loader skips (SKIPS_MTP) is in the file but on no device
+    first_skipped = model.n_layers - model.n_nextn if model.architecture in SKIPS_MTP else model.n_layers
+
+    def device(t) -> str | None:
+        if t.layer is not None and t.layer >= first_skipped:
+            return None
+        return names[-1] if devs[t.name] == CPU else names[devs[t.name]]
+    d["tensors"] = [{"name": t.name, "shape": t.shape, "type": opt.types.get(t.name, t.type), "device": device(t)}
+                    for t in model.tensors]
     return d
 
 

@@ -94,3 +94,12 @@ def test_emit_writes_atomically_and_never_overwrites_without_force(tmp_path, cap
     assert "--force" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0 and "FROM" in out.read_text()
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_plan_file_puts_a_skipped_mtp_block_on_no_device():
+    m = load_model("glm-4.5-air")  # 46 layers and one MTP block, which llama.cpp's loader skips
+    opt = make_plan(m, load_target("2x-rtx3090"), PlanRequest()).best
+    tensors = json.loads(render("json", opt, m, "x.gguf"))["tensors"]
+    skipped = {t["name"] for t in tensors if t["device"] is None}
+    assert skipped and all(n.startswith("blk.46.") for n in skipped)
+    assert len(skipped) == sum(1 for t in m.tensors if t.layer == 46)
