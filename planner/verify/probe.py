@@ -24,7 +24,9 @@ def parse_buffers(log: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in log.splitlines():
         line = line.strip()
-        m = re.search(r"(?P<buf>[\w\-]+)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[\d.]+) MiB", line)
+        # an RPC device's buffers are named RPC<i>[host:port], i its index on that server: kept as RPC@host:port
+        line = re.sub(r"RPC\d+\[([^\]]*)\]", r"RPC@\1", line)
+        m = re.search(r"(?P<buf>[\w\-@.:]+)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[\d.]+) MiB", line)
         if not m:
             m2 = re.search(r"(?P<buf>[\w\-]+)\s+buffer size\s*=\s*(?P<mib>[\d.]+) MiB", line)
             if not m2:
@@ -71,6 +73,11 @@ def dry_run(cfg: dict[str, Any]) -> dict[str, Any]:
     llama_cpp.llama_backend_init()
     mp = llama_cpp.llama_model_default_params()
     mp.no_alloc, mp.load_mode, mp.n_gpu_layers = True, 0, int(cfg.get("ngl", 0))
+    if cfg.get("tensor_split"):
+        import ctypes
+        n = max(len(cfg["tensor_split"]), int(llama_cpp.llama_max_devices()))  # llama.cpp reads that many
+        split = (ctypes.c_float * n)(*cfg["tensor_split"])
+        mp.tensor_split = ctypes.cast(split, ctypes.POINTER(ctypes.c_float))
     model = llama_cpp.llama_model_load_from_file(cfg["model"].encode(), mp)
     if not model:
         raise RuntimeError("llama.cpp could not load the model (dry run)")
@@ -197,11 +204,56 @@ def logits(cfg: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+def ggml_libs():
+    """ctypes handles of the ggml libraries llama-cpp-python ships (libggml, libggml-rpc when built with
+    GGML_RPC=ON)."""
+    import ctypes
+
+    import llama_cpp
+    lib = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    ggml = ctypes.CDLL(os.path.join(lib, "libggml.so.0"))  # the file libllama links (its soname)
+    rpc_path = os.path.join(lib, "libggml-rpc.so.0")
+    if not os.path.exists(rpc_path):
+        raise RuntimeError("this llama-cpp-python has no RPC backend: rebuild it with CMAKE_ARGS=-DGGML_RPC=ON")
+    return ggml, ctypes.CDLL(rpc_path)
+
+
+def add_rpc_servers(endpoints: list[str]) -> None:
+    """Register llama.cpp RPC servers as devices, as llama-cli's --rpc does (common/arg.cpp
+    add_rpc_devices): each is a GPU-type device that llama.cpp splits layers over."""
+    import ctypes
+    ggml, rpc = ggml_libs()
+    rpc.ggml_backend_rpc_add_server.restype = ctypes.c_void_p
+    rpc.ggml_backend_rpc_add_server.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_register.argtypes = [ctypes.c_void_p]
+    for ep in endpoints:
+        reg = rpc.ggml_backend_rpc_add_server(ep.encode())
+        if not reg:
+            raise RuntimeError(f"no RPC server answers at {ep}")
+        ggml.ggml_backend_register(reg)
+
+
+def serve_rpc(endpoint: str, threads: int = 1) -> None:
+    """Serve this machine's CPU backend at endpoint as an llama.cpp RPC server (blocks; tools/rpc's
+    rpc-server does the same): a stand-in device for multi-device placement checks on a box with
+    no GPU."""
+    import ctypes
+    ggml, rpc = ggml_libs()
+    ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    dev = ctypes.c_void_p(ggml.ggml_backend_dev_by_type(0))  # GGML_BACKEND_DEVICE_TYPE_CPU
+    rpc.ggml_backend_rpc_start_server.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
+                                                  ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
+    rpc.ggml_backend_rpc_start_server(endpoint.encode(), None, threads, 1, ctypes.byref(dev))
+
+
 def probe(cfg: dict[str, Any]) -> dict[str, Any]:
     """In the child: llama.cpp logs to our stderr (no ctypes log hook: a Python callback
     called from CUDA's threads crashed the CUDA build); the parent parses that stderr."""
     import llama_cpp
 
+    if cfg.get("rpc"):
+        add_rpc_servers(cfg["rpc"])
     if cfg.get("dry"):
         return dry_run(cfg)
     if cfg.get("mode") == "logits":
