@@ -185,6 +185,47 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
     return p
 
 
+def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
+                     holds_output: list[bool], copies: int, n_seq: int = 1) -> tuple[list[int], int]:
+    """(each GPU's compute bytes, host compute bytes) with pipeline parallelism: every layer on
+    one of several GPUs (llama-context.cpp turns it on then), the graph runs as one split per
+    device and ggml_backend_sched keeps `copies` (GGML_SCHED_MAX_COPIES, 4) copies of each
+    split's inputs so that consecutive ubatches overlap. A GPU's buffer is then the peak of its
+    own layers' phases (the logits only where the output layer is) plus the inputs' copies: the
+    masks and the hidden state that crosses from the previous device. Measured with llama.cpp RPC
+    devices standing in for GPUs (bench/multi_device.py, bench/data/rpc-multi-device.jsonl):
+    the first GPU of a Llama-3.2-1B split holds 92.04 MiB at 4K context, ubatch 512 and flash
+    attention (the single-GPU rule, multiplied by the copies, said 1018); the last 286.55.
+    """
+    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_seq)
+    u = min(n_ubatch, n_ctx)
+    hidden = model.n_embd * u * F32
+    mask, n_masks = _masks(model, n_ctx, u, flash_attn, swa_cells)
+    if p.get("attention"):
+        p["attention"] -= mask if flash_attn else n_masks * mask  # the phase's mask is one of the copies
+    if model.moe:
+        # the experts' down-projection outputs (n_used hidden states) and one more wait for their sum: a
+        # Qwen3-30B-A3B split's first GPU measured its expert phase at 80 MiB, this rule without them 44
+        # (CPU-only runs never peak there: the logits are wider)
+        p["ffn"] += (model.moe.n_expert_used + 1) * hidden
+    logits = p.pop("logits") - 2 * hidden
+    inputs = copies * (n_masks * mask + hidden)
+    rest = max(p.values())
+    devs = [max(rest, logits if out else 0) + hidden + inputs for out in holds_output]
+    # the host builds the inputs (embeddings, masks) and keeps their copies: 1 hidden state beside them with
+    # flash attention, 3 without (exact on Llama-3.2-1B and Qwen3-30B-A3B splits; Gemma 3, gpt-oss and
+    # Qwen3-0.6B keep 0.6-6 more without it)
+    return devs, inputs + (1 if flash_attn else 3) * hidden
+
+
+def _masks(model: ModelSpec, n_ctx: int, u: int, flash_attn: bool, swa_cells: int) -> tuple[int, int]:
+    """(bytes of one attention mask, how many the graph builds: 2 for full and sliding layers)."""
+    if not any(lay.attn in ("full", "swa") for lay in model.layers):
+        return 0, 0
+    mask = _n_kv_attn(model, n_ctx, swa_cells) * u * (2 if flash_attn else F32)
+    return mask, 2 if {"full", "swa"} <= {lay.attn for lay in model.layers} else 1
+
+
 def compute_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
                     gpu_holds_layers: bool, staged: dict[str, int] | None = None, n_seq: int = 1) -> tuple[int, int]:
     """(device compute bytes, host compute bytes) for a device holding the repeating layers;

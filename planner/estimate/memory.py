@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from planner.estimate.compute import compute_buffers
+from planner.estimate.compute import compute_buffers, pipeline_buffers
 from planner.estimate.constants import backend
 from planner.estimate.ggml_types import row_bytes, tensor_bytes
 from planner.estimate.graph import layer_nodes
@@ -105,6 +105,8 @@ def kv_layer_bytes(model: ModelSpec, il: int, cells: int, ctk: str, ctv: str, v_
     v = 0 if model.mla else row_bytes(ctv.upper(), v_padded or v_width(model, il)) * cells
     return k + v
 
+
+PIPELINE_COPIES = 4  # GGML_SCHED_MAX_COPIES (ggml-backend.h): copies of each split's inputs under pipeline parallelism
 
 # Architectures whose loaders skip the multi-token-prediction blocks unless asked to load them for
 # MTP drafting (models/<arch>.cpp: mtp_flags |= TENSOR_SKIP when !ml.load_mtp; llama-model-loader.cpp
@@ -293,14 +295,23 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         staged = staged_host_weights(logits.nbytes if logits and out_dev == CPU else 0, staged_layer)
         dev_buf, host_buf = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
                                             True, staged, n_seq=opts.n_seq)
-        copies = 4 if (n_gpus > 1 and CPU not in layer_dev and not opts.override_tensor and opts.n_cpu_moe == 0
-                       and not opts.cpu_moe) else 1  # pipeline parallel: GGML_SCHED_MAX_COPIES
-        # every GPU gets a compute buffer: big batches run host weights there too (op offload)
-        for g in range(n_gpus):
-            b.compute[g] = dev_buf * copies
-        host_full, _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa, False,
-                                       n_seq=opts.n_seq)
-        b.compute[CPU] = host_full if CPU in layer_dev else host_buf
+        # pipeline parallelism (llama-context.cpp): several GPUs, every layer and the output on them, KV
+        # with its layers, no tensor overrides
+        pipeline = (n_gpus > 1 and CPU not in layer_dev and out_dev != CPU and opts.offload_kqv
+                    and not opts.override_tensor and opts.n_cpu_moe == 0 and not opts.cpu_moe)
+        if pipeline:
+            devs, b.compute[CPU] = pipeline_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn,
+                                                    per_stream_swa, [g == out_dev for g in range(n_gpus)],
+                                                    PIPELINE_COPIES, n_seq=opts.n_seq)
+            for g in range(n_gpus):
+                b.compute[g] = devs[g]
+        else:
+            # every GPU gets a compute buffer: big batches run host weights there too (op offload)
+            for g in range(n_gpus):
+                b.compute[g] = dev_buf
+            host_full, _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
+                                           False, n_seq=opts.n_seq)
+            b.compute[CPU] = host_full if CPU in layer_dev else host_buf
     # logits output buffer on the host: n_vocab x n_seq outputs x f32
     b.output = model.n_vocab * opts.n_seq * 4
     # runtime overhead
