@@ -9,7 +9,7 @@ split's inputs. What it does not share with CUDA: RPC runs no host weights on th
 op offload), so only full-offload compute is compared; weights and KV are compared at every -ngl.
 
 Needs llama-cpp-python built with RPC (CMAKE_ARGS=-DGGML_RPC=ON); usage:
-    python -m bench.multi_device --measure OUT.jsonl [--models a,b] [--dry-only]
+    python -m bench.multi_device --measure OUT.jsonl [--models a,b] [--only split|ffn|loads]
     python -m bench.multi_device [bench/data/rpc-multi-device.jsonl]   # compare, exit 1 on a miss
 Each line: the config, the endpoints in device order and llama.cpp's buffers per device.
 
@@ -41,9 +41,30 @@ DRY = [(m, -1, ts, ctx, ub, fa)
        for ts in ((1, 1), (3, 1), (1, 1, 1))
        for ctx, ub in ((4096, 512), (16384, 512), (4096, 2048))
        for fa in (True, False)]
+# Where the FFN phase is the peak: small-vocabulary variants (4-6 layers, 1024 tokens), the whole graph on the CPU
+# (ngl 0, no RPC device), on one device, and split over two (the first one's peak is its FFN): (model, variant, ngl,
+# tensor split, flash attention) at 4K context, ubatch 512
+_SMALL = {"num_hidden_layers": 4, "vocab_size": 1024}
+FFN = [(m, v, ngl, ts, fa)
+       for m, v in (("llama3.2-1b", _SMALL), ("qwen3-0.6b", _SMALL), ("gemma3-1b", dict(_SMALL, num_hidden_layers=6)),
+                    ("qwen3-30b-a3b", _SMALL), ("gpt-oss-20b", _SMALL),
+                    ("qwen3-30b-a3b", dict(_SMALL, num_experts_per_tok=4)),
+                    ("qwen3-30b-a3b", dict(_SMALL, moe_intermediate_size=1536)),
+                    ("qwen3-30b-a3b", dict(_SMALL, hidden_size=1024)),
+                    ("qwen3-30b-a3b", dict(_SMALL, num_experts_per_tok=2, moe_intermediate_size=3072)),
+                    ("gpt-oss-20b", dict(_SMALL, num_experts_per_tok=8)))
+       for ngl, ts in ((0, ()), (-1, (1,)), (-1, (1, 1)))
+       for fa in (True, False)]
 LOADS = [("llama3.2-1b", -1, (1, 1), 4096, 512, True), ("llama3.2-1b", 10, (1, 1), 4096, 512, True),
          ("llama3.2-1b", -1, (1, 2, 1), 8192, 512, False), ("gemma3-1b", -1, (1, 1), 8192, 512, True),
          ("qwen3-0.6b", 20, (2, 1), 4096, 512, True)]
+
+
+def spec(name: str, variant: dict | None):
+    if not variant:
+        return load_model(name)
+    from bench.cpu_decode import _variant
+    return _variant(name, **variant)
 
 
 def start_servers(n: int) -> tuple[list[str], list[subprocess.Popen]]:
@@ -79,7 +100,7 @@ def rows(path: str = DATA) -> list[dict]:
         r = json.loads(line)
         if not r["ok"]:
             continue
-        m = load_model(r["model"])
+        m = spec(r["model"], r.get("variant"))
         m = m.with_types(ftype_tensor_types(m, r["quant"]))
         n = len(r["tensor_split"])
         base = load_target("2x-rtx3090")
@@ -87,8 +108,9 @@ def rows(path: str = DATA) -> list[dict]:
                     overhead_bytes=0)
                 for i in range(n)]
         hw = base.model_copy(update={"gpus": gpus})
-        e = estimate(m, hw, RuntimeOptions(n_gpu_layers=r["ngl"], tensor_split=r["tensor_split"], n_ctx=r["ctx"],
-                                           n_ubatch=r["n_ubatch"], flash_attn=r["fa"], swa_full=True))  # llama.h default
+        o = RuntimeOptions(n_gpu_layers=r["ngl"], tensor_split=r["tensor_split"] or None, n_ctx=r["ctx"],
+                           n_ubatch=r["n_ubatch"], flash_attn=r["fa"], swa_full=True)  # swa_full: llama.h's default
+        e = estimate(m, hw, o)
         for d in e.devices:
             dev = d.name if d.kind == "gpu" else "CPU"
             meas = r["devices"].get(dev, {})
@@ -97,13 +119,17 @@ def rows(path: str = DATA) -> list[dict]:
             for part, p in pred.items():
                 if part not in meas or p is None or (r["dry"] and part != "compute"):
                     continue
-                if part == "compute" and r["ngl"] >= 0:
+                if part == "compute" and r["ngl"] >= 0 and n:
                     continue  # host layers: CUDA runs their big batches on the GPU (op offload), RPC does not
                 if r["dry"] and part == "compute" and d.kind == "gpu" and d.index > 0 and r["ngl"] < 0:
                     continue  # a dry run's receiving device: 4 hidden states over a load (module doc)
-                out.append({"case": f"{r['model']} ngl={r['ngl']} ts={','.join(map(str, r['tensor_split']))} "
-                                    f"ctx={r['ctx']} ub={r['n_ubatch']} fa={int(r['fa'])} {'dry' if r['dry'] else 'load'}",
-                            "device": dev, "part": part, "measured_mib": meas[part], "predicted_mib": round(p / 2**20, 2)})
+                var = "".join(f" {k}={v}" for k, v in (r.get("variant") or {}).items() if k != "vocab_size")
+                ts = ",".join(map(str, r["tensor_split"]))
+                run = "dry" if r["dry"] else "load"
+                out.append({"case": f"{r['model']}{var} ngl={r['ngl']} ts={ts} ctx={r['ctx']} ub={r['n_ubatch']} "
+                                    f"fa={int(r['fa'])} {run}",
+                            "device": dev, "part": part, "measured_mib": meas[part],
+                            "predicted_mib": round(p / 2**20, 2)})
     return out
 
 
@@ -112,7 +138,8 @@ def compare(path: str = DATA) -> int:
     rs = rows(path)
     for x in rs:
         err = (x["predicted_mib"] - x["measured_mib"]) / x["measured_mib"] if x["measured_mib"] else 0.0
-        ok = abs(x["predicted_mib"] - x["measured_mib"]) <= 0.011 if GOALS[x["part"]] == 0 else abs(err) <= GOALS[x["part"]]
+        goal = GOALS[x["part"]]
+        ok = abs(x["predicted_mib"] - x["measured_mib"]) <= 0.011 if goal == 0 else abs(err) <= goal
         misses += not ok
         print(f"{x['case']:58s} {x['device']:5s} {x['part']:8s} {x['measured_mib']:9.2f} {x['predicted_mib']:9.2f} "
               f"{err:+7.1%} {'' if ok else 'MISS'}")
@@ -125,7 +152,7 @@ def main() -> None:
     ap.add_argument("data", nargs="?", default=DATA)
     ap.add_argument("--measure", metavar="OUT")
     ap.add_argument("--models", default="")
-    ap.add_argument("--dry-only", action="store_true")
+    ap.add_argument("--only", choices=("split", "ffn", "loads"), help="one of the three case lists")
     a = ap.parse_args()
     if not a.measure:
         sys.exit(compare(a.data))
@@ -133,26 +160,32 @@ def main() -> None:
     eps, procs = start_servers(3)
     tmp = tempfile.mkdtemp(prefix="twins-")
     paths: dict[str, str] = {}
-    cases = [(c, True) for c in DRY] + ([] if a.dry_only else [(c, False) for c in LOADS])
+    lists = {"split": [((m, None, *rest), True) for m, *rest in DRY],
+             "ffn": [((m, v, ngl, ts, 4096, 512, fa), True) for m, v, ngl, ts, fa in FFN],
+             "loads": [((m, None, *rest), False) for m, *rest in LOADS]}
+    cases = lists[a.only] if a.only else [c for v in lists.values() for c in v]
     try:
         with open(a.out, "a") as out:
-            for (name, ngl, ts, ctx, ub, fa), dry in cases:
+            for (name, variant, ngl, ts, ctx, ub, fa), dry in cases:
                 if a.models and name not in a.models.split(","):
                     continue
-                if name not in paths:
-                    m = load_model(name)
-                    paths[name] = os.path.join(tmp, f"{name}.gguf")
-                    write_twin(m.with_types(ftype_tensor_types(m, "Q4_K_M")), paths[name])
+                key = f"{name}-{abs(hash(json.dumps(variant, sort_keys=True)))}"
+                if key not in paths:
+                    m = spec(name, variant)
+                    paths[key] = os.path.join(tmp, f"{key}.gguf")
+                    write_twin(m.with_types(ftype_tensor_types(m, "Q4_K_M")), paths[key])
                 use = eps[:len(ts)]
-                cfg = dict(model=paths[name], dry=dry, ngl=999 if ngl < 0 else ngl, ctx=ctx, n_ubatch=ub, fa=fa,
+                cfg = dict(model=paths[key], dry=dry, ngl=999 if ngl < 0 else ngl, ctx=ctx, n_ubatch=ub, fa=fa,
                            mmap=True, rpc=use, tensor_split=list(ts))
                 r = run_probe(cfg, timeout_s=300)
-                rec = {"model": name, "quant": "Q4_K_M", "dry": dry, "ngl": ngl, "tensor_split": list(ts), "ctx": ctx,
+                rec = {"model": name, "variant": variant, "quant": "Q4_K_M", "dry": dry, "ngl": ngl,
+                       "tensor_split": list(ts), "ctx": ctx,
                        "n_ubatch": ub, "fa": fa, "ok": r.get("ok", False), "error": r.get("error"),
                        "devices": per_device(r.get("bufs_mib") or {}, use), "n_ctx": r.get("n_ctx")}
                 out.write(json.dumps(rec) + "\n")
                 out.flush()
-                print(name, ngl, ts, ctx, ub, fa, "dry" if dry else "load", rec["devices"] or rec["error"], flush=True)
+                print(name, variant or "", ngl, ts, ctx, ub, fa, "dry" if dry else "load",
+                      rec["devices"] or rec["error"], flush=True)
     finally:
         for p in procs:
             p.kill()

@@ -30,6 +30,8 @@ from planner.model.spec import ModelSpec
 
 F32 = 4
 GATED_DELTA_NET = frozenset({"qwen3next", "qwen35", "qwen35moe"})
+# FFN rules fitted on whole-graph runs where that phase was the peak: they already hold the graph's inputs
+FFN_FITTED_AS_TOTAL = frozenset({"phi3", "glm4moe", "gemma4", "rwkv7"})
 
 
 def _n_kv_attn(model: ModelSpec, n_ctx: int, swa_cells: int) -> int:
@@ -76,7 +78,9 @@ def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
 
 
 def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
-           n_seq: int = 1) -> dict[str, int]:
+           n_seq: int = 1, whole_graph: bool = True) -> dict[str, int]:
+    """Bytes live at each phase's peak; whole_graph=False: one split's own (a GPU's share of the layers
+    under pipeline parallelism), without the graph inputs that a whole graph keeps under its FFN phase."""
     u = min(n_ubatch, n_ctx)
     e = model.n_embd
     n_kv = _n_kv_attn(model, n_ctx, swa_cells)
@@ -127,6 +131,15 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         # (fitted on their twins, 2 and 4 experts used)
         waiting = model.moe.n_expert_used if model.architecture in GATED_DELTA_NET else 0
         ffn = (3 * ff + model.moe.n_expert + (2 + waiting) * e) * u * F32
+        if not ssm:
+            # routed experts: gate, up and their product (3 F, F = n_used x expert_ff) beside 3 hidden states, or
+            # the down projection's n_used outputs and their weighted copy beside the product and one hidden state,
+            # whichever is wider (Qwen3-MoE and gpt-oss layouts, 7 shapes on llama.cpp RPC devices, where the
+            # phase is the peak: within 5% but one +9.5%; bench/data/rpc-multi-device.jsonl, docs/model.md);
+            # a shared expert runs after their sum, like a dense FFN
+            f = model.moe.n_expert_used * model.moe.expert_ff
+            routed = max(3 * f + 3 * e, 2 * model.moe.n_expert_used * e + f + e)
+            ffn = (max(routed, 3 * model.moe.shared_ff + 2 * e) + model.moe.n_expert) * u * F32
         if model.moe.n_dense_lead and model.n_ff:
             # leading dense layers (DeepSeek, GLM-4.5, Kimi-Linear): their SwiGLU phase when it is the wider
             # (Kimi-Linear twins: the dense layer 0 set the peak)
@@ -147,6 +160,13 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         ffn = int((ff_mult * model.n_ff + (3 if model.architecture == "lfm2" else 2) * e) * u * F32)
     if not model.n_ff and not model.moe:
         ffn = 0  # no FFN (Mamba)
+    elif whole_graph and not ssm and model.architecture not in FFN_FITTED_AS_TOTAL:
+        # the rules above are what the FFN itself keeps live (a GPU split of those layers holds them); the whole
+        # graph on one device also keeps its inputs there: the masks and 2 hidden states (the embeddings' rows
+        # and their scaled copy). Small-vocabulary twins, where this phase is the peak: Llama-3.2-1B 68.01 MiB
+        # measured, 56 without them; Qwen3-0.6B 30.01 (22); Gemma-3-1B 57.27 (45); Qwen3-30B-A3B 92.01;
+        # gpt-oss-20b 100.4 (bench/data/cpu-ffn-phase.jsonl)
+        ffn += n_masks * mask + 2 * e * u * F32
     if ssm and attn:
         # hybrid (Granite-4.0-H, Nemotron-H, Jamba, LFM2): the mask an attention layer reads is
         # allocated up front and lives to the last attention layer, under every recurrent and FFN
@@ -186,32 +206,30 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
 
 
 def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
-                     holds_output: list[bool], copies: int, n_seq: int = 1) -> tuple[list[int], int]:
+                     holds_output: list[bool], masks_used: list[int], copies: int,
+                     n_seq: int = 1) -> tuple[list[int], int]:
     """(each GPU's compute bytes, host compute bytes) with pipeline parallelism: every layer on
     one of several GPUs (llama-context.cpp turns it on then), the graph runs as one split per
     device and ggml_backend_sched keeps `copies` (GGML_SCHED_MAX_COPIES, 4) copies of each
     split's inputs so that consecutive ubatches overlap. A GPU's buffer is then the peak of its
     own layers' phases (the logits only where the output layer is) plus the inputs' copies: the
-    masks and the hidden state that crosses from the previous device. Measured with llama.cpp RPC
+    masks its layers read (masks_used: 1, or 2 where it holds both full and sliding-window layers)
+    and the hidden state that crosses from the previous device. Measured with llama.cpp RPC
     devices standing in for GPUs (bench/multi_device.py, bench/data/rpc-multi-device.jsonl):
     the first GPU of a Llama-3.2-1B split holds 92.04 MiB at 4K context, ubatch 512 and flash
     attention (the single-GPU rule, multiplied by the copies, said 1018); the last 286.55.
     """
-    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_seq)
+    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_seq, whole_graph=False)
     u = min(n_ubatch, n_ctx)
     hidden = model.n_embd * u * F32
     mask, n_masks = _masks(model, n_ctx, u, flash_attn, swa_cells)
     if p.get("attention"):
         p["attention"] -= mask if flash_attn else n_masks * mask  # the phase's mask is one of the copies
-    if model.moe:
-        # the experts' down-projection outputs (n_used hidden states) and one more wait for their sum: a
-        # Qwen3-30B-A3B split's first GPU measured its expert phase at 80 MiB, this rule without them 44
-        # (CPU-only runs never peak there: the logits are wider)
-        p["ffn"] += (model.moe.n_expert_used + 1) * hidden
     logits = p.pop("logits") - 2 * hidden
     inputs = copies * (n_masks * mask + hidden)
     rest = max(p.values())
-    devs = [max(rest, logits if out else 0) + hidden + inputs for out in holds_output]
+    devs = [max(rest, logits if out else 0) + hidden + copies * (min(k, n_masks) * mask + hidden)
+            for out, k in zip(holds_output, masks_used, strict=True)]
     # the host builds the inputs (embeddings, masks) and keeps their copies: 1 hidden state beside them with
     # flash attention, 3 without (exact on Llama-3.2-1B and Qwen3-30B-A3B splits; Gemma 3, gpt-oss and
     # Qwen3-0.6B keep 0.6-6 more without it)
@@ -241,8 +259,9 @@ def compute_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: boo
     u = min(n_ubatch, n_ctx)
     if not gpu_holds_layers:
         return peak, 0
-    n_kv = _n_kv_attn(model, n_ctx, swa_cells)
     hidden = model.n_embd * u * F32
-    mask = n_kv * u * (2 if flash_attn else 4)
-    host = mask + 2 * hidden + (0 if flash_attn else hidden // 2)
+    # the host builds the inputs: every mask (Gemma 3 and gpt-oss: full and sliding; a Gemma-3-1B-layout twin on
+    # one RPC device: 12.52 MiB measured, 12.5 with both, 8.5 with one) and 2 hidden states
+    mask, n_masks = _masks(model, n_ctx, u, flash_attn, swa_cells)
+    host = n_masks * mask + 2 * hidden + (0 if flash_attn else hidden // 2)
     return peak - hidden, host

@@ -300,9 +300,11 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         pipeline = (n_gpus > 1 and CPU not in layer_dev and out_dev != CPU and opts.offload_kqv
                     and not opts.override_tensor and opts.n_cpu_moe == 0 and not opts.cpu_moe)
         if pipeline:
+            kinds = [{lay.attn for lay, d in zip(model.layers, layer_dev, strict=True) if d == g} & {"full", "swa"}
+                     for g in range(n_gpus)]
             devs, b.compute[CPU] = pipeline_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn,
                                                     per_stream_swa, [g == out_dev for g in range(n_gpus)],
-                                                    PIPELINE_COPIES, n_seq=opts.n_seq)
+                                                    [len(k) for k in kinds], PIPELINE_COPIES, n_seq=opts.n_seq)
             for g in range(n_gpus):
                 b.compute[g] = devs[g]
         else:

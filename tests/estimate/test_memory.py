@@ -440,14 +440,14 @@ def test_kimi_linear_from_config_loads_in_llama_cpp_with_state_and_latent_cache_
 def test_multi_device_split_matches_llama_cpp_rpc_devices():
     """Several devices, measured by llama.cpp with RPC devices as GPUs (bench/multi_device.py): each
     device's weights and KV exact at full and partial offload; under pipeline parallelism each GPU's
-    compute buffer is its own layers' peak plus 4 copies of its inputs, not the whole buffer 4 times."""
+    compute buffer is its own layers' peak plus 4 copies of its inputs, not the whole buffer 4 times;
+    where the FFN phase is the peak (small vocabularies, a split's first GPU) it holds what llama.cpp does."""
     from bench.multi_device import rows
     rs = rows()
     exact = [r for r in rs if r["part"] in ("model", "KV")]
     assert len(exact) >= 20 and all(abs(r["predicted_mib"] - r["measured_mib"]) <= 0.011 for r in exact)
-    gpu = [r for r in rs if r["part"] == "compute" and r["device"] != "CPU"]
-    err = [(r["predicted_mib"] - r["measured_mib"]) / r["measured_mib"] for r in gpu]
-    dense = [e for r, e in zip(gpu, err, strict=True) if r["case"].startswith(("llama", "qwen3-0.6b"))]
-    assert len(dense) >= 30 and max(abs(e) for e in dense) <= 0.05
-    # the rest (Gemma 3 without flash attention -7.5%, gpt-oss +18% over, Qwen3-30B-A3B): within 20%
-    assert max(abs(e) for e in err) <= 0.20
+    gpu = [(r["predicted_mib"] - r["measured_mib"]) / r["measured_mib"]
+           for r in rs if r["part"] == "compute" and r["device"] != "CPU"]
+    # 124 of 137 within 5%; the rest Gemma 3 without flash attention (-7.5%) and MoE layouts (+9% at most)
+    assert len(gpu) >= 100 and sum(abs(e) <= 0.05 for e in gpu) >= 0.9 * len(gpu)
+    assert -0.08 <= min(gpu) and max(gpu) <= 0.10
