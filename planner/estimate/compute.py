@@ -165,8 +165,8 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         # graph on one device also keeps its inputs there: the masks and 2 hidden states (the embeddings' rows
         # and their scaled copy). Small-vocabulary twins, where this phase is the peak: Llama-3.2-1B 68.01 MiB
         # measured, 56 without them; Qwen3-0.6B 30.01 (22); Gemma-3-1B 57.27 (45); Qwen3-30B-A3B 92.01;
-        # gpt-oss-20b 100.4 (bench/data/cpu-ffn-phase.jsonl)
-        ffn += n_masks * mask + 2 * e * u * F32
+        # gpt-oss-20b 100.4 (the FFN cases of bench/data/rpc-multi-device.jsonl)
+        ffn += sum(_masks(model, n_ctx, u, flash_attn, swa_cells).values()) + 2 * e * u * F32
     if ssm and attn:
         # hybrid (Granite-4.0-H, Nemotron-H, Jamba, LFM2): the mask an attention layer reads is
         # allocated up front and lives to the last attention layer, under every recurrent and FFN
@@ -206,14 +206,14 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
 
 
 def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
-                     holds_output: list[bool], masks_used: list[int], copies: int,
+                     holds_output: list[bool], masks_used: list[set[str]], copies: int,
                      n_seq: int = 1) -> tuple[list[int], int]:
     """(each GPU's compute bytes, host compute bytes) with pipeline parallelism: every layer on
     one of several GPUs (llama-context.cpp turns it on then), the graph runs as one split per
     device and ggml_backend_sched keeps `copies` (GGML_SCHED_MAX_COPIES, 4) copies of each
     split's inputs so that consecutive ubatches overlap. A GPU's buffer is then the peak of its
     own layers' phases (the logits only where the output layer is) plus the inputs' copies: the
-    masks its layers read (masks_used: 1, or 2 where it holds both full and sliding-window layers)
+    masks its layers read (masks_used: "full" and/or "swa", the kinds of attention layer it holds)
     and the hidden state that crosses from the previous device. Measured with llama.cpp RPC
     devices standing in for GPUs (bench/multi_device.py, bench/data/rpc-multi-device.jsonl):
     the first GPU of a Llama-3.2-1B split holds 92.04 MiB at 4K context, ubatch 512 and flash
@@ -222,26 +222,27 @@ def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bo
     p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_seq, whole_graph=False)
     u = min(n_ubatch, n_ctx)
     hidden = model.n_embd * u * F32
-    mask, n_masks = _masks(model, n_ctx, u, flash_attn, swa_cells)
+    masks = _masks(model, n_ctx, u, flash_attn, swa_cells)
     if p.get("attention"):
-        p["attention"] -= mask if flash_attn else n_masks * mask  # the phase's mask is one of the copies
+        # the phase's masks are among the copies (with flash attention the phase counts one, the widest)
+        p["attention"] -= max(masks.values()) if flash_attn else len(masks) * max(masks.values())
     logits = p.pop("logits") - 2 * hidden
-    inputs = copies * (n_masks * mask + hidden)
+    inputs = copies * (sum(masks.values()) + hidden)
     rest = max(p.values())
-    devs = [max(rest, logits if out else 0) + hidden + copies * (min(k, n_masks) * mask + hidden)
-            for out, k in zip(holds_output, masks_used, strict=True)]
+    devs = [max(rest, logits if out else 0) + hidden + copies * (sum(masks.get(k, 0) for k in used) + hidden)
+            for out, used in zip(holds_output, masks_used, strict=True)]
     # the host builds the inputs (embeddings, masks) and keeps their copies: 1 hidden state beside them with
     # flash attention, 3 without (exact on Llama-3.2-1B and Qwen3-30B-A3B splits; Gemma 3, gpt-oss and
     # Qwen3-0.6B keep 0.6-6 more without it)
     return devs, inputs + (1 if flash_attn else 3) * hidden
 
 
-def _masks(model: ModelSpec, n_ctx: int, u: int, flash_attn: bool, swa_cells: int) -> tuple[int, int]:
-    """(bytes of one attention mask, how many the graph builds: 2 for full and sliding layers)."""
-    if not any(lay.attn in ("full", "swa") for lay in model.layers):
-        return 0, 0
-    mask = _n_kv_attn(model, n_ctx, swa_cells) * u * (2 if flash_attn else F32)
-    return mask, 2 if {"full", "swa"} <= {lay.attn for lay in model.layers} else 1
+def _masks(model: ModelSpec, n_ctx: int, u: int, flash_attn: bool, swa_cells: int) -> dict[str, int]:
+    """Bytes of each attention mask the graph builds, by the layers that read it: the full layers' (n_ctx
+    cells wide) and the sliding-window layers' (their cache's cells; all of n_ctx with --swa-full)."""
+    b = u * (2 if flash_attn else F32)
+    kinds = {lay.attn for lay in model.layers} & {"full", "swa"}
+    return {k: (n_ctx if k == "full" else swa_cells) * b for k in kinds}
 
 
 def compute_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
@@ -262,6 +263,6 @@ def compute_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: boo
     hidden = model.n_embd * u * F32
     # the host builds the inputs: every mask (Gemma 3 and gpt-oss: full and sliding; a Gemma-3-1B-layout twin on
     # one RPC device: 12.52 MiB measured, 12.5 with both, 8.5 with one) and 2 hidden states
-    mask, n_masks = _masks(model, n_ctx, u, flash_attn, swa_cells)
-    host = n_masks * mask + 2 * hidden + (0 if flash_attn else hidden // 2)
+    masks = sum(_masks(model, n_ctx, u, flash_attn, swa_cells).values())
+    host = masks + 2 * hidden + (0 if flash_attn else hidden // 2)
     return peak - hidden, host

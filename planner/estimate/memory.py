@@ -304,7 +304,7 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
                      for g in range(n_gpus)]
             devs, b.compute[CPU] = pipeline_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn,
                                                     per_stream_swa, [g == out_dev for g in range(n_gpus)],
-                                                    [len(k) for k in kinds], PIPELINE_COPIES, n_seq=opts.n_seq)
+                                                    kinds, PIPELINE_COPIES, n_seq=opts.n_seq)
             for g in range(n_gpus):
                 b.compute[g] = devs[g]
         else:
