@@ -253,7 +253,8 @@ def multi_device_section() -> list[str]:
     """Several devices: llama.cpp RPC devices standing in for GPUs (`python -m bench.multi_device`)."""
     from bench.multi_device import rows as md_rows
     rs = md_rows()
-    groups = [("weights and KV per device (real loads)", [r for r in rs if r["part"] in ("model", "KV")], "exact"),
+    groups = [("weights, KV and recurrent state per device (real loads)",
+               [r for r in rs if r["part"] in ("model", "KV", "RS")], "exact"),
               ("GPU compute, split over 2-3 devices", [r for r in rs if r["part"] == "compute" and r["device"] != "CPU"
                                                       and "ts=1 " not in r["case"] and "ts= " not in r["case"]], "5%"),
               ("GPU compute, one device (small-vocabulary variants)",

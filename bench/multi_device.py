@@ -9,7 +9,7 @@ split's inputs. What it does not share with CUDA: RPC runs no host weights on th
 op offload), so only full-offload compute is compared; weights and KV are compared at every -ngl.
 
 Needs llama-cpp-python built with RPC (CMAKE_ARGS=-DGGML_RPC=ON); usage:
-    python -m bench.multi_device --measure OUT.jsonl [--models a,b] [--only split|ffn|loads]
+    python -m bench.multi_device --measure OUT.jsonl [--models a,b] [--only split|hybrid|ffn|loads]
     python -m bench.multi_device [bench/data/rpc-multi-device.jsonl]   # compare, exit 1 on a miss
 Each line: the config, the endpoints in device order and llama.cpp's buffers per device.
 
@@ -41,6 +41,9 @@ DRY = [(m, -1, ts, ctx, ub, fa)
        for ts in ((1, 1), (3, 1), (1, 1, 1))
        for ctx, ub in ((4096, 512), (16384, 512), (4096, 2048))
        for fa in (True, False)]
+# recurrent/hybrid layouts split over two devices
+HYBRID = [(m, -1, (1, 1), ctx, 512, fa) for m in ("granite-4.0-h-tiny", "qwen3.5-4b", "lfm2-1.2b", "nemotron-h-8b")
+          for ctx in (4096, 16384) for fa in (True, False)]
 # Where the FFN phase is the peak: small-vocabulary variants (4-6 layers, 1024 tokens), the whole graph on the CPU
 # (ngl 0, no RPC device), on one device, and split over two (the first one's peak is its FFN): (model, variant, ngl,
 # tensor split, flash attention) at 4K context, ubatch 512
@@ -57,7 +60,8 @@ FFN = [(m, v, ngl, ts, fa)
        for fa in (True, False)]
 LOADS = [("llama3.2-1b", -1, (1, 1), 4096, 512, True), ("llama3.2-1b", 10, (1, 1), 4096, 512, True),
          ("llama3.2-1b", -1, (1, 2, 1), 8192, 512, False), ("gemma3-1b", -1, (1, 1), 8192, 512, True),
-         ("qwen3-0.6b", 20, (2, 1), 4096, 512, True)]
+         ("qwen3-0.6b", 20, (2, 1), 4096, 512, True), ("nemotron-h-8b", -1, (1, 1), 4096, 512, True),
+         ("nemotron-h-8b", -1, (3, 1), 4096, 512, True), ("nemotron-h-8b", -1, (5, 1), 4096, 1024, False)]
 
 
 def spec(name: str, variant: dict | None):
@@ -87,7 +91,7 @@ def per_device(bufs: dict[str, float], eps: list[str]) -> dict[str, dict[str, fl
 
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "rpc-multi-device.jsonl")
-GOALS = {"model": 0.0, "KV": 0.0, "compute": 0.05}  # exact to llama.cpp's 0.01 MiB; compute 5%
+GOALS = {"model": 0.0, "KV": 0.0, "RS": 0.0, "compute": 0.05}  # exact to llama.cpp's 0.01 MiB; compute 5%
 
 
 def rows(path: str = DATA) -> list[dict]:
@@ -114,8 +118,13 @@ def rows(path: str = DATA) -> list[dict]:
         for d in e.devices:
             dev = d.name if d.kind == "gpu" else "CPU"
             meas = r["devices"].get(dev, {})
-            pred = {"model": (d.memory.weights_bytes if d.kind == "gpu" else None),
-                    "KV": d.memory.kv_bytes, "compute": d.memory.compute_bytes}
+            if d.kind == "gpu":
+                bufs = {k.split(" ", 1)[1]: v for k, v in d.buffers_mib.items()}  # "CUDA0 KV" -> KV
+                pred = {"model": bufs["model"], "KV": bufs.get("KV", 0.0), "RS": bufs.get("RS"),
+                        "compute": d.memory.compute_bytes / 2**20}
+            else:
+                pred = {"KV": d.buffers_mib.get("CPU KV", 0.0), "RS": d.buffers_mib.get("CPU RS"),
+                        "compute": d.memory.compute_bytes / 2**20}
             for part, p in pred.items():
                 if part not in meas or p is None or (r["dry"] and part != "compute"):
                     continue
@@ -129,7 +138,7 @@ def rows(path: str = DATA) -> list[dict]:
                 out.append({"case": f"{r['model']}{var} ngl={r['ngl']} ts={ts} ctx={r['ctx']} ub={r['n_ubatch']} "
                                     f"fa={int(r['fa'])} {run}",
                             "device": dev, "part": part, "measured_mib": meas[part],
-                            "predicted_mib": round(p / 2**20, 2)})
+                            "predicted_mib": round(p, 2)})
     return out
 
 
@@ -152,7 +161,7 @@ def main() -> None:
     ap.add_argument("data", nargs="?", default=DATA)
     ap.add_argument("--measure", metavar="OUT")
     ap.add_argument("--models", default="")
-    ap.add_argument("--only", choices=("split", "ffn", "loads"), help="one of the three case lists")
+    ap.add_argument("--only", choices=("split", "hybrid", "ffn", "loads"), help="one of the three case lists")
     a = ap.parse_args()
     if not a.measure:
         sys.exit(compare(a.data))
@@ -161,6 +170,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="twins-")
     paths: dict[str, str] = {}
     lists = {"split": [((m, None, *rest), True) for m, *rest in DRY],
+             "hybrid": [((m, None, *rest), True) for m, *rest in HYBRID],
              "ffn": [((m, v, ngl, ts, 4096, 512, fa), True) for m, v, ngl, ts, fa in FFN],
              "loads": [((m, None, *rest), False) for m, *rest in LOADS]}
     cases = lists[a.only] if a.only else [c for v in lists.values() for c in v]

@@ -30,6 +30,8 @@ from planner.model.spec import ModelSpec
 
 F32 = 4
 GATED_DELTA_NET = frozenset({"qwen3next", "qwen35", "qwen35moe"})
+# architectures whose Mamba layer, last on a GPU before an MLP layer, is split across it and the next GPU
+SPLIT_MAMBA_PING_PONG = frozenset({"nemotron_h", "nemotron_h_moe"})
 # FFN rules fitted on whole-graph runs where that phase was the peak: they already hold the graph's inputs
 FFN_FITTED_AS_TOTAL = frozenset({"phi3", "glm4moe", "gemma4", "rwkv7"})
 
@@ -207,7 +209,7 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
 
 def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
                      holds_output: list[bool], masks_used: list[set[str]], copies: int,
-                     n_seq: int = 1) -> tuple[list[int], int]:
+                     n_seq: int = 1, ends_recurrent: list[bool] | None = None) -> tuple[list[int], int]:
     """(each GPU's compute bytes, host compute bytes) with pipeline parallelism: every layer on
     one of several GPUs (llama-context.cpp turns it on then), the graph runs as one split per
     device and ggml_backend_sched keeps `copies` (GGML_SCHED_MAX_COPIES, 4) copies of each
@@ -226,11 +228,32 @@ def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bo
     if p.get("attention"):
         # the phase's masks are among the copies (with flash attention the phase counts one, the widest)
         p["attention"] -= max(masks.values()) if flash_attn else len(masks) * max(masks.values())
+    if "ssm" in p and masks:
+        # a hybrid's recurrent and FFN phases were fitted on whole graphs, the inputs (mask, 2 hidden states)
+        # included: Granite-4.0-H, Qwen3.5 and LFM2 split over two RPC devices within 0.1% without them
+        for k in ("ssm", "ffn"):
+            if p.get(k):
+                p[k] -= sum(masks.values()) + 2 * hidden
     logits = p.pop("logits") - 2 * hidden
     inputs = copies * (sum(masks.values()) + hidden)
     rest = max(p.values())
     devs = [max(rest, logits if out else 0) + hidden + copies * (sum(masks.get(k, 0) for k in used) + hidden)
             for out, used in zip(holds_output, masks_used, strict=True)]
+    if model.architecture in SPLIT_MAMBA_PING_PONG and ends_recurrent:
+        # Nemotron-H: where a GPU's last layer is a Mamba layer and the next GPU's first an MLP one, llama.cpp's
+        # scheduler runs the Mamba layer's weightless middle (convolution, scan) on the next GPU, between its
+        # projections here (5 splits for 2 GPUs, not 3; none when an attention layer follows):
+        # the next GPU keeps copies of the input projection (2 d_inner + 2 n_group d_state + n_head per token),
+        # this one of the scan's output (d_inner). The 8B split after layer 26: 464.88 and 232.63 MiB measured,
+        # 320 and 162 without them (Granite-4.0-H's Mamba-2 layers, an FFN after each, split without them)
+        g = model.recurrent.gguf
+        d_inner = g.get("ssm.inner_size", 0)
+        proj = 2 * d_inner + 2 * g.get("ssm.group_count", 1) * g.get("ssm.state_size", 0) \
+            + g.get("ssm.time_step_rank", 0)
+        for i, ends in enumerate(ends_recurrent[:-1]):
+            if ends:
+                devs[i] += copies * d_inner * u * F32
+                devs[i + 1] += copies * proj * u * F32
     # the host builds the inputs (embeddings, masks) and keeps their copies: 1 hidden state beside them with
     # flash attention, 3 without (exact on Llama-3.2-1B and Qwen3-30B-A3B splits; Gemma 3, gpt-oss and
     # Qwen3-0.6B keep 0.6-6 more without it)

@@ -304,7 +304,8 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
                      for g in range(n_gpus)]
             devs, b.compute[CPU] = pipeline_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn,
                                                     per_stream_swa, [g == out_dev for g in range(n_gpus)],
-                                                    kinds, PIPELINE_COPIES, n_seq=opts.n_seq)
+                                                    kinds, PIPELINE_COPIES, n_seq=opts.n_seq,
+                                                    ends_recurrent=_mamba_splits(model, layer_dev, n_gpus))
             for g in range(n_gpus):
                 b.compute[g] = devs[g]
         else:
@@ -325,6 +326,18 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     b.overhead[CPU] = (cal.host_overhead_bytes if cal and cal.host_overhead_bytes is not None
                        else backend("cpu")["overhead_mib"] * MiB)
     return b
+
+
+def _mamba_splits(model: ModelSpec, layer_dev: list[int], n_gpus: int) -> list[bool]:
+    """Per GPU: its last layer is a Mamba layer and the next GPU's first is not an attention layer (then
+    llama.cpp's scheduler splits that Mamba layer over both; compute.pipeline_buffers)."""
+    out = []
+    for g in range(n_gpus):
+        mine = [il for il, d in enumerate(layer_dev) if d == g]
+        nxt = mine[-1] + 1 if mine else None
+        out.append(bool(mine) and model.layers[mine[-1]].attn == "recurrent" and nxt is not None
+                   and nxt < len(model.layers) and model.layers[nxt].attn not in ("full", "swa"))
+    return out
 
 
 def staged_host_weights(logits_bytes: int, per_layer: dict[int, dict[str, int]]) -> dict[str, int]:
