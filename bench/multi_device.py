@@ -42,7 +42,9 @@ DRY = [(m, -1, ts, ctx, ub, fa)
        for ctx, ub in ((4096, 512), (16384, 512), (4096, 2048))
        for fa in (True, False)]
 # recurrent/hybrid layouts split over two devices
-HYBRID = [(m, -1, (1, 1), ctx, 512, fa) for m in ("granite-4.0-h-tiny", "qwen3.5-4b", "lfm2-1.2b", "nemotron-h-8b")
+HYBRID = [(m, -1, (1, 1), ctx, 512, fa)
+          for m in ("granite-4.0-h-tiny", "qwen3.5-4b", "lfm2-1.2b", "nemotron-h-8b", "deepseek-v3", "glm-4.5-air",
+                    "mixtral-8x7b", "gemma2-2b", "phi3-mini-4k")
           for ctx in (4096, 16384) for fa in (True, False)]
 # Where the FFN phase is the peak: small-vocabulary variants (4-6 layers, 1024 tokens), the whole graph on the CPU
 # (ngl 0, no RPC device), on one device, and split over two (the first one's peak is its FFN): (model, variant, ngl,
