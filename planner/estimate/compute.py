@@ -18,7 +18,9 @@ tensors; it is reached in one of three places (all f32 activations, 4 bytes):
   phases too (fitted on Granite-4.0-H-layout twins, bench/mamba_grid.py).
 A GPU that holds the layers does not hold the input embedding (get_rows runs on the
 host, token_embd lives there), so its buffer is one hidden state smaller; the host gets
-the mask and two hidden states (CUDA_Host compute).
+the masks and two hidden states (CUDA_Host compute). Several GPUs holding everything run
+pipeline-parallel: each holds its own split's peak plus 4 copies of the split's inputs
+(pipeline_buffers; measured on llama.cpp RPC devices, bench/multi_device.py).
 Fitted to llama.cpp's own no_alloc dry runs on CPU (bench/data/cpu-compute-grid.jsonl) and
 checked against H100 runs (bench/data/h100-llama3-8b-q4k-calibration.jsonl); the tests run
 llama.cpp again and compare.
