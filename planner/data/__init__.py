@@ -26,3 +26,9 @@ def data_digest(*names: str) -> str:
 def data_yaml(name: str) -> Any:
     """A YAML table shipped in planner/data."""
     return load_yaml(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
+
+
+def data_json(name: str) -> Any:
+    """A JSON table shipped in planner/data."""
+    import json
+    return json.loads(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))

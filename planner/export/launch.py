@@ -11,8 +11,8 @@ import shlex
 from collections import defaultdict
 
 import yaml
-from gguf import GGMLQuantizationType
 
+from planner.estimate.ggml_types import type_id
 from planner.estimate.memory import SKIPS_MTP
 from planner.estimate.placement import CPU, tensor_devices
 from planner.estimate.quant_mix import allows_quantization
@@ -127,8 +127,8 @@ def llama_cpp_python(opt: PlanOption, model: ModelSpec, model_path: str) -> dict
     kw = {"model_path": model_path, "n_ctx": o.n_ctx, "n_gpu_layers": o.n_gpu_layers, "flash_attn": o.flash_attn,
           "n_batch": o.n_batch, "n_ubatch": o.n_ubatch, "use_mmap": o.mmap, "use_mlock": o.mlock,
           "swa_full": o.swa_full,
-          "type_k": int(GGMLQuantizationType[o.cache_type_k.upper()]),
-          "type_v": int(GGMLQuantizationType[o.cache_type_v.upper()])}
+          "type_k": type_id(o.cache_type_k),
+          "type_v": type_id(o.cache_type_v)}
     if o.tensor_split:
         kw["tensor_split"] = o.tensor_split
     return kw

@@ -14,9 +14,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from gguf import GGMLQuantizationType
-
 from planner.errors import GGUFError
+from planner.estimate.ggml_types import type_name
 
 MAGIC = b"GGUF"
 MAX_DIMS = 4                     # GGML_MAX_DIMS
@@ -147,10 +146,10 @@ def read_gguf_header(f: BinaryIO, size: int | None = None, what: str = "GGUF") -
             raise GGUFError(f"{what}: corrupt header: tensor {name} has shape {shape}")
         t = r.unpack("<I")
         try:
-            tname = GGMLQuantizationType(t).name
-        except ValueError:
-            raise GGUFError(f"{what}: tensor {name} has ggml type {t}, unknown to gguf "
-                            f"(upgrade the gguf package)") from None
+            tname = type_name(t)
+        except KeyError:
+            raise GGUFError(f"{what}: tensor {name} has ggml type {t}, newer than this planner's table of ggml types "
+                            f"(planner/data/ggml_types.json); upgrade the planner") from None
         tensors.append(TensorInfo(name=name, shape=shape, type=tname, offset=r.unpack("<Q")))
     align = int(meta.get("general.alignment", 32) or 32)
     start = (r.pos + align - 1) // align * align
