@@ -140,51 +140,76 @@ class WeightUnit:
     read_types: dict[str, int] = field(default_factory=dict)  # those bytes by ggml type (CPU kernel rates)
 
 
+def _unit_layout(model: ModelSpec, per_tensor: bool) -> tuple[list[tuple], list[tuple]]:
+    """What weight_units knows from names and shapes alone: the units (key, name, layer, loaded) and, per
+    tensor, (its unit's index, repackable shape, 2-D block matrix: 0 none / 1 attention / 2 FFN, share of it
+    read per decoded token as (num, den); den 0: not read). Memoised in ModelSpec.shape_memo, which the
+    optimizer's re-typed copies share."""
+    key = ("units", per_tensor)
+    hit = model.shape_memo.get(key)
+    if hit is not None:
+        return hit
+    moe = model.moe
+    first_skipped = model.n_layers - model.n_nextn if model.architecture in SKIPS_MTP else model.n_layers
+    index: dict[object, int] = {}
+    units: list[tuple] = []
+    per: list[tuple] = []
+    for t in model.tensors:
+        il, name, shape = t.layer, t.name, t.shape
+        exps = "_exps" in name
+        skipped = il is not None and il >= first_skipped
+        if skipped:
+            k, uname = (il, "skipped"), f"blk.{il} (MTP, not loaded)"
+        elif per_tensor or il is None:
+            k, uname = name, name
+        else:
+            k, uname = (il, exps), f"blk.{il}._exps" if exps else f"blk.{il}"
+        ui = index.get(k)
+        if ui is None:
+            ui = index[k] = len(units)
+            units.append((uname, il, not skipped))
+        if skipped:
+            per.append((ui, False, 0, 0, 0))
+            continue
+        repackable = (len(shape) >= 2 and name not in INPUT_TENSORS and shape[1] % 8 == 0
+                      and "ffn_gate_inp" not in name)
+        kind2d = 0 if il is None or len(shape) < 2 else 1 if t.role.startswith("attn") else 2
+        read = il is not None or name == "output.weight" or (name == "token_embd.weight" and model.tied_embeddings)
+        num, den = ((moe.n_expert_used, moe.n_expert) if moe and exps else (1, 1)) if read else (0, 0)
+        per.append((ui, repackable, kind2d, num, den))
+    out = model.shape_memo[key] = (units, per)
+    return out
+
+
 def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False) -> list[WeightUnit]:
     """The model's weight units in file order, repack counted for types `rp`; memoised on the spec."""
     key = ("units", rp, per_tensor)
     hit = model.memo.get(key)
     if hit is not None and hit[0] is model.tensors:
         return hit[1]
-    moe = model.moe
-    first_skipped = model.n_layers - model.n_nextn if model.architecture in SKIPS_MTP else model.n_layers
-    acc: dict[object, WeightUnit] = {}
+    layout, per = _unit_layout(model, per_tensor)
+    units = [WeightUnit(name, il, loaded=loaded) for name, il, loaded in layout]
     offset = 0
-    for t in model.tensors:
-        il, name = t.layer, t.name
+    for t, (ui, repackable, kind2d, num, den) in zip(model.tensors, per, strict=True):
         ty = t.type or source_type(t)
         nb = tensor_bytes(ty, t.shape)
-        exps = "_exps" in name
-        skipped = il is not None and il >= first_skipped
-        if skipped:
-            k, name = (il, "skipped"), f"blk.{il} (MTP, not loaded)"
-        elif per_tensor or il is None:
-            k = name
-        else:
-            k, name = (il, exps), f"blk.{il}._exps" if exps else f"blk.{il}"
-        u = acc.get(k)
-        if u is None:
-            u = acc[k] = WeightUnit(name, il, loaded=not skipped)
+        u = units[ui]
         u.nbytes += nb
-        if not skipped:
-            if ty in rp and len(t.shape) >= 2 and t.name not in INPUT_TENSORS and t.shape[1] % 8 == 0 \
-                    and "ffn_gate_inp" not in t.name:
+        if u.loaded:
+            if repackable and ty in rp:
                 u.repack += nb
             else:
                 u.lo = offset if u.lo < 0 else u.lo
                 u.hi = offset + nb
-            if il is not None and len(t.shape) >= 2:
-                if t.role.startswith("attn"):
-                    u.attn2d += nb
-                else:
-                    u.ffn2d += nb
-            if il is not None or t.name == "output.weight" or (t.name == "token_embd.weight"
-                                                               and model.tied_embeddings):
-                r = nb * moe.n_expert_used // moe.n_expert if moe and exps else nb
+            if kind2d == 1:
+                u.attn2d += nb
+            elif kind2d == 2:
+                u.ffn2d += nb
+            if den:
+                r = nb * num // den
                 u.reads += r
                 u.read_types[ty] = u.read_types.get(ty, 0) + r
-        offset = pad(offset + nb, GGUF_ALIGN)
-    units = list(acc.values())
+        offset = (offset + nb + GGUF_ALIGN - 1) // GGUF_ALIGN * GGUF_ALIGN
     model.memo[key] = (model.tensors, units)
     return units
 
@@ -196,15 +221,19 @@ def matmul_types(model: ModelSpec) -> dict[tuple[str, bool], int]:
     hit = model.memo.get("matmul_types")
     if hit is not None and hit[0] is model.tensors:
         return hit[1]
-    moe = model.moe
-    first_mtp = model.n_layers - model.n_nextn
+    counted = model.shape_memo.get("matmul")
+    if counted is None:  # (tensor index, expert matrix, elements a token multiplies), of names and shapes alone
+        moe = model.moe
+        first_mtp = model.n_layers - model.n_nextn
+        counted = model.shape_memo["matmul"] = [
+            (i, expert, t.n_elements * moe.n_expert_used // moe.n_expert if expert else t.n_elements)
+            for i, t in enumerate(model.tensors)
+            if not (len(t.shape) < 2 or t.name in PREFILL_SKIPS or (t.layer is not None and t.layer >= first_mtp))
+            for expert in [bool(moe) and "_exps" in t.name]]
+    tensors = model.tensors
     out: dict[tuple[str, bool], int] = {}
-    for t in model.tensors:
-        if len(t.shape) < 2 or t.name in PREFILL_SKIPS or (t.layer is not None and t.layer >= first_mtp):
-            continue
-        expert = bool(moe) and "_exps" in t.name
-        n = t.n_elements * moe.n_expert_used // moe.n_expert if expert else t.n_elements
-        key = (source_type(t), expert)
+    for i, expert, n in counted:
+        key = (source_type(tensors[i]), expert)
         out[key] = out.get(key, 0) + n
     model.memo["matmul_types"] = (model.tensors, out)
     return out

@@ -43,10 +43,15 @@ _NO_QUANT_RE = re.compile("|".join(re.escape(s) for s in _NO_QUANT))
 def allows_quantization(t: TensorSpec) -> bool:
     """tensor_allows_quantization: 2D+ tensors (ggml_n_dims: trailing 1s do not count) named *weight,
     not norms, expert routers or the small tensors llama-quant.cpp lists. (Hot: the search asks it
-    ~10,000 times for a 70B plan.)"""
-    shape = t.shape
-    return (len(shape) >= 2 and t.name.endswith("weight") and (shape[1] > 1 or max(shape[2:], default=1) > 1)
-            and _NO_QUANT_RE.search(t.name) is None)
+    ~10,000 times for a 70B plan, so the answer is kept on the spec, whose name and shape never change.)"""
+    d = t.__dict__
+    ok = d.get("_allows_quantization")
+    if ok is None:
+        shape = t.shape
+        ok = d["_allows_quantization"] = (len(shape) >= 2 and t.name.endswith("weight")
+                                           and (shape[1] > 1 or max(shape[2:], default=1) > 1)
+                                           and _NO_QUANT_RE.search(t.name) is None)
+    return ok
 
 
 def source_type(t: TensorSpec, base: str = "F16") -> str:
@@ -223,10 +228,15 @@ def ftype_tensor_types(model: ModelSpec, ftype: str, *, imatrix: bool = False,
     """Every tensor's type after `llama-quantize <ftype>` of a `base`-typed source.
 
     overrides: regex -> type, as llama-quantize --tensor-type (they win over the built-in rules).
+    Memoised on the spec without overrides (the optimizer asks for the same mixes each plan).
     """
     ftype = ftype.upper()
     if ftype not in FTYPE_DEFAULT:
         raise InvalidOptionError(f"unknown quant type '{ftype}'; llama.cpp ftypes: {', '.join(FTYPES)}")
+    key = ("ftype", ftype, imatrix, base)
+    hit = None if overrides else model.memo.get(key)
+    if hit is not None and hit[0] is model.tensors:
+        return dict(hit[1])
     default = FTYPE_DEFAULT[ftype]
     quantized = default not in ("F32", "F16", "BF16")
     pats = [(re.compile(p), q.upper()) for p, q in (overrides or {}).items()]
@@ -249,4 +259,6 @@ def ftype_tensor_types(model: ModelSpec, ftype: str, *, imatrix: bool = False,
                 new = _impl(model, t, new, ftype, category(t.name), st, imatrix)
             new = fallback(t, new)
         out[t.name] = new
+    if not overrides:
+        model.memo[key] = (model.tensors, dict(out))
     return out

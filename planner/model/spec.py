@@ -156,6 +156,13 @@ class ModelSpec(BaseModel):
         it is still `self.tensors`; with_types() copies start with an empty one."""
         return {}
 
+    @cached_property
+    def shape_memo(self) -> dict:
+        """Like memo, for facts of the tensors' names and shapes and the spec's other fields, not of the
+        tensors' types: with_types() copies share it (the same dict), so the optimizer's many re-typed
+        copies of one model derive such facts once."""
+        return {}
+
     # cached: with_types() copies keep them, which is right, as it changes types, not shapes
     @cached_property
     def n_params(self) -> int:
@@ -215,6 +222,7 @@ class ModelSpec(BaseModel):
     def with_types(self, types: dict[str, str]) -> ModelSpec:
         """A copy whose tensors carry the given ggml types (names not in `types` keep theirs)."""
         tensors = [t if types.get(t.name, t.type) == t.type else t.retyped(types[t.name]) for t in self.tensors]
+        self.shape_memo  # noqa: B018 -- created here, so that the copy shares it
         out = self.model_copy(update={"tensors": tensors})
         out.__dict__.pop("memo", None)
         return out

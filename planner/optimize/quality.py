@@ -118,6 +118,8 @@ def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | No
 def predicted_parts(model: ModelSpec, errors: dict[str, dict[str, float]] | None = None,
                     backend: str = "cpu") -> dict[str, float]:
     """The weighted mean of each loss part over the model's tensors (their types set)."""
+    if not errors:
+        return _prior_parts(model)
     num: dict[str, float] = {}
     den = 0.0
     for t in model.tensors:
@@ -128,6 +130,28 @@ def predicted_parts(model: ModelSpec, errors: dict[str, dict[str, float]] | None
             num[k] = num.get(k, 0.0) + w * v
         den += w
     return {k: v / den for k, v in num.items()} if den else {}
+
+
+def _prior_parts(model: ModelSpec) -> dict[str, float]:
+    """predicted_parts with nothing measured: each tensor's type prior (loss_parts), weighted. The weights are
+    facts of names and shapes, kept in ModelSpec.shape_memo for the optimizer's re-typed copies."""
+    weights = model.shape_memo.get("quality_weights")
+    if weights is None:
+        weights = model.shape_memo["quality_weights"] = [
+            (i, tensor_weight(t, model.n_layers, model.tied_embeddings)) for i, t in enumerate(model.tensors)
+            if allows_quantization(t)]
+    tensors = model.tensors
+    kld = priors()["kld"]
+    num = den = 0.0
+    lossy = False  # as predicted_parts: no "prior" part when every tensor kept the type it came in
+    for i, w in weights:
+        t = tensors[i]
+        ty = t.type or "F16"
+        if ty != t.origin:
+            num += w * float(kld.get(ty, 1.0))
+            lossy = True
+        den += w
+    return {"prior": num / den} if lossy else {}
 
 
 def predicted_kld(model: ModelSpec, errors: dict[str, dict[str, float]] | None = None,
