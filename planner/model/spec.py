@@ -157,11 +157,22 @@ class ModelSpec(BaseModel):
         return {}
 
     @cached_property
-    def shape_memo(self) -> dict:
-        """Like memo, for facts of the tensors' names and shapes and the spec's other fields, not of the
-        tensors' types: with_types() copies share it (the same dict), so the optimizer's many re-typed
-        copies of one model derive such facts once."""
+    def _shape_store(self) -> dict:
         return {}
+
+    @property
+    def shape_memo(self) -> dict:
+        """Like memo, for facts of the tensors' names and shapes, not of their types: with_types() copies
+        share it (the same dict), so the optimizer's many re-typed copies of one model derive such facts
+        once. Checked once per tensor list against the names and shapes it was filled for, so a copy
+        made with other tensors (model_copy copies cached values) starts afresh."""
+        store, memo = self._shape_store, self.memo
+        if memo.get("_shape_checked") is not self.tensors:
+            sig = [(t.name, t.shape) for t in self.tensors]
+            if store.get("_sig") != sig:
+                store = self.__dict__["_shape_store"] = {"_sig": sig}
+            memo["_shape_checked"] = self.tensors
+        return store
 
     # cached: with_types() copies keep them, which is right, as it changes types, not shapes
     @cached_property
@@ -222,7 +233,7 @@ class ModelSpec(BaseModel):
     def with_types(self, types: dict[str, str]) -> ModelSpec:
         """A copy whose tensors carry the given ggml types (names not in `types` keep theirs)."""
         tensors = [t if types.get(t.name, t.type) == t.type else t.retyped(types[t.name]) for t in self.tensors]
-        self.shape_memo  # noqa: B018 -- created here, so that the copy shares it
+        self.shape_memo  # noqa: B018 -- created (and checked) here, so that the copy shares it
         out = self.model_copy(update={"tensors": tensors})
         out.__dict__.pop("memo", None)
         return out
