@@ -23,6 +23,7 @@ def profile_text(p: HardwareProfile) -> str:
              + (f", {' '.join(p.cpu.flags)}" if p.cpu.flags else ""),
              f"  RAM   {gib(p.ram.total_bytes)} total"
              + (f", {gib(p.ram.available_bytes)} available" if p.ram.available_bytes else "")
+             + (f" ({gib(p.ram.reserve_bytes)} kept for the OS)" if p.ram.reserve_bytes else "")
              + f", {p.ram.bandwidth_gbps:.1f} GB/s ({p.ram.bandwidth_source})"]
     if not p.gpus:
         lines.append("  GPU   none")

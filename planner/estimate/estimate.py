@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from planner.errors import InvalidOptionError
 from planner.estimate.memory import MiB, matmul_types, memory_breakdown
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU
@@ -15,6 +16,11 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
              depth: int | None = None) -> Estimate:
     opts.check()
     opts.check_devices(len(hw.gpus))
+    if (opts.n_cpu_moe or opts.cpu_moe) and model.moe is None:
+        # llama.cpp accepts it and does nothing: the user meant something else (-ngl)
+        raise InvalidOptionError(f"--{'cpu-moe' if opts.cpu_moe else 'n-cpu-moe'} keeps MoE expert tensors on the CPU "
+                                 f"but {model.name} has none (a dense model); leave it out (--ngl N puts only "
+                                 "N layers on the GPU)")
     b = memory_breakdown(model, hw, opts)
     devices = []
     for g, gpu in enumerate(hw.gpus):
@@ -33,7 +39,7 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
                        output_bytes=b.output, repack_bytes=b.repack, mapped_bytes=b.mapped)
     cap = hw.ram.available_bytes or hw.ram.total_bytes
     if hw.unified:
-        cap = hw.ram.total_bytes - sum(d.memory.total_bytes for d in devices)
+        cap -= sum(d.memory.total_bytes for d in devices)
     mapped_name = "CPU_Mapped model" if opts.mmap else "CPU model"
     mapped = host.mapped_bytes if opts.mmap else host.weights_bytes - host.repack_bytes
     bufs = {mapped_name: mapped / MiB, "CPU_REPACK model": host.repack_bytes / MiB,
@@ -54,6 +60,10 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
         # llama-context.cpp warns alike ("n_ctx_per_seq > n_ctx_train -- possible training context overflow")
         notes.append(f"{per_seq} tokens of context per sequence is beyond the {model.n_ctx_train} the model was "
                      "trained on: past that, output degrades unless RoPE scaling is set (llama.cpp warns alike)")
+    if hw.ram.reserve_bytes and host.total_bytes > cap / 2:
+        notes.append(f"host RAM: {hw.ram.total_bytes / 2**30:.2f} GiB less {hw.ram.reserve_bytes / 2**30:.2f} GiB "
+                     "kept for the OS and other programs (the target's ram.reserve_gib, default "
+                     "planner/data/os_reserve.yaml; --ram N plans for N GiB)")
     if opts.n_gpu_layers > 0 and not hw.gpus:
         notes.append(f"--ngl {opts.n_gpu_layers} has no effect: the target has no GPU")
     return Estimate(model=model.name, devices=devices, throughput=thr, n_ctx=b.n_ctx, margin=margin,

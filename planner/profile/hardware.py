@@ -23,6 +23,8 @@ class CPU(BaseModel):
 class RAM(BaseModel):
     total_bytes: int
     available_bytes: int | None = None
+    reserve_bytes: int = Field(0, description="kept for the OS and other programs on a named target "
+                                              "(available = total - reserve); 0 when detected or given by --ram")
     bandwidth_gbps: float = Field(..., description="sustained memory bandwidth, GB/s")
     bandwidth_source: str = "spec"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from planner.data import load_yaml
+from planner.data import data_yaml, load_yaml
 from planner.errors import TargetNotFoundError
 from planner.profile.gpu_specs import lookup_gpu_spec
 from planner.profile.hardware import CPU, GPU, RAM, HardwareProfile
@@ -53,7 +53,12 @@ def profile_from_dict(data: dict[str, Any], source: str) -> HardwareProfile:
         r = data["ram"]
         ram = RAM(total_bytes=int(r.get("total_bytes") or r["total_gib"] * GiB),
                   bandwidth_gbps=float(r["bandwidth_gbps"]), bandwidth_source=r.get("source", source))
-        ram.available_bytes = ram.total_bytes
+        reserve = r.get("reserve_gib")
+        reserve = float(reserve if reserve is not None else data_yaml("os_reserve.yaml")["reserve_gib"])
+        if not 0 <= reserve * GiB < ram.total_bytes:
+            raise ValueError(f"ram.reserve_gib {reserve} must be at least 0 and less than the RAM")
+        ram.reserve_bytes = int(reserve * GiB)
+        ram.available_bytes = ram.total_bytes - ram.reserve_bytes
         gpus = [_gpu(i, g, ram.total_bytes) for i, g in enumerate(data.get("gpus") or [])]
     except (KeyError, TypeError, ValueError) as exc:
         raise TargetNotFoundError(
@@ -158,6 +163,7 @@ def apply_overrides(profile: HardwareProfile, vram_gib: str | None = None,
         if ram_gib <= 0:
             raise TargetNotFoundError(f"--ram must be positive GiB, got {ram_gib}")
         p.ram.total_bytes = p.ram.available_bytes = int(ram_gib * GiB)
+        p.ram.reserve_bytes = 0
     if gpus is not None or vram_gib is not None or ram_gib is not None:
         p.notes.append("overridden on the command line")
     return p

@@ -80,6 +80,8 @@ def test_models_and_targets_list(capsys):
     (["--model", "llama3.1-8b", "--target", "2x-rtx3090", "--tensor-split", "1,-1"], "none negative"),
     (["--model", "llama3.1-8b", "--target", "2x-rtx3090", "--tensor-split", "0,0"], "not all 0"),
     (["--model", "llama3.1-8b", "--target", "laptop-16gb", "--threads", "0"], "--threads takes a positive count"),
+    # llama.cpp takes it and does nothing: the user meant --ngl
+    (["--model", "llama3.1-8b", "--target", "rtx3060", "--n-cpu-moe", "10"], "has none (a dense model)"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(capsys, args, msg):
     code, out, err = run(args, capsys)

@@ -62,3 +62,22 @@ def test_yaml_path_target(tmp_path):
     bad.write_text("name: bad\ncpu: {}\n")
     with pytest.raises(TargetNotFoundError, match="malformed"):
         resolve_target(str(bad))
+
+
+def test_a_named_box_keeps_ram_for_its_os_and_the_plan_stays_within_the_rest(tmp_path):
+    from planner.estimate import RuntimeOptions, estimate
+    from planner.model import load_model
+    p = load_target("laptop-16gb")
+    assert p.ram.reserve_bytes == 4 * GiB and p.ram.available_bytes == 12 * GiB
+    e = estimate(load_model("llama3.1-8b").with_types({}), p, RuntimeOptions(n_ctx=4096))
+    assert e.devices[-1].capacity_bytes == 12 * GiB and any("kept for the OS" in n for n in e.notes)
+    # --ram says what the model may use: no reserve on top
+    q = apply_overrides(p, ram_gib=16)
+    assert q.ram.reserve_bytes == 0 and q.ram.available_bytes == 16 * GiB
+    # a profile's own reserve, and a reserve that leaves nothing is one clear line
+    f = tmp_path / "server.yaml"
+    f.write_text("name: server\nram: {total_gib: 64, bandwidth_gbps: 100, reserve_gib: 0.5}\n")
+    assert resolve_target(str(f)).ram.available_bytes == int(63.5 * GiB)
+    f.write_text("name: server\nram: {total_gib: 64, bandwidth_gbps: 100, reserve_gib: 64}\n")
+    with pytest.raises(TargetNotFoundError, match="reserve_gib"):
+        resolve_target(str(f))
