@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from planner.errors import InvalidOptionError
 
@@ -58,6 +58,13 @@ class RuntimeOptions(BaseModel):
             raise InvalidOptionError(f"--tensor-split takes a share per GPU, none negative and not all 0, "
                                      f"like 3,1; got {','.join(f'{x:g}' for x in v)}")
         return v
+
+    @model_validator(mode="after")
+    def _ubatch_within_batch(self) -> RuntimeOptions:
+        # llama-context.cpp: cparams.n_ubatch = min(n_batch, n_ubatch); -b 512 -ub 4096 runs micro-batches of 512
+        if self.n_ubatch > self.n_batch:
+            self.n_ubatch = self.n_batch
+        return self
 
     def check_devices(self, n_gpus: int) -> None:
         """A split llama.cpp would quietly cut to the GPUs it has (llama-model.cpp copies

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from planner.errors import InvalidOptionError
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.result import Estimate
 
@@ -35,6 +36,22 @@ class PlanRequest(BaseModel):
     depth: int = Field(0, description="decode speed measured at this many tokens of context")
     tensor_errors: dict[str, dict[str, float]] | None = Field(
         None, exclude=True, description="measured per-tensor errors (planner/verify/tensor_error.py); None = priors")
+
+    @field_validator("margin")
+    @classmethod
+    def _margin(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise InvalidOptionError(f"--margin is the percent of each device to keep free, 0 to 99; got {v * 100:g}")
+        return v
+
+    @model_validator(mode="after")
+    def _depth_in_context(self) -> PlanRequest:
+        if self.depth < 0:
+            raise InvalidOptionError(f"--depth counts tokens already in the context, 0 or more; got {self.depth}")
+        if self.n_ctx and self.depth >= self.n_ctx:
+            raise InvalidOptionError(f"--depth {self.depth} is past the --ctx {self.n_ctx}: decode is timed inside "
+                                     "the context; give a larger --ctx or leave it out")
+        return self
 
 
 class PlanOption(BaseModel):

@@ -53,9 +53,15 @@ def _avail(e, margin: float) -> list[int]:
 def _ctx_list(model: ModelSpec, req: PlanRequest) -> list[int]:
     if req.n_ctx:
         return [req.n_ctx]
-    lo = req.min_ctx or min(4096, model.n_ctx_train)
+    lo = _least_ctx(model, req)
     out = [c for c in CTX_LADDER if lo <= c <= max(model.n_ctx_train, lo)]
     return out or [lo]
+
+
+def _least_ctx(model: ModelSpec, req: PlanRequest) -> int:
+    """The shortest context a plan may have: --min-ctx (default 4096 or the trained length), and room
+    for --depth tokens before the one decoded."""
+    return max(req.min_ctx or min(4096, model.n_ctx_train), req.depth + 1)
 
 
 def _placements(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_only: bool = False) -> list[str]:
@@ -346,7 +352,14 @@ def make_plan(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> PlanRe
 
 
 def nearest(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> str:
-    o = _opts(req, n_ctx=req.n_ctx or req.min_ctx or 2048, n_gpu_layers=0 if not hw.gpus else -1)
+    if req.min_tps:
+        # memory may be fine: is it the speed floor that nothing reaches?
+        fit = _candidates(model, hw, req.model_copy(update={"min_tps": None}))
+        if fit:
+            top = max(fit, key=lambda c: c.estimate.throughput.decode_tps)
+            return (f"no plan that fits reaches {req.min_tps:g} tok/s; the fastest is {top.why}; lower --min-tps "
+                    "or pick a smaller model ('plan recommend')")
+    o = _opts(req, n_ctx=req.n_ctx or max(req.min_ctx or 2048, req.depth + 1), n_gpu_layers=0 if not hw.gpus else -1)
     smallest = model.with_types(ftype_tensor_types(model, "Q2_K"))
     e = estimate(smallest, hw, o, margin=req.margin, depth=req.depth)
     if not hw.gpus:

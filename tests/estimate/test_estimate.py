@@ -23,3 +23,9 @@ def test_layers_pinned_to_a_gpu_the_target_lacks_are_named():
     notes = " ".join(estimate(load_model("llama3.2-1b"), cpu_box, RuntimeOptions(n_gpu_layers=4)).notes)
     assert "--ngl 4 has no effect: the target has no GPU" in notes
     assert "--ngl" not in _notes("llama3.2-1b", "rtx4090", n_gpu_layers=4)
+
+
+def test_ubatch_is_cut_to_the_batch_as_llama_cpp_does():
+    from planner.estimate import RuntimeOptions
+    assert RuntimeOptions(n_batch=512, n_ubatch=4096).n_ubatch == 512
+    assert RuntimeOptions(n_ubatch=4096).n_ubatch == 2048

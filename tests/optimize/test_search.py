@@ -79,6 +79,16 @@ def test_nothing_fits_says_how_much_is_missing():
     assert r.best is None and "GiB more RAM" in r.nearest
 
 
+def test_a_speed_floor_nothing_reaches_is_named_with_the_fastest_that_fits():
+    r = make_plan(load_model("llama3.1-8b"), load_target("laptop-16gb"), PlanRequest(min_tps=1000))
+    assert r.best is None and "reaches 1000 tok/s" in r.nearest and "GiB more" not in r.nearest
+
+
+def test_depth_asks_for_a_context_that_holds_it():
+    r = make_plan(load_model("llama3.1-8b"), load_target("rtx4090"), PlanRequest(depth=40000))
+    assert r.best.options.n_ctx > 40000 and all(a.options.n_ctx > 40000 for a in r.alternatives)
+
+
 def test_mixes_beat_uniform_types_at_the_same_bytes():
     m = load_model("llama3.1-8b")
     for ft in ("Q4_K_M", "Q3_K_M", "Q5_K_M"):
