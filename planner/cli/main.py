@@ -424,7 +424,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("query", nargs="*")
     p.set_defaults(func=cmd_models)
     p = sp.add_parser("recommend", parents=[common, tgt], help="what can I run? catalog models ranked for a box")
-    p.add_argument("--use", help="chat, code, reasoning, long-context, vision")
+    p.add_argument("--use", choices=["chat", "code", "reasoning", "long-context", "vision"],
+                   help="only models for this use")
     p.add_argument("--min-ctx", type=int)
     p.add_argument("--min-tps", type=float)
     p.add_argument("--top", type=int, default=10)
