@@ -122,10 +122,19 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
         elif glm:  # 3.5 rows of the heads' width (3 x n_embd at GLM-4.5-Air) and 2 hidden states (fitted, as above)
             temps = 3.5 * q_dim + 2 * e
         elif model.mla:  # absorbed MLA: 2.25 rows of n_head (kv_lora + rope) and 3.5 hidden states (Kimi-Linear
-            temps = 2.25 * h * model.head_dim_k + 3.5 * e  # twins: small and at 48B size, within 0.3%)
+            # twins: small and at 48B size, within 0.3%); 2.45 rows with a low-rank q (DeepSeek-V3: 5-layer twins
+            # from n_kv 256 to 16K at ubatch 128 and 512 within 2.5%, bench/data/cpu-compute-grid.jsonl)
+            temps = (2.45 if model.mla.q_lora_rank else 2.25) * h * model.head_dim_k + 3.5 * e
         else:
             temps = 5.5 * q_dim
-        attn = n_kv * h * u * F32 + n_masks * mask + int(temps * u * F32)
+        scores = n_kv * h * u * F32
+        if model.mla and n_kv <= model.head_dim_k + model.mla.nope_dim + model.mla.rope_dim:
+            # absorbed MLA at short context: the scores fit a block freed before them, n_head x 768 floats per
+            # token at DeepSeek-V3's dims (our reading: q absorbed, 576, and its 192-wide projection); a 5-layer
+            # DeepSeek-V3 twin measures 98.1-98.4 MiB at ubatch 128 from n_kv 256 to 768, then 166.5 at 1024
+            # (64 MiB of scores on top; bench/data/cpu-compute-grid.jsonl)
+            scores = 0
+        attn = scores + n_masks * mask + int(temps * u * F32)
     waiting = 0
     if model.moe:
         # the shared expert runs after the routed ones are summed and freed: the wider of the two

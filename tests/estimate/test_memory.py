@@ -1,5 +1,6 @@
 """The estimator against llama.cpp itself: real loads and no_alloc dry runs on this CPU."""
 
+import copy
 import json
 import os
 
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 from planner.estimate import RuntimeOptions, estimate
 from planner.estimate.memory import kv_cells, kv_layer_bytes
 from planner.model import load_gguf, load_model
+from planner.model.catalog import find_entry
+from planner.model.hf_config import spec_from_hf_config
 from planner.model.hybrid import mamba_spec
 from planner.profile.hardware import CPU, RAM, HardwareProfile
 from planner.profile.targets import load_target
@@ -77,6 +80,19 @@ def test_compute_buffer_within_5_percent_of_llama_cpp_dry_run(name, ctx, ub, fa,
     r = run_probe(dict(model=path, dry=True, ctx=ctx, n_ubatch=ub, n_batch=max(2048, ub), fa=fa), timeout_s=120)
     assert r["ok"], r.get("error")
     o = RuntimeOptions(n_ctx=ctx, n_ubatch=ub, n_batch=max(2048, ub), flash_attn=fa, swa_full=True, mmap=False)
+    est = estimate(model, THIS_CPU, o).devices[-1].buffers_mib["CPU compute"]
+    assert abs(est / r["bufs_mib"]["CPU compute"] - 1) <= 0.05, (est, r["bufs_mib"])
+
+
+@pytest.mark.parametrize("ctx", [512, 2048])
+def test_absorbed_mla_scores_at_short_context_sit_in_a_freed_block(ctx, make_twin):
+    """DeepSeek-V3 without flash attention: up to n_kv 768 the scores take no room of their own (a 5-layer twin:
+    the compute buffer is one layer's peak), above it they do."""
+    cfg = copy.deepcopy(find_entry("deepseek-v3").config) | {"num_hidden_layers": 5}
+    path, model = make_twin("deepseek-v3-5L", "Q4_K_M", spec=spec_from_hf_config(cfg, "deepseek-v3-5L", "test"))
+    r = run_probe(dict(model=path, dry=True, ctx=ctx, n_ubatch=128, fa=False), timeout_s=300)
+    assert r["ok"], r.get("error")
+    o = RuntimeOptions(n_ctx=ctx, n_ubatch=128, flash_attn=False, mmap=False)
     est = estimate(model, THIS_CPU, o).devices[-1].buffers_mib["CPU compute"]
     assert abs(est / r["bufs_mib"]["CPU compute"] - 1) <= 0.05, (est, r["bufs_mib"])
 
