@@ -15,12 +15,31 @@ from planner.model.spec import ModelSpec
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connect to the Hub's endpoint. Without it, a dead network costs ~24 s of huggingface_hub's
+    retries (and a warning line per try) before the answer that the cache would have given at once.
+    Behind a proxy the endpoint is not dialled directly: assume reachable."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    u = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _download_config(repo: str) -> dict[str, Any]:
-    """config.json via huggingface_hub; its cache and HF_HUB_OFFLINE are honoured."""
+    """config.json via huggingface_hub; its cache and HF_HUB_OFFLINE are honoured, and an unreachable Hub
+    leaves only the cache to ask."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
     try:
-        path = hf_hub_download(repo, "config.json")
+        path = (hf_hub_download(repo, "config.json") if _hub_reachable()
+                else hf_hub_download(repo, "config.json", local_files_only=True))
     except RepositoryNotFoundError:
         raise ModelNotFoundError(f"no Hugging Face repo '{repo}' (or it is gated: run "
                                  "'huggingface-cli login')") from None
@@ -91,7 +110,11 @@ def pick_gguf_file(files: list[str], want: str) -> str:
 
 def read_remote_header(repo: str, want: str, fs: Any | None = None) -> tuple[str, GGUFHeader]:
     """Read only the header(s) by range requests; merge the tensor lists of split files."""
-    fs = fs or _RemoteFS()
+    if fs is None:
+        if not _hub_reachable():
+            raise OfflineError(f"cannot reach the Hub to read {repo}'s GGUF header; connect, or download the "
+                               "file and pass its path")
+        fs = _RemoteFS()
     try:
         files = fs.ls(repo)
     except Exception as exc:  # noqa: BLE001
@@ -121,3 +144,95 @@ def read_remote_header(repo: str, want: str, fs: Any | None = None) -> tuple[str
 def spec_from_remote_gguf(repo: str, want: str, fs: Any | None = None) -> ModelSpec:
     path, header = read_remote_header(repo, want, fs)
     return spec_from_gguf(header, name=f"{repo}:{path}", source=f"hf-gguf:{repo}/{path}")
+
+
+# --- any https URL of a .gguf: the header by HTTP range requests (no Hub client, no listing) ---
+
+class _HttpFile:
+    """A read-only, seekable view of a remote file: each read is one Range request."""
+
+    def __init__(self, url: str, size: int, headers: dict[str, str]) -> None:
+        self.url, self.size, self.headers, self.pos = url, size, headers, 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = pos if whence == 0 else self.pos + pos if whence == 1 else self.size + pos
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        end = self.size if n < 0 else min(self.size, self.pos + n)
+        if end <= self.pos:
+            return b""
+        with _http(self.url, self.headers | {"Range": f"bytes={self.pos}-{end - 1}"}) as r:
+            if r.status != 206:
+                raise GGUFError(f"{self.url}: the server ignores range requests, so reading the header "
+                                "would download the whole file; download it and pass its path")
+            data = r.read(end - self.pos)
+        self.pos += len(data)
+        return data
+
+    def __enter__(self) -> _HttpFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _http(url: str, headers: dict[str, str], method: str = "GET"):
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, headers={"User-Agent": "planner"} | headers, method=method)
+    try:
+        return urllib.request.urlopen(req, timeout=20)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise ModelNotFoundError(f"{url}: HTTP {exc.code} (gated or private: set HF_TOKEN for the Hub)") from None
+        raise ModelNotFoundError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OfflineError(f"cannot reach {url}: {reason}; check the address or the network, or download "
+                           "the file and pass its path") from None
+
+
+class _UrlFS:
+    """The _RemoteFS calls over plain HTTP for files in one URL directory: `ls` cannot list a web
+    server, so it offers the file asked for (split parts are named from it)."""
+
+    def __init__(self, base: str, name: str) -> None:
+        import os
+        self.base, self.name = base, name
+        token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+        host = base.split("/")[2]
+        self.headers = {"Authorization": f"Bearer {token}"} if token and host.endswith("huggingface.co") else {}
+
+    def ls(self, repo: str) -> list[str]:
+        return [self.name]
+
+    def size(self, repo: str, path: str) -> int:
+        with _http(f"{self.base}/{path}", self.headers, method="HEAD") as r:
+            n = r.headers.get("Content-Length")
+        if n is None:
+            raise GGUFError(f"{self.base}/{path}: the server gives no size; download the file and pass its path")
+        return int(n)
+
+    def open(self, repo: str, path: str) -> _HttpFile:
+        return _HttpFile(f"{self.base}/{path}", self.size(repo, path), self.headers)
+
+
+def spec_from_url(url: str, fs: Any | None = None) -> ModelSpec:
+    """A GGUF at an http(s) URL (a Hub 'blob' page link is read as its 'resolve' file); split files by
+    their first part's name."""
+    from urllib.parse import unquote, urlsplit
+    u = urlsplit(url)
+    path = u.path
+    if u.netloc.endswith("huggingface.co"):
+        path = re.sub(r"^(/[^/]+/[^/]+)/blob/", r"\1/resolve/", path)
+    if not path.endswith(".gguf"):
+        raise ModelNotFoundError(f"{url} does not name a .gguf file; give the file's URL (on the Hub: "
+                                 "https://huggingface.co/ORG/REPO/resolve/main/FILE.gguf) or 'ORG/REPO:Q4_K_M'")
+    base, _, name = f"{u.scheme}://{u.netloc}{path}".rpartition("/")
+    fs = fs or _UrlFS(base, name)
+    first, header = read_remote_header(base, name, fs)
+    return spec_from_gguf(header, name=unquote(first), source=f"url:{base}/{first}")

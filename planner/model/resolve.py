@@ -27,7 +27,8 @@ def local_gguf(source: str | None) -> str | None:
 
 def load_model(name: str) -> ModelSpec:
     """A local GGUF path, an Ollama name pulled locally, a catalog name or alias, a Hugging
-    Face repo id (config.json), or a Hub GGUF ('repo:Q4_K_M' / 'repo/file.gguf')."""
+    Face repo id (config.json), a Hub GGUF ('repo:Q4_K_M' / 'repo/file.gguf') or a GGUF's https URL
+    (only its header is read)."""
     name = name.strip()
     if not name:
         raise ModelNotFoundError("no model given: pass --model NAME (see 'plan models')")
@@ -37,6 +38,9 @@ def load_model(name: str) -> ModelSpec:
     looks_local = name.startswith(("/", "./", "../", "~")) or (name.endswith(".gguf") and p.parent.is_dir())
     if looks_local:
         raise ModelNotFoundError(f"GGUF file {name} does not exist; check the path")
+    if name.startswith(("https://", "http://")):
+        from planner.model import hub
+        return hub.spec_from_url(name)
     if ":" in name and "/" not in name:
         blob = ollama_blob(name)
         if blob is not None:
