@@ -377,7 +377,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                                                "wizard, imatrix.",
                                    epilog="examples: plan --model llama3.1-70b --target rtx4090 | "
                                           "plan show qwen3-30b-a3b | plan profile")
-    main.add_argument("--model", "-m", required=True, help="catalog name, .gguf path or URL, HF repo (org/name or org/name:Q4_K_M) or Ollama name")
+    main.add_argument("--model", "-m", required=True,
+                      help="catalog name, .gguf path or URL, HF repo (org/name or org/name:Q4_K_M) or Ollama name")
     main.add_argument("--quant", "-q", help="llama.cpp ftype (Q4_K_M...); default: the GGUF's types, else Q4_K_M")
     main.add_argument("--ngl", type=int, help="-ngl: layers on the GPU (default all)")
     main.add_argument("--ctx", type=int, help="-c: context length (default 4096)")
