@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from planner.errors import InvalidOptionError
 from planner.estimate.memory import MiB, matmul_types, memory_breakdown
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU
@@ -16,11 +15,7 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
              depth: int | None = None) -> Estimate:
     opts.check()
     opts.check_devices(len(hw.gpus))
-    if (opts.n_cpu_moe or opts.cpu_moe) and model.moe is None:
-        # llama.cpp accepts it and does nothing: the user meant something else (-ngl)
-        raise InvalidOptionError(f"--{'cpu-moe' if opts.cpu_moe else 'n-cpu-moe'} keeps MoE expert tensors on the CPU "
-                                 f"but {model.name} has none (a dense model); leave it out (--ngl N puts only "
-                                 "N layers on the GPU)")
+    opts.check_experts(model.name, model.moe is not None)
     b = memory_breakdown(model, hw, opts)
     devices = []
     for g, gpu in enumerate(hw.gpus):

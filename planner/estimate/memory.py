@@ -141,7 +141,7 @@ class WeightUnit:
 
 
 def _unit_layout(model: ModelSpec, per_tensor: bool) -> tuple[list[tuple], list[tuple]]:
-    """What weight_units knows from names and shapes alone: the units (key, name, layer, loaded) and, per
+    """What weight_units knows from names and shapes alone: the units (name, layer, loaded) and, per
     tensor, (its unit's index, repackable shape, 2-D block matrix: 0 none / 1 attention / 2 FFN, share of it
     read per decoded token as (num, den); den 0: not read). Memoised in ModelSpec.shape_memo, which the
     optimizer's re-typed copies share."""
@@ -209,7 +209,7 @@ def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False)
                 r = nb * num // den
                 u.reads += r
                 u.read_types[ty] = u.read_types.get(ty, 0) + r
-        offset = (offset + nb + GGUF_ALIGN - 1) // GGUF_ALIGN * GGUF_ALIGN
+        offset = pad(offset + nb, GGUF_ALIGN)
     model.memo[key] = (model.tensors, units)
     return units
 

@@ -74,6 +74,14 @@ class RuntimeOptions(BaseModel):
             raise InvalidOptionError(f"--tensor-split gives {len(self.tensor_split)} shares but the target has "
                                      f"{have}; give one share per GPU" + (" (or leave it out)" if not n_gpus else ""))
 
+    def check_experts(self, model_name: str, has_experts: bool) -> None:
+        """--n-cpu-moe / --cpu-moe on a dense model: llama.cpp accepts it and does nothing, so the user
+        meant something else (-ngl)."""
+        if (self.n_cpu_moe or self.cpu_moe) and not has_experts:
+            raise InvalidOptionError(f"--{'cpu-moe' if self.cpu_moe else 'n-cpu-moe'} keeps MoE expert tensors on the "
+                                     f"CPU but {model_name} has none (a dense model); leave it out (--ngl N puts only "
+                                     "N layers on the GPU)")
+
     def check(self) -> None:
         """Combinations llama.cpp refuses."""
         if self.cache_type_v not in ("f16", "f32", "bf16") and not self.flash_attn:

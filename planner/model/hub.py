@@ -203,6 +203,7 @@ class _UrlFS:
     def __init__(self, base: str, name: str) -> None:
         import os
         self.base, self.name = base, name
+        self._sizes: dict[str, int] = {}
         token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
         host = base.split("/")[2]
         self.headers = {"Authorization": f"Bearer {token}"} if token and host.endswith("huggingface.co") else {}
@@ -211,11 +212,14 @@ class _UrlFS:
         return [self.name]
 
     def size(self, repo: str, path: str) -> int:
-        with _http(f"{self.base}/{path}", self.headers, method="HEAD") as r:
-            n = r.headers.get("Content-Length")
-        if n is None:
-            raise GGUFError(f"{self.base}/{path}: the server gives no size; download the file and pass its path")
-        return int(n)
+        """One HEAD request per file (read_remote_header asks for the size after open has)."""
+        if path not in self._sizes:
+            with _http(f"{self.base}/{path}", self.headers, method="HEAD") as r:
+                n = r.headers.get("Content-Length")
+            if n is None:
+                raise GGUFError(f"{self.base}/{path}: the server gives no size; download the file and pass its path")
+            self._sizes[path] = int(n)
+        return self._sizes[path]
 
     def open(self, repo: str, path: str) -> _HttpFile:
         return _HttpFile(f"{self.base}/{path}", self.size(repo, path), self.headers)

@@ -236,4 +236,5 @@ class ModelSpec(BaseModel):
         self.shape_memo  # noqa: B018 -- created (and checked) here, so that the copy shares it
         out = self.model_copy(update={"tensors": tensors})
         out.__dict__.pop("memo", None)
+        out.memo["_shape_checked"] = tensors  # same names and shapes by construction: no need to compare them
         return out

@@ -58,10 +58,10 @@ def _ctx_list(model: ModelSpec, req: PlanRequest) -> list[int]:
     return out or [lo]
 
 
-def _least_ctx(model: ModelSpec, req: PlanRequest) -> int:
-    """The shortest context a plan may have: --min-ctx (default 4096 or the trained length), and room
-    for --depth tokens before the one decoded."""
-    return max(req.min_ctx or min(4096, model.n_ctx_train), req.depth + 1)
+def _least_ctx(model: ModelSpec, req: PlanRequest, default: int | None = None) -> int:
+    """The shortest context a plan may have: --min-ctx (else `default`, else 4096 or the trained length),
+    and room for --depth tokens before the one decoded."""
+    return max(req.min_ctx or default or min(4096, model.n_ctx_train), req.depth + 1)
 
 
 def _placements(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_only: bool = False) -> list[str]:
@@ -359,7 +359,7 @@ def nearest(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> str:
             top = max(fit, key=lambda c: c.estimate.throughput.decode_tps)
             return (f"no plan that fits reaches {req.min_tps:g} tok/s; the fastest is {top.why}; lower --min-tps "
                     "or pick a smaller model ('plan recommend')")
-    o = _opts(req, n_ctx=req.n_ctx or max(req.min_ctx or 2048, req.depth + 1), n_gpu_layers=0 if not hw.gpus else -1)
+    o = _opts(req, n_ctx=req.n_ctx or _least_ctx(model, req, default=2048), n_gpu_layers=0 if not hw.gpus else -1)
     smallest = model.with_types(ftype_tensor_types(model, "Q2_K"))
     e = estimate(smallest, hw, o, margin=req.margin, depth=req.depth)
     if not hw.gpus:

@@ -46,6 +46,12 @@ def list_targets() -> list[tuple[str, str]]:
     return sorted((n, d.get("title", n)) for n, d in _raw_profiles().items())
 
 
+@cache
+def _default_reserve_gib() -> float:
+    """RAM a named target keeps for its OS unless its profile says (planner/data/os_reserve.yaml)."""
+    return float(data_yaml("os_reserve.yaml")["reserve_gib"])
+
+
 def profile_from_dict(data: dict[str, Any], source: str) -> HardwareProfile:
     """Build a profile from YAML data; GPU figures come from the spec table unless given."""
     try:
@@ -54,7 +60,7 @@ def profile_from_dict(data: dict[str, Any], source: str) -> HardwareProfile:
         ram = RAM(total_bytes=int(r.get("total_bytes") or r["total_gib"] * GiB),
                   bandwidth_gbps=float(r["bandwidth_gbps"]), bandwidth_source=r.get("source", source))
         reserve = r.get("reserve_gib")
-        reserve = float(reserve if reserve is not None else data_yaml("os_reserve.yaml")["reserve_gib"])
+        reserve = float(reserve if reserve is not None else _default_reserve_gib())
         if not 0 <= reserve * GiB < ram.total_bytes:
             raise ValueError(f"ram.reserve_gib {reserve} must be at least 0 and less than the RAM")
         ram.reserve_bytes = int(reserve * GiB)
