@@ -24,11 +24,8 @@ def _norm(s: str) -> str:
 
 
 def _profile_dir():
-    """Inside a wheel: the package planner.hardware_profiles; in a checkout: ../hardware_profiles."""
-    try:
-        return resources.files("planner.hardware_profiles")
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "hardware_profiles"
+    """The bundled boxes: the package planner.hardware_profiles (data files, in the wheel as in a checkout)."""
+    return resources.files("planner.hardware_profiles")
 
 
 @cache
@@ -68,7 +65,7 @@ def profile_from_dict(data: dict[str, Any], source: str) -> HardwareProfile:
         gpus = [_gpu(i, g, ram.total_bytes) for i, g in enumerate(data.get("gpus") or [])]
     except (KeyError, TypeError, ValueError) as exc:
         raise TargetNotFoundError(
-            f"target profile {source} is malformed ({exc}); see hardware_profiles/rtx4090.yaml "
+            f"target profile {source} is malformed ({exc}); see planner/hardware_profiles/rtx4090.yaml "
             "for the expected fields") from None
     return HardwareProfile(name=data.get("name", source), source=source, os=data.get("os", "linux"),
                            cpu=cpu, ram=ram, gpus=gpus, notes=[data.get("title", "")] if data.get("title") else [])
@@ -121,7 +118,7 @@ def load_target(name_or_path: str) -> HardwareProfile:
     key = _norm(name_or_path)
     for name, data in _raw_profiles().items():
         if key == _norm(name) or key in (_norm(a) for a in data.get("aliases", [])):
-            return profile_from_dict(data, f"hardware_profiles/{name}.yaml")
+            return profile_from_dict(data, f"planner/hardware_profiles/{name}.yaml")
     names = list(_raw_profiles())
     close = difflib.get_close_matches(name_or_path.lower(), names, n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
