@@ -26,8 +26,10 @@ def main() -> None:
     src = sys.argv[1]
     arg = _read(src, "vendor/llama.cpp/common/arg.cpp")
     server = set()
-    for m in re.finditer(r"add_opt\(common_arg\(\s*\{([^}]*)\}", arg):
-        server.update(re.findall(r'"(-{1,2}[\w\-]+)"', m.group(1)))
+    # a boolean option lists its negative forms in a second brace group: {"--repack"}, {"-nr", "--no-repack"}
+    for m in re.finditer(r"add_opt\(common_arg\(\s*\{([^}]*)\}(?:\s*,\s*\{([^}]*)\})?", arg):
+        for group in m.groups():
+            server.update(re.findall(r'"(-{1,2}[\w\-]+)"', group or ""))
     quant = _read(src, "vendor/llama.cpp/tools/quantize/quantize.cpp")
     qflags = set(re.findall(r'strcmp\(argv\[arg_idx\], "(--?[\w\-]+)"\)', quant))
     json.dump({"source": src.split("/")[-1], "llama-server": sorted(server), "llama-quantize": sorted(qflags)},

@@ -14,6 +14,19 @@ from planner.model.spec import LayerSpec, ModelSpec, TensorSpec
 from planner.verify.twin import write_twin
 
 
+def _this_cpu_has_amx() -> bool:
+    from planner.estimate.memory import has_amx
+    from planner.profile.detect import detect_hardware
+    return has_amx(detect_hardware(measure_bandwidth=False).cpu.flags)
+
+
+# The vendored llama.cpp (llama-cpp-python 0.3.36), built natively on a CPU with AMX-INT8, aborts loading
+# Kimi-Linear (ggml-backend.cpp:1294 GGML_ASSERT(*cur_backend_id != -1): its token embedding's GET_ROWS
+# finds no backend) and crashes running gpt-oss (SIGSEGV) with the AMX buffer. Those loads run with
+# llama.cpp's --no-repack there (RuntimeOptions.repack=False, which the estimate models too).
+AMX_SAFE: dict = {"repack": False} if _this_cpu_has_amx() else {}
+
+
 @pytest.fixture(scope="session")
 def smol_path() -> str:
     import importlib.util

@@ -8,7 +8,9 @@ import os
 import sys
 import traceback
 
+from planner.cli import args as arg
 from planner.errors import PlannerError
+from planner.fileio import write_text
 
 SUBCOMMANDS = ("profile", "targets", "models", "show", "recommend", "verify", "wizard", "imatrix")
 
@@ -78,51 +80,13 @@ def cmd_show(a: argparse.Namespace) -> int:
     return 0
 
 
-def _on_off(v: str) -> bool:
-    v = v.lower()
-    if v in ("on", "1", "true", "yes", "auto"):
-        return True
-    if v in ("off", "0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on or off, got '{v}'")
-
-
-def _ot(spec: str) -> str:
-    """llama.cpp's -ot 'REGEX=BUFFER'; only host placement (=CPU) is modelled."""
-    pattern, _, buf = spec.rpartition("=")
-    if not pattern or buf.upper() != "CPU":
-        raise PlannerError(f"--override-tensor takes REGEX=CPU (e.g. 'ffn_.*_exps=CPU'); got '{spec}'")
-    return pattern
-
-
-def _write(path: str, text: str, force: bool) -> None:
-    """Atomic: a temporary file renamed into place; an existing file only with --force."""
-    import os
-    if os.path.exists(path) and not force:
-        raise PlannerError(f"{path} exists; add --force to overwrite it")
-    tmp = f"{path}.part"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise PlannerError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 def _request(a: argparse.Namespace):
     from planner.errors import InvalidOptionError
     from planner.estimate.quant_mix import FTYPES
     from planner.optimize import PlanRequest
     if a.quant and a.quant.upper() not in FTYPES:
         raise InvalidOptionError(f"unknown quant type '{a.quant}'; llama.cpp ftypes: {', '.join(FTYPES)}")
-    ts = None
-    if a.tensor_split:
-        try:
-            ts = [float(x) for x in a.tensor_split.split(",")]
-        except ValueError:
-            raise PlannerError(f"--tensor-split takes numbers like 3,1; got '{a.tensor_split}'") from None
+    ts = a.tensor_split
     from planner.estimate.options import RuntimeOptions
     # validate the pinned cache options up front with the estimator's own rules (one clear line)
     RuntimeOptions(cache_type_k=a.cache_type_k or "f16", cache_type_v=a.cache_type_v or "f16",
@@ -131,7 +95,7 @@ def _request(a: argparse.Namespace):
                        min_ctx=a.min_ctx, flash_attn=a.flash_attn, cache_type_k=a.cache_type_k,
                        cache_type_v=a.cache_type_v, n_ubatch=a.ubatch, n_batch=a.batch, n_seq=a.parallel,
                        threads=a.threads,
-                       tensor_split=ts, n_cpu_moe=a.n_cpu_moe, override_tensor=[_ot(x) for x in a.override_tensor],
+                       tensor_split=ts, n_cpu_moe=a.n_cpu_moe, override_tensor=a.override_tensor,
                        mmap=not a.no_mmap, margin=a.margin / 100, min_tps=a.min_tps, imatrix=a.imatrix,
                        depth=a.depth)
 
@@ -148,18 +112,27 @@ def _type_mix(opt, model) -> str:
 MEASURE_AUTO_BYTES = 4 << 30  # measure errors unasked for local GGUFs up to this size (seconds, cached)
 
 
-def _tensor_errors(a: argparse.Namespace, spec):
-    """Per-tensor errors measured on the weights of a local GGUF (--measure), else None (priors)."""
+def _tensor_errors(a: argparse.Namespace, spec) -> tuple[dict | None, str | None]:
+    """Per-tensor errors measured on the weights of a local GGUF (--measure), else None (priors), and a
+    note when the file holds the data of only some tensors (a header-only or partial download)."""
     from planner.model import local_gguf
     path = local_gguf(spec.source)
     if a.measure == "off" or path is None or a.quant:
-        return None
+        return None, None
     if a.measure == "auto" and os.path.getsize(path) > MEASURE_AUTO_BYTES:
-        return None
-    from planner.verify.tensor_error import measure_errors
+        return None, None
+    from planner.verify.tensor_error import data_coverage, measure_errors
+    have, listed = data_coverage(path)
+    partial = None
+    if have < listed:
+        partial = (f"{path} holds the data of {have} of its {listed} tensors (a header-only or partial download): "
+                   + ("every tensor uses the priors" if not have else "the other tensors use the priors"))
+    if not have:
+        return None, partial
     prog = None if a.json or a.emit else _Progress()
-    return measure_errors(path, spec, imatrix=a.imatrix, importance=a.imatrix_file,
-                          progress=(lambda i, n, name: prog("measure", i, n, name)) if prog else None)
+    errors = measure_errors(path, spec, imatrix=a.imatrix, importance=a.imatrix_file,
+                            progress=(lambda i, n, name: prog("measure", i, n, name)) if prog else None)
+    return errors, partial
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
@@ -167,6 +140,9 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from planner.cli.format import estimate_text, gib
     from planner.export import plan_dict, planned_file, render
     from planner.model import load_model, local_gguf
+    if a.output and not a.emit:
+        raise PlannerError("-o writes the file --emit makes: add --emit yaml (or llama-server, ollama, ...), or "
+                           + ("give the quantized file's path with --model-path" if a.verify else "leave -o out"))
     spec = load_model(a.model)
     if a.imatrix_file:
         if not os.path.isfile(a.imatrix_file):
@@ -174,7 +150,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
                                "plan imatrix MODEL.gguf --text TEXT -o FILE (or llama-imatrix)")
         a.imatrix = True  # the quantizer will have it: IQ2 types become candidates
     req = _request(a)
-    req.tensor_errors = _tensor_errors(a, spec)
+    req.tensor_errors, partial = _tensor_errors(a, spec)
     spec, hw, res = plan_model(spec, a.target, req, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus,
                                calibrate=not a.no_calibration)
     if res.best is None:
@@ -190,6 +166,8 @@ def cmd_plan(a: argparse.Namespace) -> int:
         basis = "measured per-tensor errors (ggml quantizer on the weights" + \
             (", weighted by the importance matrix" if a.imatrix_file else "") + \
             (", with the activations' rounding)" if act else ")")
+    if partial:
+        basis += f"; {partial}"
     if a.verify:
         a.source = a.source_path or local_gguf(spec.source)
         a.twin = a.source is None
@@ -202,7 +180,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
         text = render(a.emit, best, spec, model_path, threads=threads, src=a.source_path, basis=basis,
                       imatrix=a.imatrix_file)
         if a.output:
-            _write(a.output, text, a.force)
+            write_text(a.output, text, a.force)
             print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
         else:
             sys.stdout.write(text)
@@ -267,7 +245,7 @@ def _run_verify(a, spec, types, opts, margin, hw) -> int:
     rep = verify(spec, types, opts, hw, source=a.source, twin=a.twin, out=a.output, margin=margin,
                  imatrix=a.imatrix_file, pp=a.pp, tg=a.tg, reps=a.reps, depth=a.depth, quality=not a.no_quality,
                  keep=a.keep, record=not a.no_record, step=None if a.json else _Progress(),
-                 replan=_replanner(spec, types, opts, margin))
+                 replan=_replanner(spec, types, opts, margin), force=a.force)
     if a.json:
         _json(rep.model_dump())
     else:
@@ -300,9 +278,9 @@ def cmd_imatrix(a: argparse.Namespace) -> int:
     from planner.verify.imatrix import make_imatrix
     if not os.path.isfile(a.model):
         raise PlannerError(f"plan imatrix needs a local GGUF file; {a.model} does not exist or is not one")
-    if os.path.exists(a.output) and not a.force:
-        raise PlannerError(f"{a.output} exists; add --force to overwrite it")
-    r = make_imatrix(a.model, a.text, a.output, n_ctx=a.ctx, n_chunks=a.chunks, ngl=a.ngl)
+    from planner.fileio import destination
+    destination(a.output, a.force)  # refused now, not after minutes of collecting
+    r = make_imatrix(a.model, a.text, a.output, n_ctx=a.ctx, n_chunks=a.chunks, ngl=a.ngl, force=a.force)
     if a.json:
         _json({k: v for k, v in r.items() if k not in ("cfg", "bufs_mib", "flash_attn")} | {"output": a.output})
     else:
@@ -353,25 +331,25 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("verify")
     g.add_argument("--imatrix-file", help="importance matrix (GGUF: plan imatrix or llama-imatrix): weights the "
                                           "measured errors and goes to the quantizer")
-    g.add_argument("--pp", type=int, default=512, help="prompt tokens timed (llama-bench pp, default 512)")
-    g.add_argument("--tg", type=int, default=128, help="generated tokens timed (llama-bench tg, default 128)")
-    g.add_argument("--reps", type=int, default=2, help="timed repetitions after a warm-up (default 2)")
+    g.add_argument("--pp", type=arg.count(1, 1 << 20, " tokens"), default=512, help="prompt tokens timed (llama-bench pp, default 512)")
+    g.add_argument("--tg", type=arg.count(1, 1 << 20, " tokens"), default=128, help="generated tokens timed (llama-bench tg, default 128)")
+    g.add_argument("--reps", type=arg.count(1, 1000, " repetitions"), default=2, help="timed repetitions after a warm-up (default 2)")
     g.add_argument("--no-quality", action="store_true", help="skip KLD/PPL against the source")
     g.add_argument("--keep", action="store_true", help="keep the twin file")
     g.add_argument("--no-record", action="store_true", help="do not keep this run for calibration")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    common = argparse.ArgumentParser(add_help=False)
+    common = arg.Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
-    tgt = argparse.ArgumentParser(add_help=False)
+    tgt = arg.Parser(add_help=False)
     tgt.add_argument("--target", default="auto", help="auto (this machine), a profile name (plan targets) or YAML path")
-    tgt.add_argument("--vram", help="override VRAM per GPU in GiB: 24 or 24,12")
-    tgt.add_argument("--ram", type=float, help="override system RAM in GiB")
-    tgt.add_argument("--gpus", help="override GPUs: a count (copies of the profile's GPU) or names: rtx3090,rtx3090")
+    tgt.add_argument("--vram", type=arg.vram_list, help="override VRAM per GPU in GiB: 24 or 24,12")
+    tgt.add_argument("--ram", type=arg.number(0, arg.MAX_GIB, " GiB", open_low=True), help="override system RAM in GiB")
+    tgt.add_argument("--gpus", type=arg.gpu_list, help="override GPUs: a count (copies of the profile's GPU) or names: rtx3090,rtx3090")
 
-    main = argparse.ArgumentParser(prog="plan", parents=[common, tgt],
+    main = arg.Parser(prog="plan", parents=[common, tgt],
                                    description="Can I run this model on this box, and how? "
                                                "Subcommands: profile, targets, models, show, recommend, verify, "
                                                "wizard, imatrix.",
@@ -380,25 +358,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     main.add_argument("--model", "-m", required=True,
                       help="catalog name, .gguf path or URL, HF repo (org/name or org/name:Q4_K_M) or Ollama name")
     main.add_argument("--quant", "-q", help="llama.cpp ftype (Q4_K_M...); default: the GGUF's types, else Q4_K_M")
-    main.add_argument("--ngl", type=int, help="-ngl: layers on the GPU (default all)")
-    main.add_argument("--ctx", type=int, help="-c: context length (default 4096)")
-    main.add_argument("--flash-attn", type=_on_off, help="on|off (default on, as llama.cpp's auto)")
+    main.add_argument("--ngl", type=arg.gpu_layers, help="-ngl: layers on the GPU, a count or all (default all)")
+    main.add_argument("--ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-c: context length (default 4096)")
+    main.add_argument("--flash-attn", type=arg.on_off, help="on|off (default on, as llama.cpp's auto)")
     main.add_argument("--cache-type-k", help="f16, q8_0, q4_0... (default f16)")
     main.add_argument("--cache-type-v", help="f16, q8_0, q4_0... (default f16)")
-    main.add_argument("--ubatch", type=int, help="-ub (default 512)")
-    main.add_argument("--batch", type=int, help="-b (default 2048)")
-    main.add_argument("--parallel", type=int, help="-np parallel sequences (default 1)")
-    main.add_argument("--threads", "-t", type=int, help="-t: CPU threads (default: the physical cores)")
-    main.add_argument("--tensor-split", help="-ts, e.g. 3,1")
-    main.add_argument("--n-cpu-moe", type=int, help="--n-cpu-moe: experts of the first N layers on the CPU")
+    main.add_argument("--ubatch", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-ub (default 512)")
+    main.add_argument("--batch", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-b (default 2048)")
+    main.add_argument("--parallel", type=arg.count(1, arg.MAX_SEQ, " sequences (LLAMA_MAX_SEQ)"), help="-np parallel sequences (default 1)")
+    main.add_argument("--threads", "-t", type=arg.count(1, 4096, " threads"), help="-t: CPU threads (default: the physical cores)")
+    main.add_argument("--tensor-split", type=arg.shares, help="-ts, e.g. 3,1")
+    main.add_argument("--n-cpu-moe", type=arg.count(0, 100_000, " layers"), help="--n-cpu-moe: experts of the first N layers on the CPU")
     main.add_argument("--no-mmap", action="store_true", help="--no-mmap")
-    main.add_argument("--override-tensor", "-ot", action="append", default=[],
+    main.add_argument("--override-tensor", "-ot", action="append", default=[], type=arg.cpu_override,
                       help="-ot REGEX=CPU: tensors matching REGEX stay in host memory (repeatable)")
-    main.add_argument("--depth", type=int, default=0, help="decode speed at this many tokens of context")
-    main.add_argument("--margin", type=float, default=5.0, help="free memory to keep per device, percent (default 5)")
+    main.add_argument("--depth", type=arg.count(0, arg.MAX_TOKENS, " tokens"), default=0, help="decode speed at this many tokens of context")
+    main.add_argument("--margin", type=arg.number(0, 99, " percent"), default=5.0, help="free memory to keep per device, percent (default 5)")
     main.add_argument("--goal", choices=("quality", "balanced", "speed", "context"), default="balanced")
-    main.add_argument("--min-ctx", type=int, help="smallest context the plan may choose")
-    main.add_argument("--min-tps", type=float, help="slowest decode speed to accept, tok/s")
+    main.add_argument("--min-ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="smallest context the plan may choose")
+    main.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s", open_low=True), help="slowest decode speed to accept, tok/s")
     main.add_argument("--imatrix", action="store_true", help="an importance matrix will be used: allow IQ2 types")
     main.add_argument("--emit", choices=("llama-server", "llama-cli", "llama-quantize", "ollama", "llama-cpp-python",
                                          "yaml", "json"), help="print (or -o write) a launch config or plan file")
@@ -415,7 +393,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     _verify_args(main)
     main.set_defaults(func=cmd_plan)
 
-    sub = argparse.ArgumentParser(prog="plan")
+    sub = arg.Parser(prog="plan")
     sp = sub.add_subparsers(dest="cmd", required=True)
     p = sp.add_parser("profile", parents=[common, tgt], help="this machine (or a target) as the planner sees it")
     p.set_defaults(func=cmd_profile)
@@ -427,16 +405,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p = sp.add_parser("recommend", parents=[common, tgt], help="what can I run? catalog models ranked for a box")
     p.add_argument("--use", choices=["chat", "code", "reasoning", "long-context", "vision"],
                    help="only models for this use")
-    p.add_argument("--min-ctx", type=int)
-    p.add_argument("--min-tps", type=float)
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--min-ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"))
+    p.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s", open_low=True))
+    p.add_argument("--top", type=arg.count(1, 100_000, " models"), default=10)
     p.set_defaults(func=cmd_recommend)
     p = sp.add_parser("verify", parents=[common], help="quantize a plan, load it here, measure, compare")
     p.add_argument("plan", help="a plan file: plan --model M --emit yaml -o plan.yaml")
     p.add_argument("--source", help="the model as an F16/BF16/F32 GGUF (others work, with a warning)")
     p.add_argument("--twin", action="store_true", help="no source: a shape twin (memory and speed, no quality)")
-    p.add_argument("-o", "--output", help="where the quantized GGUF goes (default ./<source>-plan.gguf)")
-    p.add_argument("--depth", type=int, default=0, help="time decode after this many tokens of context")
+    p.add_argument("-o", "--output", help="where the quantized GGUF goes (default ./<source>-plan.gguf; "
+                                          "never replaces a file without --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --output")
+    p.add_argument("--depth", type=arg.count(0, arg.MAX_TOKENS, " tokens"), default=0, help="time decode after this many tokens of context")
     _verify_args(p)
     p.set_defaults(func=cmd_verify)
     p = sp.add_parser("wizard", parents=[common], help="a terminal wizard: hardware, model, goal, plan, export, verify")
@@ -449,9 +429,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("--text", required=True, help="calibration text (plain UTF-8); not the text you evaluate on")
     p.add_argument("-o", "--output", required=True, help="the imatrix GGUF to write (atomic)")
     p.add_argument("--force", action="store_true", help="overwrite --output")
-    p.add_argument("--ctx", type=int, default=512, help="tokens per chunk (llama-imatrix -c, default 512)")
-    p.add_argument("--chunks", type=int, help="at most this many chunks (default: the whole text)")
-    p.add_argument("--ngl", type=int, default=0, help="layers on the GPU while collecting (default 0)")
+    p.add_argument("--ctx", type=arg.count(1, 1 << 20, " tokens"), default=512, help="tokens per chunk (llama-imatrix -c, default 512)")
+    p.add_argument("--chunks", type=arg.count(1, 1 << 30, " chunks"), help="at most this many chunks (default: the whole text)")
+    p.add_argument("--ngl", type=arg.count(0, 100_000, " layers"), default=0, help="layers on the GPU while collecting (default 0)")
     p.set_defaults(func=cmd_imatrix)
     p = sp.add_parser("show", parents=[common], help="a model's architecture and tensors")
     p.add_argument("model")

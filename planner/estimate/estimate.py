@@ -31,13 +31,13 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
                                       buffers_mib={k: round(v, 2) for k, v in bufs.items()}))
     host = MemoryParts(weights_bytes=b.weights.get(CPU, 0), kv_bytes=b.kv.get(CPU, 0) + b.rs.get(CPU, 0),
                        compute_bytes=b.compute.get(CPU, 0), overhead_bytes=b.overhead[CPU],
-                       output_bytes=b.output, repack_bytes=b.repack, mapped_bytes=b.mapped)
+                       output_bytes=b.output, repack_bytes=b.repack, amx_bytes=b.amx, mapped_bytes=b.mapped)
     cap = hw.ram.available_bytes or hw.ram.total_bytes
     if hw.unified:
         cap -= sum(d.memory.total_bytes for d in devices)
     mapped_name = "CPU_Mapped model" if opts.mmap else "CPU model"
-    mapped = host.mapped_bytes if opts.mmap else host.weights_bytes - host.repack_bytes
-    bufs = {mapped_name: mapped / MiB, "CPU_REPACK model": host.repack_bytes / MiB,
+    mapped = host.mapped_bytes if opts.mmap else host.weights_bytes - host.repack_bytes - host.amx_bytes
+    bufs = {mapped_name: mapped / MiB, "AMX model": host.amx_bytes / MiB, "CPU_REPACK model": host.repack_bytes / MiB,
             "CPU KV": b.kv.get(CPU, 0) / MiB, "CPU RS": b.rs.get(CPU, 0) / MiB,
             "CPU compute": host.compute_bytes / MiB, "CPU output": host.output_bytes / MiB}
     devices.append(DeviceEstimate(name=f"host RAM ({hw.cpu.model})", kind="cpu", capacity_bytes=cap, memory=host,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from planner.estimate.compute import compute_buffers, pipeline_buffers
 from planner.estimate.constants import backend
-from planner.estimate.ggml_types import row_bytes, tensor_bytes
+from planner.estimate.ggml_types import block_size, row_bytes, tensor_bytes
 from planner.estimate.graph import layer_nodes
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU, INPUT_TENSORS, layer_devices, tensor_device
@@ -43,10 +43,37 @@ def repack_types(flags: list[str], arch: str) -> set[str]:
     return out
 
 
+# The AMX buffer (ggml-cpu/amx/amx.cpp), first of the CPU's extra buffer types when llama.cpp is built for
+# a CPU with AMX-INT8 and AVX512-VNNI (a native build there, or the sapphirerapids variant of the
+# all-variants build): matrices multiplied by MUL_MAT (not experts' MUL_MAT_ID) of these types, whose rows (ne0) are a multiple
+# of the type's alignment and whose output width (ne1) a multiple of 2 TILE_N = 32 (supports_op). Their
+# bytes per block there (amx/mmq.cpp get_row_size): Q8_0 keeps an int32 compensation per block, Q4_K and
+# Q5_K 4 more bytes, IQ4_XS 2; F16 is stored as it is.
+AMX_ALIGN = {"Q4_0": 32, "Q4_1": 32, "Q8_0": 32, "Q4_K": 256, "Q5_K": 256, "Q6_K": 256, "IQ4_XS": 256, "F16": 16}
+AMX_EXTRA_PER_BLOCK = {"Q8_0": 4, "Q4_K": 4, "Q5_K": 4, "IQ4_XS": 2}
+
+
+def has_amx(flags: list[str]) -> bool:
+    """Whether llama.cpp's CPU backend has the AMX buffer type on this CPU."""
+    return {"amx_int8", "avx512_vnni"} <= set(flags)
+
+
+def amx_bytes(ty: str, shape: list[int]) -> int | None:
+    """A matrix's bytes in the AMX buffer, or None when the AMX buffer does not take it."""
+    align = AMX_ALIGN.get(ty)
+    if align is None or len(shape) < 2 or shape[0] % align or shape[1] % 32:
+        return None
+    if ty == "F16":
+        return tensor_bytes(ty, shape)  # stored as it is (ggml_nbytes)
+    # ggml_backend_amx_get_alloc_size: ne1 rows of the packed row size (a 3-D matrix's ne2 is not counted)
+    return shape[1] * (row_bytes(ty, shape[0]) + AMX_EXTRA_PER_BLOCK.get(ty, 0) * (shape[0] // block_size(ty)))
+
+
 @dataclass
 class Breakdown:
     weights: dict[int, int] = field(default_factory=dict)
     repack: int = 0
+    amx: int = 0  # bytes in the AMX buffer (as allocated there)
     mapped: int = 0
     kv: dict[int, int] = field(default_factory=dict)
     rs: dict[int, int] = field(default_factory=dict)  # recurrent state (llama.cpp's RS buffers)
@@ -132,6 +159,8 @@ class WeightUnit:
     loaded: bool = True  # False: an MTP block's tensors, in the file but not loaded (SKIPS_MTP)
     nbytes: int = 0
     repack: int = 0  # bytes of it the CPU backend repacks (CPU_REPACK) when on the host
+    amx: int = 0  # bytes the AMX buffer allocates for its matrices when on the host (amx_bytes)
+    amx_file: int = 0  # those matrices' bytes in the file (amx - amx_file: what AMX adds)
     lo: int = -1  # file span of the rest, the part used from the map (-1: none)
     hi: int = 0
     attn2d: int = 0  # 2-D attention / FFN weights: a GPU stages these for big batches
@@ -181,9 +210,11 @@ def _unit_layout(model: ModelSpec, per_tensor: bool) -> tuple[list[tuple], list[
     return out
 
 
-def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False) -> list[WeightUnit]:
-    """The model's weight units in file order, repack counted for types `rp`; memoised on the spec."""
-    key = ("units", rp, per_tensor)
+def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False,
+                 amx: bool = False) -> list[WeightUnit]:
+    """The model's weight units in file order, AMX (when `amx`) then repack for types `rp` counted as the CPU
+    backend takes them (extra buffer types in llama.cpp's order); memoised on the spec."""
+    key = ("units", rp, per_tensor, amx)
     hit = model.memo.get(key)
     if hit is not None and hit[0] is model.tensors:
         return hit[1]
@@ -195,8 +226,12 @@ def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False)
         nb = tensor_bytes(ty, t.shape)
         u = units[ui]
         u.nbytes += nb
+        amx_nb = amx_bytes(ty, t.shape) if amx and repackable and "_exps" not in t.name else None
         if u.loaded:
-            if repackable and ty in rp:
+            if amx_nb is not None:
+                u.amx += amx_nb
+                u.amx_file += nb
+            elif repackable and ty in rp:
                 u.repack += nb
             else:
                 u.lo = offset if u.lo < 0 else u.lo
@@ -239,6 +274,15 @@ def matmul_types(model: ModelSpec) -> dict[tuple[str, bool], int]:
     return out
 
 
+def _tied_output_amx(model: ModelSpec, out_dev: int, amx: bool) -> int:
+    """The AMX buffer's own copy of a tied token_embd used as the output matrix on the host (0: none)."""
+    if not (amx and model.tied_embeddings and out_dev == CPU):
+        return 0
+    t = next((t for t in model.tensors if t.name == "token_embd.weight"), None)
+    nb = amx_bytes(t.type or source_type(t), t.shape) if t is not None else None
+    return nb or 0
+
+
 def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> Breakdown:
     n_gpus = len(hw.gpus)
     free = [g.usable_bytes for g in hw.gpus]
@@ -246,8 +290,10 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
     pats = [re.compile(p) for p in opts.override_tensor]
     # with a GPU, its host buffer type comes before the repack types in llama.cpp's CPU
     # buffer list (llama-model.cpp make_cpu_buft_list), so nothing is repacked
-    rp = frozenset(repack_types(hw.cpu.flags, hw.cpu.arch)) if n_gpus == 0 else frozenset()
-    units = weight_units(model, rp, per_tensor=bool(pats))
+    extra = n_gpus == 0 and opts.repack
+    rp = frozenset(repack_types(hw.cpu.flags, hw.cpu.arch)) if extra else frozenset()
+    amx = extra and has_amx(hw.cpu.flags)
+    units = weight_units(model, rp, per_tensor=bool(pats), amx=amx)
     b = Breakdown(file_bytes=sum(u.nbytes for u in units))
     weights, reads_of = b.weights, b.read_per_token
     # weights per device, repacked copies, the mmap span, bytes read per token, and the host
@@ -265,6 +311,8 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
             by_name[u.name] = u
         if d == CPU:
             b.repack += u.repack
+            b.amx += u.amx
+            weights[d] += u.amx - u.amx_file
             if opts.mmap and u.lo >= 0:
                 span_lo = u.lo if span_lo is None else min(span_lo, u.lo)
                 span_hi = max(span_hi, u.hi)
@@ -279,7 +327,12 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
             by_type = b.read_types.setdefault(d, {})
             for ty, r in u.read_types.items():
                 by_type[ty] = by_type.get(ty, 0) + r
-    if model.tied_embeddings and (out_dev != CPU or model.architecture in OUTPUT_BEFORE_EMBD) \
+    tied_amx = _tied_output_amx(model, out_dev, amx)
+    if tied_amx:
+        # the output's MUL_MAT takes the AMX buffer and token_embd's GET_ROWS the plain one: two copies on the host
+        weights[CPU] = weights.get(CPU, 0) + tied_amx
+        b.amx += tied_amx
+    elif model.tied_embeddings and (out_dev != CPU or model.architecture in OUTPUT_BEFORE_EMBD) \
             and "token_embd.weight" in by_name:
         # the output layer's device gets its own copy of the tied matrix (output.weight duplicated); on the
         # host too where the model creates it before token_embd (the loader shares a duplicate only with an

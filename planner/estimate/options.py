@@ -26,6 +26,8 @@ class RuntimeOptions(BaseModel):
     swa_full: bool = Field(False, description="llama-server default; llama.h/llama-cpp-python default True")
     mmap: bool = True
     mlock: bool = False
+    repack: bool = Field(True, description="the CPU's extra buffer types (AMX, CPU_REPACK); False = llama.cpp's "
+                                           "--no-repack (use_extra_bufts off)")
     offload_kqv: bool = True
     threads: int | None = Field(None, description="-t: threads for the CPU's work (default: the physical cores)")
 

@@ -14,6 +14,7 @@ class MemoryParts(BaseModel):
     overhead_bytes: int = 0
     output_bytes: int = Field(0, description="llama.cpp's output (logits) buffer, host side")
     repack_bytes: int = Field(0, description="CPU_REPACK copies of weights (part of weights_bytes)")
+    amx_bytes: int = Field(0, description="the AMX buffer's copies of weights (part of weights_bytes)")
     mapped_bytes: int = Field(0, description="mmap'd file span counted in weights_bytes (page cache)")
 
     @property

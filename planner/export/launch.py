@@ -47,6 +47,8 @@ def llama_server(opt: PlanOption, model: ModelSpec, model_path: str, threads: in
         args += ["-ot", f"{pat}=CPU"]
     if threads:
         args += ["-t", str(threads)]
+    if not o.repack:
+        args += ["--no-repack"]
     args += ["--load-mode", "mlock" if o.mlock and not o.mmap else "mmap+mlock" if o.mlock else "mmap" if o.mmap else "none"]
     return shlex.join(args)
 

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from planner.errors import GGUFError
-from planner.estimate.ggml_types import type_name
+from planner.estimate.ggml_types import block_size, tensor_bytes, type_name
 
 MAGIC = b"GGUF"
 MAX_DIMS = 4                     # GGML_MAX_DIMS
 MAX_KV = 1 << 20                 # more metadata keys than any real model has by 1000x
 MAX_TENSORS = 1 << 20
 MAX_STRING = 64 << 20            # a chat template or merges string; 64 MiB is absurd already
+MAX_NAME = 64                    # GGML_MAX_NAME: gguf.cpp rejects a tensor name of 64 bytes or more
+DEFAULT_ALIGNMENT = 32           # GGUF_DEFAULT_ALIGNMENT
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
            10: "<Q", 11: "<q", 12: "<d"}
 STRING, ARRAY = 8, 9
@@ -40,12 +42,19 @@ class GGUFHeader:
     version: int
     metadata: dict[str, Any]
     tensors: list[TensorInfo]
-    alignment: int = 32
+    alignment: int = DEFAULT_ALIGNMENT
     header_bytes: int = 0                  # where tensor data starts
+    data_bytes: int = 0                    # the data section's size: the end of the last tensor
     array_lengths: dict[str, int] = field(default_factory=dict)  # long arrays kept as lengths
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
+
+    def tensors_in(self, file_bytes: int) -> set[str]:
+        """Names of the tensors whose data lies wholly within the first file_bytes of the file (all of
+        them for a whole file; none for a header-only download)."""
+        return {t.name for t in self.tensors
+                if self.header_bytes + t.offset + tensor_bytes(t.type, t.shape) <= file_bytes}
 
 
 class _Reader:
@@ -132,29 +141,67 @@ def read_gguf_header(f: BinaryIO, size: int | None = None, what: str = "GGUF") -
     n_kv = r.count("metadata count", MAX_KV, 13)
     meta: dict[str, Any] = {}
     arrays: dict[str, int] = {}
+    align = DEFAULT_ALIGNMENT
     for _ in range(n_kv):
         key = r.string()
-        meta[key] = r.value(r.unpack("<I"), key, arrays)
-    tensors = []
-    for _ in range(n_tensors):
-        name = r.string()
-        n_dims = r.unpack("<I")
-        if not 1 <= n_dims <= MAX_DIMS:
-            raise GGUFError(f"{what}: corrupt header: tensor {name} has {n_dims} dimensions")
-        shape = [r.unpack("<Q") for _ in range(n_dims)]
-        if any(d <= 0 or d > 1 << 40 for d in shape):
-            raise GGUFError(f"{what}: corrupt header: tensor {name} has shape {shape}")
-        t = r.unpack("<I")
-        try:
-            tname = type_name(t)
-        except KeyError:
-            raise GGUFError(f"{what}: tensor {name} has ggml type {t}, newer than this planner's table of ggml types "
-                            f"(planner/data/ggml_types.json); upgrade the planner") from None
-        tensors.append(TensorInfo(name=name, shape=shape, type=tname, offset=r.unpack("<Q")))
-    align = int(meta.get("general.alignment", 32) or 32)
+        vtype = r.unpack("<I")
+        meta[key] = r.value(vtype, key, arrays)
+        if key == "general.alignment":
+            align = _alignment(meta[key], vtype, what)
+    tensors = [_tensor_info(r, what) for _ in range(n_tensors)]
+    data_bytes = _check_offsets(tensors, align, what)
     start = (r.pos + align - 1) // align * align
     return GGUFHeader(version=version, metadata=meta, tensors=tensors, alignment=align,
-                      header_bytes=start, array_lengths=arrays)
+                      header_bytes=start, data_bytes=data_bytes, array_lengths=arrays)
+
+
+def _alignment(value: Any, vtype: int, what: str) -> int:
+    """general.alignment as gguf.cpp reads it: a uint32 that is a power of 2."""
+    if vtype != 4 or not isinstance(value, int) or value <= 0 or value & (value - 1):
+        raise GGUFError(f"{what}: corrupt header: general.alignment is {value!r} (llama.cpp needs a uint32 power "
+                        "of 2); the file is damaged or was not written by a GGUF writer")
+    return value
+
+
+def _tensor_info(r: _Reader, what: str) -> TensorInfo:
+    """One tensor info, with the checks gguf.cpp makes: name length, dimensions, shape, type, row blocks."""
+    name = r.string()
+    if len(name.encode()) >= MAX_NAME:
+        raise GGUFError(f"{what}: corrupt header: tensor name {name[:80]!r} is {len(name.encode())} bytes "
+                        f"(llama.cpp allows at most {MAX_NAME - 1})")
+    n_dims = r.unpack("<I")
+    if not 1 <= n_dims <= MAX_DIMS:
+        raise GGUFError(f"{what}: corrupt header: tensor {name} has {n_dims} dimensions")
+    shape = [r.unpack("<Q") for _ in range(n_dims)]
+    if any(d <= 0 or d > 1 << 40 for d in shape):
+        raise GGUFError(f"{what}: corrupt header: tensor {name} has shape {shape}")
+    t = r.unpack("<I")
+    try:
+        tname = type_name(t)
+    except KeyError:
+        raise GGUFError(f"{what}: tensor {name} has ggml type {t}, newer than this planner's table of ggml types "
+                        f"(planner/data/ggml_types.json); upgrade the planner") from None
+    if shape[0] % block_size(tname):
+        raise GGUFError(f"{what}: corrupt header: tensor {name} of type {tname} has rows of {shape[0]} elements, "
+                        f"not a multiple of its block of {block_size(tname)}")
+    return TensorInfo(name=name, shape=shape, type=tname, offset=r.unpack("<Q"))
+
+
+def _check_offsets(tensors: list[TensorInfo], align: int, what: str) -> int:
+    """Tensor data as gguf.cpp requires it: unique names, each tensor at the padded end of the one before.
+    Returns the data section's size (the last tensor's end)."""
+    seen: set[str] = set()
+    expected = end = 0
+    for t in tensors:
+        if t.name in seen:
+            raise GGUFError(f"{what}: corrupt header: tensor {t.name} appears twice")
+        seen.add(t.name)
+        if t.offset != expected:
+            raise GGUFError(f"{what}: corrupt header: tensor {t.name} has data offset {t.offset}, where llama.cpp "
+                            f"expects {expected} (each tensor at the {align}-byte padded end of the one before)")
+        end = t.offset + tensor_bytes(t.type, t.shape)
+        expected = end + (-end % align)
+    return end
 
 
 def read_gguf_file(path: str) -> GGUFHeader:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
+from pydantic import ValidationError
+
+from planner.errors import GGUFError
 from planner.model.gguf_header import GGUFHeader
 from planner.model.spec import LayerSpec, MLASpec, ModelSpec, MoESpec, RecurrentSpec, TensorSpec
 
@@ -16,6 +21,71 @@ LLAMA_FTYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 
                 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
                 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
                 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE"}
+
+
+# What a real model's hyperparameters can be: "{arch}.KEY" -> (least, most). A header beyond these is
+# corrupt or hostile, and is refused before any work is sized by it (a block_count of 10^7 took
+# minutes and gigabytes). Limits from llama.cpp where it has one (src/llama-hparams.h LLAMA_MAX_LAYERS
+# 512, LLAMA_MAX_EXPERTS 1024), else about 10x the largest published model's value.
+WIDTH = (0, 1 << 20)
+HPARAM_BOUNDS: dict[str, tuple[int, int]] = {
+    "block_count": (1, 512), "leading_dense_block_count": (0, 512), "nextn_predict_layers": (0, 512),
+    "attention.shared_kv_layers": (0, 512),
+    "expert_count": (0, 1024), "expert_used_count": (0, 1024), "expert_shared_count": (0, 1024),
+    "embedding_length": (1, 1 << 17), "feed_forward_length": WIDTH, "expert_feed_forward_length": WIDTH,
+    "expert_shared_feed_forward_length": WIDTH,
+    "attention.head_count": (0, 1 << 12), "attention.head_count_kv": (0, 1 << 12),
+    "attention.key_length": (0, 1 << 14), "attention.value_length": (0, 1 << 14),
+    "attention.key_length_swa": (0, 1 << 14), "attention.value_length_swa": (0, 1 << 14),
+    "attention.key_length_mla": (0, 1 << 14), "attention.value_length_mla": (0, 1 << 14),
+    "attention.kv_lora_rank": (0, 1 << 16), "attention.q_lora_rank": (0, 1 << 16), "rope.dimension_count": (0, 1 << 14),
+    "attention.sliding_window": (0, 1 << 26), "attention.sliding_window_pattern": (0, 1 << 10),
+    "context_length": (1, 1 << 26), "vocab_size": (0, 1 << 22),
+    "ssm.conv_kernel": (0, 1 << 10), "ssm.inner_size": WIDTH, "ssm.state_size": WIDTH, "ssm.group_count": (0, 1 << 12),
+    "ssm.time_step_rank": WIDTH, "wkv.head_size": (0, 1 << 14), "token_shift_count": (0, 16),
+    "shortconv.l_cache": (0, 1 << 10), "kda.head_dim": (0, 1 << 14),
+}
+MAX_VOCAB = 1 << 22
+_ARCH = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,63}")
+_BLOCK = re.compile(r"blk\.(\d+)\.")
+
+
+def check_header(h: GGUFHeader, what: str) -> str:
+    """The architecture name, after checking every hyperparameter the planner reads: the right kind
+    (an integer, or one per layer) and within HPARAM_BOUNDS, and every blk.N tensor inside block_count."""
+    arch = h.get("general.architecture", "llama")
+    if not isinstance(arch, str) or not _ARCH.fullmatch(arch):
+        raise GGUFError(f"{what}: general.architecture is {arch!r}, not an architecture name like 'llama'; the file "
+                        "is corrupt or not a llama.cpp model")
+    for key, (lo, hi) in HPARAM_BOUNDS.items():
+        v = h.get(f"{arch}.{key}")
+        if v is not None:
+            _check_value(f"{arch}.{key}", v, lo, hi, what)
+    n_layers = h.get(f"{arch}.block_count")
+    if n_layers is None:
+        raise GGUFError(f"{what}: no {arch}.block_count in the header: not a llama.cpp language model "
+                        "(a vision projector or a damaged file?)")
+    for t in h.tensors:
+        m = _BLOCK.match(t.name)
+        if t.name.startswith("blk.") and (m is None or int(m.group(1)) >= n_layers):
+            raise GGUFError(f"{what}: tensor {t.name} names no block 0..{n_layers - 1} ({arch}.block_count "
+                            f"{n_layers}); the file is corrupt")
+    return arch
+
+
+def _check_value(key: str, v: Any, lo: int, hi: int, what: str) -> None:
+    items = v if isinstance(v, list) else [v]
+    ok = len(items) <= 1024 and all(_int_like(x) and lo <= x <= hi for x in items)
+    if not ok:
+        shown = v if not isinstance(v, list) else f"a list of {len(v)} ({v[:4]}...)"
+        raise GGUFError(f"{what}: {key} is {shown!r}, where a model has an integer from {lo} to {hi}"
+                        + (" (or one per layer)" if isinstance(v, list) else "")
+                        + "; the file is corrupt or hostile")
+
+
+def _int_like(x: Any) -> bool:
+    """A count from a header: an int (bool counts as 0/1, as gguf's readers do), or a whole finite float."""
+    return isinstance(x, int) or (isinstance(x, float) and math.isfinite(x) and x.is_integer())
 
 
 def _per_layer(v: Any, n: int, default: int) -> list[int]:
@@ -60,7 +130,21 @@ def recurrent_state(h: GGUFHeader, arch: str, n_embd: int, n_head: int = 0) -> R
 
 
 def spec_from_gguf(h: GGUFHeader, name: str, source: str) -> ModelSpec:
-    arch = h.get("general.architecture", "llama")
+    """The checked header as a ModelSpec; any header the rules below cannot read is one GGUFError."""
+    arch = check_header(h, name)
+    try:
+        spec = _spec(h, arch, name, source)
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, ValidationError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GGUFError(f"{name}: its header does not describe a {arch} model the planner can read ({first}); "
+                        "the file is corrupt, or the architecture's keys differ from llama.cpp's") from exc
+    if spec.n_vocab > MAX_VOCAB:
+        raise GGUFError(f"{name}: a vocabulary of {spec.n_vocab} tokens (at most {MAX_VOCAB} makes sense); "
+                        "the file is corrupt or hostile")
+    return spec
+
+
+def _spec(h: GGUFHeader, arch: str, name: str, source: str) -> ModelSpec:
     k = lambda key, default=None: h.get(f"{arch}.{key}", default)  # noqa: E731
     n_layers = int(k("block_count", 0))
     n_embd = int(k("embedding_length", 0))

@@ -7,43 +7,49 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 GiB = 1024**3
+MAX_BYTES = 1 << 56  # 64 PiB: no box has more memory of any kind; beyond it a figure is a typo or hostile
 
 
-class CPU(BaseModel):
+class _Checked(BaseModel):
+    """A contract that refuses NaN and infinities wherever a float stands."""
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class CPU(_Checked):
     model: str = "unknown CPU"
-    cores: int = Field(1, description="physical cores")
-    threads: int = Field(1, description="logical cores")
+    cores: int = Field(1, ge=1, le=1 << 14, description="physical cores")
+    threads: int = Field(1, ge=1, le=1 << 15, description="logical cores")
     arch: str = "x86_64"
     flags: list[str] = Field(default_factory=list, description="ISA features llama.cpp uses")
 
 
-class RAM(BaseModel):
-    total_bytes: int
-    available_bytes: int | None = None
-    reserve_bytes: int = Field(0, description="kept for the OS and other programs on a named target "
+class RAM(_Checked):
+    total_bytes: int = Field(..., gt=0, le=MAX_BYTES)
+    available_bytes: int | None = Field(None, ge=0, le=MAX_BYTES)
+    reserve_bytes: int = Field(0, ge=0, le=MAX_BYTES, description="kept for the OS and other programs on a named target "
                                               "(available = total - reserve); 0 when detected or given by --ram")
-    bandwidth_gbps: float = Field(..., description="sustained memory bandwidth, GB/s")
+    bandwidth_gbps: float = Field(..., gt=0, le=1e6, description="sustained memory bandwidth, GB/s")
     bandwidth_source: str = "spec"
 
 
-class GPU(BaseModel):
-    index: int = 0
+class GPU(_Checked):
+    index: int = Field(0, ge=0)
     vendor: Literal["nvidia", "amd", "apple", "intel", "other"] = "nvidia"
     name: str
-    vram_total_bytes: int
-    vram_free_bytes: int | None = None
-    bandwidth_gbps: float = Field(..., description="memory bandwidth, GB/s")
-    fp16_tflops: float | None = Field(None, description="dense fp16 tensor throughput")
+    vram_total_bytes: int = Field(..., gt=0, le=MAX_BYTES)
+    vram_free_bytes: int | None = Field(None, ge=0, le=MAX_BYTES)
+    bandwidth_gbps: float = Field(..., gt=0, le=1e6, description="memory bandwidth, GB/s")
+    fp16_tflops: float | None = Field(None, gt=0, le=1e6, description="dense fp16 tensor throughput")
     compute_capability: str | None = None
     pcie_gen: int | None = None
     pcie_width: int | None = None
     unified_memory: bool = False
     backend: Literal["cuda", "rocm", "metal", "vulkan", "sycl"] = "cuda"
     overhead_bytes: int | None = Field(
-        None, description="measured runtime overhead (context, libraries); None = backend default"
+        None, ge=0, le=MAX_BYTES, description="measured runtime overhead (context, libraries); None = backend default"
     )
 
     @property

@@ -304,14 +304,14 @@ class PlannerApp(App):
                 p.value = ext.get(kind, f"{kind}.sh")
 
     def action_save(self) -> None:
-        from planner.cli.main import _write
+        from planner.fileio import write_text
         text = self._export_text()
         path = self.query_one("#path", Input).value.strip()
         if text is None or not path:
             self.notify("nothing to save: pick a model and a file name", severity="warning")
             return
         try:
-            _write(path, text, self.query_one("#force", Checkbox).value)
+            write_text(path, text, self.query_one("#force", Checkbox).value)
         except PlannerError as exc:
             self._error(exc)
             return

@@ -15,6 +15,7 @@ import statistics
 import time
 
 from planner.estimate.throughput import speed_model
+from planner.fileio import write_cache
 from planner.profile.hardware import Calibration, HardwareProfile
 
 KEEP = 20  # runs kept per machine
@@ -69,10 +70,7 @@ def record(hw: HardwareProfile, run: dict) -> int:
     fp = fingerprint(hw)
     runs = d.get(fp, []) + [dict(run, time=time.time(), speed_model=speed_model())]
     d[fp] = runs[-KEEP:]
-    tmp = _path() + ".part"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(d, f, indent=1)
-    os.replace(tmp, _path())
+    write_cache(_path(), json.dumps(d, indent=1))
     return len(d[fp])
 
 

@@ -179,12 +179,19 @@ class Collector:
 
 def write_imatrix(path: str, sums: dict[str, np.ndarray], counts: dict[str, np.ndarray], *,
                   dataset: str, chunk_count: int, chunk_size: int,
-                  qerr: dict[str, dict[str, np.ndarray]] | None = None) -> None:
+                  qerr: dict[str, dict[str, np.ndarray]] | None = None, force: bool = True) -> None:
     """llama-imatrix's GGUF: general.type 'imatrix', imatrix.{datasets,chunk_count,chunk_size};
     per matrix <name>.in_sum2 (F32, ne0 x n_mat) and <name>.counts (F32, 1 x n_mat), plus our
     <name>.in_qerr2_<format> (F32, ne0 x n_mat) when measured. Atomic."""
+    from planner.fileio import atomic_output
+    with atomic_output(path, force) as tmp:
+        _write_imatrix_gguf(tmp, sums, counts, dataset=dataset, chunk_count=chunk_count, chunk_size=chunk_size,
+                            qerr=qerr)
+
+
+def _write_imatrix_gguf(tmp: str, sums: dict[str, np.ndarray], counts: dict[str, np.ndarray], *, dataset: str,
+                        chunk_count: int, chunk_size: int, qerr: dict[str, dict[str, np.ndarray]] | None) -> None:
     from gguf import GGUFWriter
-    tmp = path + ".part"
     w = GGUFWriter(tmp, "imatrix")  # the writer wants an architecture; llama.cpp's loader ignores it
     w.add_string("general.type", "imatrix")
     w.add_array("imatrix.datasets", [dataset])
@@ -199,7 +206,6 @@ def write_imatrix(path: str, sums: dict[str, np.ndarray], counts: dict[str, np.n
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    os.replace(tmp, path)
 
 
 def collect(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -227,19 +233,19 @@ def collect(cfg: dict[str, Any]) -> dict[str, Any]:
     if not col.sums:
         raise RuntimeError("no matrix multiplication of blk.* weights was seen; nothing to write")
     write_imatrix(cfg["out"], col.sums, col.counts, dataset=os.path.basename(cfg["text"]),
-                  chunk_count=n_chunks, chunk_size=n_ctx, qerr=col.qerr)
+                  chunk_count=n_chunks, chunk_size=n_ctx, qerr=col.qerr, force=bool(cfg.get("force")))
     return {"ok": True, "cfg": cfg, "n_chunks": n_chunks, "n_tokens": n_chunks * n_ctx, "n_entries": len(col.sums)}
 
 
 def make_imatrix(model: str, text: str, out: str, *, n_ctx: int = 512, n_chunks: int | None = None, ngl: int = 0,
-                 threads: int | None = None, timeout_s: float = 3600) -> dict[str, Any]:
+                 threads: int | None = None, timeout_s: float = 3600, force: bool = False) -> dict[str, Any]:
     """Collect an importance matrix of `model` over the text file `text` into `out` (a child process)."""
     from planner.verify.probe import run_probe
     for p, what in ((model, "model"), (text, "text")):
         if not os.path.isfile(p):
             raise PlannerError(f"{what} file {p} does not exist")
     r = run_probe(dict(mode="imatrix", model=model, text=text, out=os.path.abspath(out), n_ctx=n_ctx,
-                       n_chunks=n_chunks, ngl=ngl, threads=threads), timeout_s=timeout_s)
+                       n_chunks=n_chunks, ngl=ngl, threads=threads, force=force), timeout_s=timeout_s)
     if not r.get("ok"):
         raise PlannerError(f"collecting the importance matrix failed: {r.get('error')}")
     return r

@@ -73,6 +73,8 @@ def dry_run(cfg: dict[str, Any]) -> dict[str, Any]:
     llama_cpp.llama_backend_init()
     mp = llama_cpp.llama_model_default_params()
     mp.no_alloc, mp.load_mode, mp.n_gpu_layers = True, 0, int(cfg.get("ngl", 0))
+    if cfg.get("repack") is False:
+        mp.use_extra_bufts = False
     if cfg.get("tensor_split"):
         import ctypes
         n = max(len(cfg["tensor_split"]), int(llama_cpp.llama_max_devices()))  # llama.cpp reads that many
@@ -107,43 +109,59 @@ def _speed(llm, cfg: dict[str, Any]) -> dict[str, Any]:
     pp, tg, depth = int(cfg.get("pp", 512)), int(cfg.get("tg", 128)), int(cfg.get("depth", 0))
     reps = max(1, int(cfg.get("reps", 1)))
     rand = lambda n: [rng.randrange(3, n_vocab) for _ in range(n)]  # noqa: E731
+    from planner.verify.load import Window, load_figures, since, snapshot
     pp_t, tg_t = [], []
+    timed = Window(0.0, 0.0, 0.0)  # the timed runs' CPU: this process's and the other programs'
     for r in range(reps + 1):  # run 0 is the warm-up
         llm.reset()
         llm._ctx.kv_cache_clear()
-        t = time.perf_counter()
+        s = snapshot()
         llm.eval(rand(pp))
         if r:
-            pp_t.append(time.perf_counter() - t)
+            w = since(s)
+            pp_t.append(w.wall_s)
+            timed += w
     for r in range(reps + 1):
         llm.reset()
         llm._ctx.kv_cache_clear()
         if depth:
             llm.eval(rand(depth))
         n = tg if r else min(tg, 4)
-        t = time.perf_counter()
+        s = snapshot()
         for tok in rand(n):
             llm.eval([tok])
         if r:
-            tg_t.append(time.perf_counter() - t)
+            w = since(s)
+            tg_t.append(w.wall_s)
+            timed += w
+    threads = int(cfg.get("threads") or os.cpu_count() or 1)
     return {"pp_tps": pp / (sum(pp_t) / len(pp_t)), "tg_tps": tg / (sum(tg_t) / len(tg_t)),
-            "pp": pp, "tg": tg, "depth": depth, "reps": reps}
+            "pp": pp, "tg": tg, "depth": depth, "reps": reps, "load": load_figures(timed, threads)}
 
 
-def set_context_defaults(**fields: Any) -> None:
-    """Context fields Llama() has no parameter for (n_seq_max, kv_unified, cb_eval): set them where
-    Llama.__init__ takes its context params from, llama_cpp.llama_cpp.llama_context_default_params
-    (in the child process only)."""
+def _patch_defaults(getter: str, fields: dict[str, Any]) -> None:
+    """Set fields Llama() has no parameter for where Llama.__init__ takes its params from,
+    llama_cpp.llama_cpp.<getter> (in the child process only)."""
     import llama_cpp
     lcc = llama_cpp.llama_cpp
-    default = lcc.llama_context_default_params
+    default = getattr(lcc, getter)
 
     def patched():
         p = default()
         for k, v in fields.items():
             setattr(p, k, v)
         return p
-    lcc.llama_context_default_params = patched
+    setattr(lcc, getter, patched)
+
+
+def set_model_defaults(**fields: Any) -> None:
+    """Model params: use_extra_bufts (--no-repack)."""
+    _patch_defaults("llama_model_default_params", fields)
+
+
+def set_context_defaults(**fields: Any) -> None:
+    """Context params: n_seq_max, kv_unified, cb_eval."""
+    _patch_defaults("llama_context_default_params", fields)
 
 
 def eval_chunks(llm, text: str, n_ctx: int, max_chunks: int | None = None):
@@ -198,9 +216,9 @@ def logits(cfg: dict[str, Any]) -> dict[str, Any]:
     if base is not None:
         res.update(kld=kld / n, top1=top1 / n)
     if cfg.get("out"):
-        tmp = cfg["out"] + ".part.npy"
-        np.save(tmp, np.concatenate(outs))
-        os.replace(tmp, cfg["out"])
+        from planner.fileio import atomic_output
+        with atomic_output(cfg["out"], force=True, suffix=".npy") as tmp:
+            np.save(tmp, np.concatenate(outs))
     return res
 
 
@@ -277,6 +295,8 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
         kwargs["tensor_split"] = cfg["tensor_split"]
     if cfg.get("kwargs"):
         kwargs.update(cfg["kwargs"])
+    if cfg.get("repack") is False:  # --no-repack: Llama() has no parameter for it
+        set_model_defaults(use_extra_bufts=False)
     if cfg.get("n_seq", 1) != 1 or cfg.get("kv_unified"):  # llama.cpp's defaults: 1 sequence, split KV
         set_context_defaults(n_seq_max=int(cfg.get("n_seq", 1)), kv_unified=bool(cfg.get("kv_unified", False)))
     gpu0, rss0 = _gpu_used(), _rss()
@@ -319,8 +339,13 @@ def run_probe(cfg: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
             if g:  # the prompt and the one-token graphs' node counts (llama_context's reserve log)
                 res["graph_nodes"] = [int(g.group(1)), int(g.group(2) or g.group(1))]
             return res
-    tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-    return {"cfg": cfg, "ok": False, "returncode": p.returncode, "error": " | ".join(tail) or "no output"}
+    tail = " | ".join((p.stderr or p.stdout).strip().splitlines()[-3:]) or "no output"
+    if p.returncode < 0:  # a signal: that is the reason; the log's last lines are only what came before
+        from planner.verify.child import exit_text
+        return {"cfg": cfg, "ok": False, "returncode": p.returncode, "signal": -p.returncode,
+                "error": f"the llama.cpp child process was {exit_text(p.returncode)}; its log ended: {tail[-300:]}",
+                "log_tail": tail}
+    return {"cfg": cfg, "ok": False, "returncode": p.returncode, "error": tail}
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from pydantic import BaseModel
 from planner.errors import PlannerError
 from planner.estimate.ggml_types import tensor_bytes
 from planner.estimate.quant_mix import FTYPE_DEFAULT, allows_quantization
+from planner.fileio import atomic_output
 from planner.model.spec import ModelSpec
+from planner.verify.child import exit_text
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
 Progress = Callable[[int, int, str], None]
@@ -106,8 +108,9 @@ def _child(cfg: dict[str, Any]) -> int:
 
 def quantize(src: str, dst: str, model: ModelSpec, types: dict[str, str], *, imatrix: str | None = None,
              nthread: int | None = None, progress: Progress | None = None, timeout_s: float = 7200,
-             _ftype: str | None = None) -> QuantizeResult:
-    """Quantize `src` (a GGUF with every tensor of `model`) to `dst` with the plan's types."""
+             _ftype: str | None = None, force: bool = False) -> QuantizeResult:
+    """Quantize `src` (a GGUF with every tensor of `model`) to `dst` with the plan's types; an existing
+    `dst` is replaced only with force."""
     from planner.model.resolve import load_gguf
     if not os.path.isfile(src):
         raise PlannerError(f"source model {src} not found")
@@ -128,30 +131,8 @@ def quantize(src: str, dst: str, model: ModelSpec, types: dict[str, str], *, ima
     if free < need:
         raise PlannerError(f"not enough disk space in {d}: the quantized model needs {need / 2**30:.2f} GiB, "
                            f"{free / 2**30:.2f} GiB free; pass another output path")
-    tmp = dst + ".part"
-    cfg = dict(quantize_args(srcm, {**{t.name: t.type for t in srcm.tensors}, **types}),
-               src=src, dst=tmp, nthread=nthread, imatrix=imatrix)
-    if _ftype:  # a float ftype: no patterns (they only apply to quantized defaults)
-        cfg.update(ftype=_ftype, patterns=[], token_embd=None, output=None)
-    tail: list[str] = []
-    env = dict(os.environ, PYTHONUNBUFFERED="1", GGML_NO_BACKTRACE="1")
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "planner.verify.quantize", json.dumps(cfg)],
-                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            m = re.match(r"\[\s*(\d+)/\s*(\d+)\]\s+(\S+)", line)
-            if m and progress:
-                progress(int(m.group(1)), int(m.group(2)), m.group(3))
-            tail = (tail + [line.rstrip()])[-8:]
-        rc = proc.wait(timeout=timeout_s)
-        if rc != 0 or not os.path.exists(tmp):
-            raise PlannerError(f"llama.cpp's quantizer failed (exit {rc}): " +
-                               " | ".join(x for x in tail if x.strip())[-400:])
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(dst, force) as tmp:
+        _run_quantizer(src, tmp, srcm, types, nthread, imatrix, _ftype, progress, timeout_s)
     got = {t.name: t.type for t in load_gguf(dst).tensors}
     wrong = [f"{n}: planned {ty}, got {got.get(n)}" for n, ty in types.items() if n in got and got[n] != ty]
     if wrong:
@@ -160,12 +141,35 @@ def quantize(src: str, dst: str, model: ModelSpec, types: dict[str, str], *, ima
                           warnings=warnings)
 
 
-def to_float(src: str, dst: str, type_name: str = "F16", *, progress: Progress | None = None) -> QuantizeResult:
+def _run_quantizer(src, tmp, srcm, types, nthread, imatrix, _ftype, progress, timeout_s) -> None:
+    """ggml's quantizer in a child process (a crash there is not ours), writing `tmp`."""
+    cfg = dict(quantize_args(srcm, {**{t.name: t.type for t in srcm.tensors}, **types}),
+               src=src, dst=tmp, nthread=nthread, imatrix=imatrix)
+    if _ftype:  # a float ftype: no patterns (they only apply to quantized defaults)
+        cfg.update(ftype=_ftype, patterns=[], token_embd=None, output=None)
+    tail: list[str] = []
+    env = dict(os.environ, PYTHONUNBUFFERED="1", GGML_NO_BACKTRACE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "planner.verify.quantize", json.dumps(cfg)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = re.match(r"\[\s*(\d+)/\s*(\d+)\]\s+(\S+)", line)
+        if m and progress:
+            progress(int(m.group(1)), int(m.group(2)), m.group(3))
+        tail = (tail + [line.rstrip()])[-8:]
+    rc = proc.wait(timeout=timeout_s)
+    if rc != 0 or not os.path.getsize(tmp):
+        raise PlannerError(f"llama.cpp's quantizer failed ({exit_text(rc)}): " +
+                           " | ".join(x for x in tail if x.strip())[-400:])
+
+
+def to_float(src: str, dst: str, type_name: str = "F16", *, progress: Progress | None = None,
+             force: bool = False) -> QuantizeResult:
     """Dequantize a GGUF to F16/BF16/F32 (a base for quality comparisons; 1-D tensors stay F32)."""
     from planner.model.resolve import load_gguf
     m = load_gguf(src)
     types = {t.name: (type_name if allows_quantization(t) else t.type) for t in m.tensors}
-    return quantize(src, dst, m, types, progress=progress, _ftype=type_name)
+    return quantize(src, dst, m, types, progress=progress, _ftype=type_name, force=force)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def _ngl(o: RuntimeOptions) -> int:
 
 def probe_config(path: str, o: RuntimeOptions, *, pp: int, tg: int, reps: int, depth: int) -> dict[str, Any]:
     cfg: dict[str, Any] = dict(model=path, ngl=_ngl(o), ctx=o.n_ctx, n_seq=o.n_seq, kv_unified=o.kv_unified,
-                               n_batch=o.n_batch, n_ubatch=o.n_ubatch, fa=o.flash_attn, mmap=o.mmap,
+                               n_batch=o.n_batch, n_ubatch=o.n_ubatch, fa=o.flash_attn, mmap=o.mmap, repack=o.repack,
                                ctk=_kv_int(o.cache_type_k), ctv=_kv_int(o.cache_type_v), swa_full=o.swa_full,
                                threads=o.threads, speed=bool(pp or tg), pp=pp, tg=tg, reps=reps, depth=depth)
     if o.tensor_split:
@@ -197,6 +197,8 @@ def _err(pred: float | None, meas: float | None) -> float | None:
 
 def _failure_text(e: Estimate, r: dict[str, Any]) -> str:
     err = r.get("error") or "llama.cpp failed"
+    if r.get("signal"):  # the reason is the signal, not the last lines the log had printed before it
+        return err
     over = [d for d in e.devices if d.memory.total_bytes > d.capacity_bytes]
     if over or re.search(r"alloc|out of memory|memory", err, re.I):
         d = max(e.devices, key=lambda x: x.memory.total_bytes / max(x.capacity_bytes, 1))
@@ -209,13 +211,20 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
            source: str | None = None, twin: bool = False, out: str | None = None, margin: float = 0.05,
            imatrix: str | None = None, pp: int = 512, tg: int = 128, reps: int = 2, depth: int = 0,
            quality: bool = True, keep: bool = False, record: bool = True, step: Step | None = None,
-           replan: Callable[[HardwareProfile], str] | None = None) -> VerifyReport:
-    """Verify a plan (types + options) for `model` on `hw` (this machine, uncalibrated)."""
+           replan: Callable[[HardwareProfile], str] | None = None, force: bool = False) -> VerifyReport:
+    """Verify a plan (types + options) for `model` on `hw` (this machine, uncalibrated). An existing
+    file at `out` is replaced only with force (refused before any work)."""
+    from planner.fileio import destination
     from planner.verify.quantize import quantize
     from planner.verify.twin import twin_bytes, write_twin
     if not twin and not source:
         raise PlannerError("verify needs --source MODEL.gguf (an F16/BF16/F32 GGUF of the model), "
                            "or --twin to check memory and speed with a shape twin")
+    if not out and not twin:
+        out = os.path.splitext(os.path.basename(source))[0] + "-plan.gguf"
+    if out:
+        destination(out, force)
+    made_out = False
     typed = model.with_types({**{t.name: t.type for t in model.tensors if t.type}, **types})
     # raw estimate: what calibration ratios are taken against; shown: the calibrated one, as plans see it
     e_raw = estimate(typed, hw.model_copy(update={"calibration": None}), opts, margin=margin, depth=depth)
@@ -245,13 +254,12 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
                 out = os.path.join(workdir, "twin.gguf")
             rep.notes.append(f"twin: {need / 2**30:.2f} GiB written to {out}"
                              + ("" if keep else ", removed afterwards"))
-            write_twin(typed, out, fill="random",
+            write_twin(typed, out, fill="random", force=force,
                        progress=(lambda i, n, name: step("twin", i, n, name)) if step else None)
+            made_out = True
             quality = False
         else:
-            if not out:
-                out = os.path.splitext(os.path.basename(source))[0] + "-plan.gguf"
-            q = quantize(source, out, typed, types, imatrix=imatrix,
+            q = quantize(source, out, typed, types, imatrix=imatrix, force=force,
                          progress=(lambda i, n, name: step("quantize", i, n, name)) if step else None)
             rep.notes += q.warnings
         rep.file, rep.file_bytes = out, os.path.getsize(out)
@@ -284,8 +292,8 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
             rep.calibration_runs = calibration.record(hw, _calibration_run(e_raw, meas, typed.name))
         return rep
     finally:
-        if twin and not keep and out and os.path.exists(out):
-            os.remove(out)
+        if twin and not keep and made_out and os.path.exists(out):
+            os.remove(out)  # the twin this run wrote, never a file that was there before
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -50,13 +50,45 @@ def _rows(arr: np.ndarray, ggml_type: str, n_per_row: int, idx: np.ndarray) -> n
     return dequantize(sub, GGMLQuantizationType[ggml_type]).astype(np.float32).reshape(len(idx), n_per_row)
 
 
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def tensor_data(path: str) -> dict[str, np.ndarray]:
+    """Each tensor whose data the file holds, memory-mapped as rows (nrows, row elements or row bytes);
+    a header-only or truncated download holds fewer tensors than its header lists, or none."""
+    from planner.estimate.ggml_types import row_bytes
+    from planner.model.gguf_header import read_gguf_file
+    h = read_gguf_file(path)
+    size = os.path.getsize(path)
+    present = h.tensors_in(size)
+    if not present:
+        return {}
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    out = {}
+    for t in h.tensors:
+        if t.name not in present:
+            continue
+        nrows = int(np.prod(t.shape[1:]))
+        nb = row_bytes(t.type, t.shape[0])
+        start = h.header_bytes + t.offset
+        raw = mm[start:start + nb * nrows].reshape(nrows, nb)
+        out[t.name] = raw.view(_DTYPES[t.type]) if t.type in _DTYPES else raw
+    return out
+
+
+def data_coverage(path: str) -> tuple[int, int]:
+    """(tensors whose data the file holds, tensors its header lists): a partial download holds fewer."""
+    from planner.model.gguf_header import read_gguf_file
+    h = read_gguf_file(path)
+    return len(h.tensors_in(os.path.getsize(path))), len(h.tensors)
+
+
 def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, importance: str | None = None,
                    quantize_with_importance: bool = True, cache: bool = True,
                    progress: Callable[[int, int, str], None] | None = None) -> ErrorTable:
     """{tensor name: {type: relative squared error}} for every quantizable tensor of `path`;
     activation-weighted by the GGUF imatrix `importance` when given (and quantized with it unless
     quantize_with_importance is False)."""
-    from gguf import GGUFReader
     if importance:
         imatrix = imatrix or quantize_with_importance
     cpath = None
@@ -75,12 +107,8 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
         from planner.verify.imatrix import load_act_errors, load_imatrix
         imx = load_imatrix(importance)
         act = load_act_errors(importance)
-    try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
-        raise PlannerError(f"cannot read the weights of {path}: {exc}") from None
-    by_name = {t.name: t for t in reader.tensors}
-    todo = [t for t in model.tensors if allows_quantization(t) and t.name in by_name]
+    weights = tensor_data(path)
+    todo = [t for t in model.tensors if allows_quantization(t) and t.name in weights]
     if imx is not None:
         width = {t.name: t.shape[0] for t in todo}
         wrong = [n for n, v in imx.items() if n in width and v.shape[-1] != width[n]]
@@ -91,12 +119,11 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
     rng = np.random.default_rng(0)
     out: ErrorTable = {}
     for i, t in enumerate(todo):
-        rt = by_name[t.name]
         n_per_row = t.shape[0]
         nrows = int(np.prod(t.shape[1:]))
         k = max(1, min(nrows, SAMPLE_ELEMENTS // n_per_row))
         idx = np.sort(rng.choice(nrows, size=k, replace=False))
-        data = rt.data.reshape(nrows, -1)
+        data = weights[t.name]
         x = _rows(data, t.type or "F16", n_per_row, idx)
         groups = _importance_groups(imx.get(t.name) if imx else None, idx, t.shape, n_per_row)
         errs = {}
@@ -114,10 +141,8 @@ def measure_errors(path: str, model: ModelSpec, *, imatrix: bool = False, import
         if progress:
             progress(i + 1, len(todo), t.name)
     if cpath:
-        tmp = cpath + ".part"
-        with open(tmp, "w") as f:
-            json.dump(out, f)
-        os.replace(tmp, cpath)
+        from planner.fileio import write_cache
+        write_cache(cpath, json.dumps(out))
     return out
 
 

@@ -122,13 +122,20 @@ def twin_bytes(model: ModelSpec, default_type: str = "F16") -> int:
 
 
 def write_twin(model: ModelSpec, path: str | os.PathLike, *, n_ctx_train: int | None = None,
-               default_type: str = "F16", fill: str = "zeros", progress=None) -> int:
+               default_type: str = "F16", fill: str = "zeros", progress=None, force: bool = True) -> int:
     """Write the twin; returns the file size in bytes. Types: each tensor's own, else source_type.
-    fill='random' writes ggml-quantized random rows (real bytes on disk), 'zeros' a sparse file."""
+    fill='random' writes ggml-quantized random rows (real bytes on disk), 'zeros' a sparse file.
+    An existing file at `path` is replaced only with force (planner.fileio's rules)."""
+    from planner.fileio import atomic_output
+    with atomic_output(str(path), force) as tmp:
+        _write_twin(model, Path(tmp), n_ctx_train, default_type, fill, progress)
+    return Path(path).stat().st_size
+
+
+def _write_twin(model: ModelSpec, tmp: Path, n_ctx_train: int | None, default_type: str, fill: str,
+                progress) -> None:
     if fill not in ("zeros", "random"):
         raise ValueError(f"fill is zeros or random, not {fill}")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
     w = GGUFWriter(str(tmp), model.architecture)
     _metadata(w, model, n_ctx_train)
     sizes = []
@@ -144,38 +151,32 @@ def write_twin(model: ModelSpec, path: str | os.PathLike, *, n_ctx_train: int | 
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     w.close()
-    try:
-        with open(tmp, "r+b") as f:
-            f.seek(0, os.SEEK_END)
-            pos = f.tell()
-            pos = (pos + ALIGN - 1) // ALIGN * ALIGN
-            if fill == "zeros":
-                for nb in sizes:
-                    pos += (nb + ALIGN - 1) // ALIGN * ALIGN
-                f.truncate(pos)  # sparse zeros: valid blocks for every type
-            else:
-                f.truncate(pos)
-                f.seek(pos)
-                rng = np.random.default_rng(0)
-                patterns: dict[tuple[str, int], bytes] = {}
-                for i, (t, nb) in enumerate(zip(model.tensors, sizes, strict=True)):
-                    ty = t.type or source_type(t, default_type)
-                    key = (ty, t.shape[0])
-                    if key not in patterns:
-                        patterns[key] = _row_pattern(ty, t.shape[0], rng)
-                    pat = patterns[key]
-                    chunk = pat * max(1, min(nb // len(pat), (64 << 20) // len(pat)))  # <= 64 MiB writes
-                    left = nb
-                    while left >= len(chunk):
-                        f.write(chunk)
-                        left -= len(chunk)
-                    if left:
-                        f.write(chunk[:left])
-                    f.write(b"\0" * ((nb + ALIGN - 1) // ALIGN * ALIGN - nb))
-                    if progress:
-                        progress(i + 1, len(model.tensors), t.name)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path.stat().st_size
+    with open(tmp, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        pos = f.tell()
+        pos = (pos + ALIGN - 1) // ALIGN * ALIGN
+        if fill == "zeros":
+            for nb in sizes:
+                pos += (nb + ALIGN - 1) // ALIGN * ALIGN
+            f.truncate(pos)  # sparse zeros: valid blocks for every type
+        else:
+            f.truncate(pos)
+            f.seek(pos)
+            rng = np.random.default_rng(0)
+            patterns: dict[tuple[str, int], bytes] = {}
+            for i, (t, nb) in enumerate(zip(model.tensors, sizes, strict=True)):
+                ty = t.type or source_type(t, default_type)
+                key = (ty, t.shape[0])
+                if key not in patterns:
+                    patterns[key] = _row_pattern(ty, t.shape[0], rng)
+                pat = patterns[key]
+                chunk = pat * max(1, min(nb // len(pat), (64 << 20) // len(pat)))  # <= 64 MiB writes
+                left = nb
+                while left >= len(chunk):
+                    f.write(chunk)
+                    left -= len(chunk)
+                if left:
+                    f.write(chunk[:left])
+                f.write(b"\0" * ((nb + ALIGN - 1) // ALIGN * ALIGN - nb))
+                if progress:
+                    progress(i + 1, len(model.tensors), t.name)

@@ -79,8 +79,8 @@ def test_models_and_targets_list(capsys):
     (["--model", "llama3.1-8b", "--target", "laptop-16gb", "--tensor-split", "1,1"], "has no GPU"),
     (["--model", "llama3.1-8b", "--target", "2x-rtx3090", "--tensor-split", "1,-1"], "none negative"),
     (["--model", "llama3.1-8b", "--target", "2x-rtx3090", "--tensor-split", "0,0"], "not all 0"),
-    (["--model", "llama3.1-8b", "--target", "laptop-16gb", "--threads", "0"], "--threads takes a positive count"),
-    (["--model", "llama3.1-8b", "--margin", "150"], "--margin is the percent"),
+    (["--model", "llama3.1-8b", "--target", "laptop-16gb", "--threads", "0"], "expected 1 to 4096 threads"),
+    (["--model", "llama3.1-8b", "--margin", "150"], "expected 0 to 99 percent"),
     (["--model", "llama3.1-8b", "--ctx", "4096", "--depth", "5000"], "past the --ctx 4096"),
     # llama.cpp takes it and does nothing: the user meant --ngl
     (["--model", "llama3.1-8b", "--target", "rtx3060", "--n-cpu-moe", "10"], "has none (a dense model)"),

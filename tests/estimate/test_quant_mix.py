@@ -128,6 +128,7 @@ def test_gpt_oss_biases_stay_f32_and_llama_cpp_runs_the_twin(tmp_path):
     assert biases and all(types[n] == "F32" for n in biases)
     path = str(tmp_path / "gpt-oss.gguf")
     write_twin(spec.with_types(types), path, fill="random")
-    r = run_probe(dict(model=path, ctx=256, speed=True, pp=16, tg=2, reps=1))
+    from tests.conftest import AMX_SAFE
+    r = run_probe(dict(model=path, ctx=256, speed=True, pp=16, tg=2, reps=1, **AMX_SAFE))
     assert r["ok"], r.get("error")
     assert r["tg_tps"] > 0 and r["graph_nodes"][0] > 0
