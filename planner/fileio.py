@@ -29,6 +29,11 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def kind_of(path: str | os.PathLike) -> str:
+    """'a directory', 'a FIFO', 'a character device', ... for what is at path (it exists)."""
+    return _kind(os.stat(path).st_mode)
+
+
 def destination(path: str, force: bool) -> str:
     """The regular file that writing `path` replaces or creates (a symlink's target); refuses what is
     not a regular file, a missing folder, and an existing file without force."""

@@ -27,6 +27,23 @@ def _this_cpu_has_amx() -> bool:
 AMX_SAFE: dict = {"repack": False} if _this_cpu_has_amx() else {}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_caches(tmp_path_factory):
+    """Tests never read or write the user's caches or stores: the planner's cache, XDG's, the Hugging Face
+    cache and the Ollama store all point into this session's temporary folder (child processes inherit it)."""
+    root = tmp_path_factory.mktemp("user")
+    env = {"PLANNER_CACHE_DIR": root / "planner-cache", "XDG_CACHE_HOME": root / "xdg-cache",
+           "HF_HOME": root / "hf", "OLLAMA_MODELS": root / "ollama-models"}
+    saved = {k: os.environ.get(k) for k in [*env, "HF_HUB_OFFLINE"]}
+    os.environ.update({k: str(v) for k, v in env.items()}, HF_HUB_OFFLINE="1")
+    yield root
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def smol_path() -> str:
     import importlib.util

@@ -12,7 +12,7 @@ from planner.cli import args as arg
 from planner.errors import PlannerError
 from planner.fileio import write_text
 
-SUBCOMMANDS = ("profile", "targets", "models", "show", "recommend", "verify", "wizard", "imatrix")
+SUBCOMMANDS = ("profile", "targets", "models", "show", "recommend", "verify", "wizard", "imatrix", "calibration")
 
 
 def _json(obj) -> None:
@@ -289,6 +289,46 @@ def cmd_imatrix(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibration(a: argparse.Namespace) -> int:
+    """What verify runs taught this machine, as plans apply it; --reset forgets it."""
+    import time
+
+    from planner.profile.targets import resolve_target
+    from planner.verify import calibration as cal
+    hw = resolve_target("auto", measure_bandwidth=False)
+    if a.reset:
+        n = cal.reset(hw)
+        print(f"forgot {n} verify run(s) of this machine ({cal.fingerprint(hw)}); plans use the uncalibrated model")
+        return 0
+    runs, applied = cal.runs_of(hw), cal.load(hw)
+    if a.json:
+        _json({"machine": cal.fingerprint(hw), "file": os.path.join(cal.cache_dir(), "calibration.json"),
+               "applied": applied.model_dump() if applied else None, "runs": runs})
+        return 0
+    if not runs:
+        print("no verify runs kept for this machine: plans use the uncalibrated model (plan verify records runs)")
+        return 0
+    current = [r for r in runs if r.get("speed_model") == cal.speed_model()]
+    print(f"this machine ({cal.fingerprint(hw)}): {len(runs)} verify run(s) kept, {len(current)} with this speed "
+          f"model; file {os.path.join(cal.cache_dir(), 'calibration.json')}")
+    for key, label in (("decode_ratio", "decode"), ("prefill_ratio", "prefill")):
+        factor, counted = cal.robust_factor([r.get(key) for r in current])
+        print(f"  {label:8s} x{factor:.3f} applied (from {len(counted)} run(s); in full once {cal.AGREE} agree "
+              f"within {cal.AGREE_BAND:.0%}, shrunk toward x1 before)")
+    if applied and applied.host_overhead_bytes:
+        print(f"  host overhead {applied.host_overhead_bytes / 2**20:.0f} MiB (median of the runs)")
+    print("  runs:")
+    for r in runs:
+        ld = r.get("load") or {}
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("time", 0)))
+        print(f"    {when}  {str(r.get('model', '?'))[:28]:28s} decode x{r.get('decode_ratio', float('nan')):.3f}  "
+              f"prefill x{r.get('prefill_ratio', float('nan')):.3f}  cpu share {ld.get('cpu_share', '?')}  "
+              f"others {ld.get('other_cores', '?')} cores"
+              + ("" if r.get("speed_model") == cal.speed_model() else "  (older speed model: speed not applied)"))
+    print("  plan calibration --reset forgets them")
+    return 0
+
+
 def cmd_wizard(a: argparse.Namespace) -> int:
     if not sys.stdout.isatty():
         raise PlannerError("plan wizard needs an interactive terminal; for scripts use plan --model M --json")
@@ -433,6 +473,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("--chunks", type=arg.count(1, 1 << 30, " chunks"), help="at most this many chunks (default: the whole text)")
     p.add_argument("--ngl", type=arg.count(0, 100_000, " layers"), default=0, help="layers on the GPU while collecting (default 0)")
     p.set_defaults(func=cmd_imatrix)
+    p = sp.add_parser("calibration", parents=[common],
+                      help="what verify runs taught this machine (applied to its plans); --reset forgets it")
+    p.add_argument("--reset", action="store_true", help="forget this machine's verify runs")
+    p.set_defaults(func=cmd_calibration)
     p = sp.add_parser("show", parents=[common], help="a model's architecture and tensors")
     p.add_argument("model")
     p.add_argument("--tensors", action="store_true", help="list every tensor")
@@ -444,7 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     main_p, sub_p = build_parser()
     parser = sub_p if argv and argv[0] in SUBCOMMANDS else main_p
-    a = parser.parse_args(argv)
+    try:
+        a = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or an option refused with its one line (Parser.error)
+        return int(exc.code or 0)
     try:
         return a.func(a)
     except PlannerError as exc:

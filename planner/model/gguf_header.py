@@ -206,8 +206,13 @@ def _check_offsets(tensors: list[TensorInfo], align: int, what: str) -> int:
 
 def read_gguf_file(path: str) -> GGUFHeader:
     import os
+    import stat
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever, /dev/zero never end
+            from planner.fileio import kind_of
+            raise GGUFError(f"{path} is {kind_of(path)}, not a GGUF file; give the path of a .gguf file")
+        size = st.st_size
         with open(path, "rb") as f:
             return read_gguf_header(f, size, what=path)
     except OSError as exc:

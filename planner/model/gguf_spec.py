@@ -45,6 +45,9 @@ HPARAM_BOUNDS: dict[str, tuple[int, int]] = {
     "ssm.time_step_rank": WIDTH, "wkv.head_size": (0, 1 << 14), "token_shift_count": (0, 16),
     "shortconv.l_cache": (0, 1 << 10), "kda.head_dim": (0, 1 << 14),
 }
+# keys llama.cpp reads per layer (get_key_or_arr) or as a per-layer pattern; the rest are one integer
+PER_LAYER = {"attention.head_count", "attention.head_count_kv", "feed_forward_length",
+             "attention.sliding_window_pattern"}
 MAX_VOCAB = 1 << 22
 _ARCH = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,63}")
 _BLOCK = re.compile(r"blk\.(\d+)\.")
@@ -58,9 +61,12 @@ def check_header(h: GGUFHeader, what: str) -> str:
         raise GGUFError(f"{what}: general.architecture is {arch!r}, not an architecture name like 'llama'; the file "
                         "is corrupt or not a llama.cpp model")
     for key, (lo, hi) in HPARAM_BOUNDS.items():
+        if f"{arch}.{key}" in h.array_lengths:  # a list too long to keep (> 4096 items): no model has one
+            raise GGUFError(f"{what}: {arch}.{key} is a list of {h.array_lengths[f'{arch}.{key}']} values, where a "
+                            "model has one per layer at most; the file is corrupt or hostile")
         v = h.get(f"{arch}.{key}")
         if v is not None:
-            _check_value(f"{arch}.{key}", v, lo, hi, what)
+            _check_value(f"{arch}.{key}", v, lo, hi, what, key in PER_LAYER)
     n_layers = h.get(f"{arch}.block_count")
     if n_layers is None:
         raise GGUFError(f"{what}: no {arch}.block_count in the header: not a llama.cpp language model "
@@ -73,13 +79,14 @@ def check_header(h: GGUFHeader, what: str) -> str:
     return arch
 
 
-def _check_value(key: str, v: Any, lo: int, hi: int, what: str) -> None:
+def _check_value(key: str, v: Any, lo: int, hi: int, what: str, per_layer: bool) -> None:
     items = v if isinstance(v, list) else [v]
-    ok = len(items) <= 1024 and all(_int_like(x) and lo <= x <= hi for x in items)
+    ok = (per_layer or not isinstance(v, list)) and len(items) <= 1024 \
+        and all(_int_like(x) and lo <= x <= hi for x in items)
     if not ok:
         shown = v if not isinstance(v, list) else f"a list of {len(v)} ({v[:4]}...)"
         raise GGUFError(f"{what}: {key} is {shown!r}, where a model has an integer from {lo} to {hi}"
-                        + (" (or one per layer)" if isinstance(v, list) else "")
+                        + (" (or one per layer)" if per_layer else "")
                         + "; the file is corrupt or hostile")
 
 

@@ -13,6 +13,41 @@ from planner.model.hf_config import spec_from_hf_config
 from planner.model.spec import ModelSpec
 
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+# One deadline for a remote header read, all requests together: a server that trickles one byte a second
+# never trips a per-socket timeout. PLANNER_REMOTE_TIMEOUT overrides it (seconds).
+REMOTE_DEADLINE_S = 120.0
+
+
+def remote_deadline_s() -> float:
+    import os
+    try:
+        v = float(os.environ.get("PLANNER_REMOTE_TIMEOUT", REMOTE_DEADLINE_S))
+    except ValueError:
+        return REMOTE_DEADLINE_S
+    return v if v > 0 else REMOTE_DEADLINE_S
+
+
+def with_deadline(fn, what: str, seconds: float | None = None):
+    """fn() in a worker thread, abandoned after `seconds` with one OfflineError (its sockets close when the
+    process exits: the worker is a daemon)."""
+    import threading
+    seconds = seconds or remote_deadline_s()
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            out["error"] = exc
+    t = threading.Thread(target=work, daemon=True, name="planner-remote-read")
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise OfflineError(f"reading {what} took more than {seconds:.0f} s (a slow or stalled server); try again, "
+                           "set PLANNER_REMOTE_TIMEOUT=SECONDS, or download the file and pass its path")
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -142,7 +177,7 @@ def read_remote_header(repo: str, want: str, fs: Any | None = None) -> tuple[str
 
 
 def spec_from_remote_gguf(repo: str, want: str, fs: Any | None = None) -> ModelSpec:
-    path, header = read_remote_header(repo, want, fs)
+    path, header = with_deadline(lambda: read_remote_header(repo, want, fs), f"{repo}'s GGUF header")
     return spec_from_gguf(header, name=f"{repo}:{path}", source=f"hf-gguf:{repo}/{path}")
 
 
@@ -238,5 +273,5 @@ def spec_from_url(url: str, fs: Any | None = None) -> ModelSpec:
                                  "https://huggingface.co/ORG/REPO/resolve/main/FILE.gguf) or 'ORG/REPO:Q4_K_M'")
     base, _, name = f"{u.scheme}://{u.netloc}{path}".rpartition("/")
     fs = fs or _UrlFS(base, name)
-    first, header = read_remote_header(base, name, fs)
+    first, header = with_deadline(lambda: read_remote_header(base, name, fs), url)
     return spec_from_gguf(header, name=unquote(first), source=f"url:{base}/{first}")

@@ -35,6 +35,9 @@ def load_model(name: str) -> ModelSpec:
     p = Path(name).expanduser()
     if p.is_file():
         return load_gguf(p)
+    if p.exists():
+        from planner.fileio import kind_of
+        raise ModelNotFoundError(f"{name} is {kind_of(p)}, not a GGUF file; give the path of a .gguf file")
     looks_local = name.startswith(("/", "./", "../", "~")) or (name.endswith(".gguf") and p.parent.is_dir())
     if looks_local:
         raise ModelNotFoundError(f"GGUF file {name} does not exist; check the path")

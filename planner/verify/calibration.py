@@ -1,18 +1,24 @@
 """What verify runs taught us about this machine, kept in the user's cache dir.
 
 One JSON file: {fingerprint: [run, ...]} where a run holds measured/predicted ratios of decode
-and prefill tok/s and the measured process overheads (host and each GPU). A profile with the
-same fingerprint gets a Calibration: the median of its last runs. The estimator stays pure;
-this module is the edge that reads and writes the file (atomically).
+and prefill tok/s, the measured process overheads (host and each GPU) and how much of the CPU the
+timing got. A profile with the same fingerprint gets a Calibration that a busy or odd run cannot
+poison (robust_factor). The estimator stays pure; this module is the edge that reads and writes
+the file (atomically, under a lock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
+from collections.abc import Iterator
+
+from pydantic import BaseModel, Field
 
 from planner.estimate.throughput import speed_model
 from planner.fileio import write_cache
@@ -55,6 +61,27 @@ def _path() -> str:
     return os.path.join(cache_dir(), "calibration.json")
 
 
+# How runs become a factor (docs/verify.md "Calibration"): a run timed while other programs were busy is
+# not kept; an outlier (more than OUTLIER x off the others' median) is dropped; the median of the rest
+# applies in full once AGREE runs lie within AGREE_BAND of it, and before that only its share
+# n / (n + PRIOR_RUNS) in log space: one run of x0.17 moves plans by x0.55, not x0.17.
+OUTLIER = 1.5
+AGREE, AGREE_BAND = 3, 0.15
+PRIOR_RUNS = 2
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """An exclusive lock on the calibration file's read-modify-write: concurrent runs all keep theirs."""
+    with open(_path() + ".lock", "a") as lock:
+        try:
+            import fcntl
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no flock (Windows, some network file systems): best effort
+            pass
+        yield
+
+
 def _read() -> dict:
     try:
         with open(_path(), encoding="utf-8") as f:
@@ -64,38 +91,80 @@ def _read() -> dict:
         return {}  # no file or a damaged one: start over rather than fail a plan
 
 
-def record(hw: HardwareProfile, run: dict) -> int:
-    """Append one verify run's ratios; returns the number of runs now kept for this machine."""
-    d = _read()
-    fp = fingerprint(hw)
-    runs = d.get(fp, []) + [dict(run, time=time.time(), speed_model=speed_model())]
-    d[fp] = runs[-KEEP:]
-    write_cache(_path(), json.dumps(d, indent=1))
-    return len(d[fp])
+class Recorded(BaseModel):
+    kept: bool
+    runs: int = Field(..., description="runs now kept for this machine")
+    why: str | None = Field(None, description="why the run was not kept")
+
+
+def record(hw: HardwareProfile, run: dict) -> Recorded:
+    """Keep one verify run's ratios for this machine, unless it was timed on a busy machine."""
+    load = run.get("load") or {}
+    with _locked():
+        d = _read()
+        fp = fingerprint(hw)
+        runs = d.get(fp, [])
+        if load.get("busy"):
+            return Recorded(kept=False, runs=len(runs), why=busy_text(load))
+        d[fp] = (runs + [dict(run, time=time.time(), speed_model=speed_model())])[-KEEP:]
+        write_cache(_path(), json.dumps(d, indent=1))
+        return Recorded(kept=True, runs=len(d[fp]))
+
+
+def busy_text(load: dict) -> str:
+    return (f"the machine was busy while it was timed (other programs used {load.get('other_cores', 0):.2f} of "
+            f"{load.get('cores', '?')} cores): its speed is not kept for calibration; verify again when it is quiet")
+
+
+def reset(hw: HardwareProfile) -> int:
+    """Forget this machine's runs; returns how many were dropped."""
+    with _locked():
+        d = _read()
+        n = len(d.pop(fingerprint(hw), []))
+        write_cache(_path(), json.dumps(d, indent=1))
+        return n
+
+
+def runs_of(hw: HardwareProfile) -> list[dict]:
+    return list(_read().get(fingerprint(hw), []))
+
+
+def robust_factor(ratios: list[float]) -> tuple[float, list[float]]:
+    """(the factor applied, the ratios that count after dropping outliers): see the constants above."""
+    vals = [r for r in ratios if isinstance(r, (int, float)) and math.isfinite(r) and r > 0]
+    if not vals:
+        return 1.0, []
+    med = statistics.median(vals)
+    if len(vals) >= 3:
+        vals = [r for r in vals if 1 / OUTLIER <= r / med <= OUTLIER] or vals
+        med = statistics.median(vals)
+    agree = sum(1 for r in vals if abs(r / med - 1) <= AGREE_BAND)
+    if agree >= AGREE:
+        return med, vals
+    return math.exp(math.log(med) * len(vals) / (len(vals) + PRIOR_RUNS)), vals
 
 
 def load(hw: HardwareProfile) -> Calibration | None:
     runs = _read().get(fingerprint(hw), [])
     if not runs:
         return None
-
-    def med(key: str, default, of=runs):
-        vals = [r[key] for r in of if isinstance(r.get(key), (int, float)) and r[key] > 0]
-        return statistics.median(vals) if vals else default
-
     # speed ratios hold for the model that predicted them: after an upgrade of the formulas or constants the
     # old runs teach nothing about speed (their memory overheads still hold)
     current = [r for r in runs if r.get("speed_model") == speed_model()]
+    decode, _ = robust_factor([r.get("decode_ratio") for r in current])
+    prefill, _ = robust_factor([r.get("prefill_ratio") for r in current])
 
-    n_gpu = len(hw.gpus)
+    def med(key: str) -> float | None:
+        vals = [r[key] for r in runs if isinstance(r.get(key), (int, float)) and r[key] > 0]
+        return statistics.median(vals) if vals else None
+
     gpu_ov = []
-    for i in range(n_gpu):
+    for i in range(len(hw.gpus)):
         vals = [r["gpu_overhead_bytes"][i] for r in runs
                 if len(r.get("gpu_overhead_bytes") or []) > i and r["gpu_overhead_bytes"][i] is not None]
         gpu_ov.append(int(statistics.median(vals)) if vals else None)
-    host = med("host_overhead_bytes", None)
-    return Calibration(runs=len(current), kept=len(runs), decode_factor=med("decode_ratio", 1.0, current),
-                       prefill_factor=med("prefill_ratio", 1.0, current),
+    host = med("host_overhead_bytes")
+    return Calibration(runs=len(current), kept=len(runs), decode_factor=decode, prefill_factor=prefill,
                        host_overhead_bytes=int(host) if host else None, gpu_overhead_bytes=gpu_ov,
                        source=_path())
 

@@ -101,6 +101,8 @@ class VerifyReport(BaseModel):
     failure: str | None = None
     replanned: str | None = None
     calibration_runs: int | None = None
+    timing_load: dict[str, Any] | None = Field(None, description="how much of the CPU the timed runs got: "
+                                               "cpu_share, other_cores, cores, busy (planner/verify/load.py)")
     notes: list[str] = Field(default_factory=list)
 
 
@@ -287,9 +289,15 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
             if step:
                 step("quality", 1, 1, "done")
         rep.measured = meas
+        rep.timing_load = r.get("load")
         _compare(rep, e)
+        if rep.timing_load:
+            rep.notes.append(_load_note(rep.timing_load))
         if record:
-            rep.calibration_runs = calibration.record(hw, _calibration_run(e_raw, meas, typed.name))
+            rec = calibration.record(hw, _calibration_run(e_raw, meas, typed.name, rep.timing_load))
+            rep.calibration_runs = rec.runs
+            if not rec.kept:
+                rep.notes.append(rec.why)
         return rep
     finally:
         if twin and not keep and made_out and os.path.exists(out):
@@ -319,8 +327,17 @@ def _compare(rep: VerifyReport, e: Estimate) -> None:
     rep.ok = ok and rep.loaded
 
 
-def _calibration_run(e: Estimate, m: Figures, name: str) -> dict[str, Any]:
-    run: dict[str, Any] = {"model": name}
+def _load_note(load: dict[str, Any]) -> str:
+    share = load.get("cpu_share")
+    other = load.get("other_cores")
+    return ("timing: " + (f"the probe got {share:.0%} of its threads' CPU time" if share is not None else
+                          "the probe's CPU share is unknown")
+            + (f", other programs used {other:.2f} of {load.get('cores')} cores" if other is not None else "")
+            + (" (busy)" if load.get("busy") else ""))
+
+
+def _calibration_run(e: Estimate, m: Figures, name: str, load: dict[str, Any] | None = None) -> dict[str, Any]:
+    run: dict[str, Any] = {"model": name, "load": load}
     if m.decode_tps and e.throughput.decode_tps:
         run["decode_ratio"] = m.decode_tps / e.throughput.decode_tps
     if m.prefill_tps and e.throughput.prefill_tps:
