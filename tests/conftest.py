@@ -22,8 +22,9 @@ def _this_cpu_has_amx() -> bool:
 
 # The vendored llama.cpp (llama-cpp-python 0.3.36), built natively on a CPU with AMX-INT8, aborts loading
 # Kimi-Linear (ggml-backend.cpp:1294 GGML_ASSERT(*cur_backend_id != -1): its token embedding's GET_ROWS
-# finds no backend) and crashes running gpt-oss (SIGSEGV) with the AMX buffer. Those loads run with
-# llama.cpp's --no-repack there (RuntimeOptions.repack=False, which the estimate models too).
+# finds no backend) and crashes (SIGSEGV) evaluating any model with the AMX buffer (SmolLM2's decode
+# included); loads alone work and are exact. Evaluations run with llama.cpp's --no-repack there
+# (RuntimeOptions.repack=False, which the estimate models too); plan verify falls back the same way.
 AMX_SAFE: dict = {"repack": False} if _this_cpu_has_amx() else {}
 
 

@@ -143,6 +143,9 @@ def cmd_plan(a: argparse.Namespace) -> int:
     if a.output and not a.emit:
         raise PlannerError("-o writes the file --emit makes: add --emit yaml (or llama-server, ollama, ...), or "
                            + ("give the quantized file's path with --model-path" if a.verify else "leave -o out"))
+    if a.output:
+        from planner.fileio import destination
+        destination(a.output, a.force)  # refused now, before the planning it would throw away
     spec = load_model(a.model)
     if a.imatrix_file:
         if not os.path.isfile(a.imatrix_file):

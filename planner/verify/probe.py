@@ -270,6 +270,8 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
     called from CUDA's threads crashed the CUDA build); the parent parses that stderr."""
     import llama_cpp
 
+    if cfg.get("repack") is False:  # --no-repack, for every mode: Llama() has no parameter for it
+        set_model_defaults(use_extra_bufts=False)
     if cfg.get("rpc"):
         add_rpc_servers(cfg["rpc"])
     if cfg.get("dry"):
@@ -295,8 +297,6 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
         kwargs["tensor_split"] = cfg["tensor_split"]
     if cfg.get("kwargs"):
         kwargs.update(cfg["kwargs"])
-    if cfg.get("repack") is False:  # --no-repack: Llama() has no parameter for it
-        set_model_defaults(use_extra_bufts=False)
     if cfg.get("n_seq", 1) != 1 or cfg.get("kv_unified"):  # llama.cpp's defaults: 1 sequence, split KV
         set_context_defaults(n_seq_max=int(cfg.get("n_seq", 1)), kv_unified=bool(cfg.get("kv_unified", False)))
     gpu0, rss0 = _gpu_used(), _rss()

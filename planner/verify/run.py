@@ -172,18 +172,18 @@ def measured_devices(e: Estimate, r: dict[str, Any]) -> list[DeviceFigures]:
     return out
 
 
-def base_logprobs(source: str, step: Step | None = None) -> tuple[str, float]:
+def base_logprobs(source: str, step: Step | None = None, repack: bool = True) -> tuple[str, float]:
     """The source's log-probs over the shipped text, cached per source file: (npy path, PPL)."""
     with open(TEXT, "rb") as f:
         text_hash = hashlib.sha256(f.read()).hexdigest()
-    npy = calibration.cached_path("logits", source, ".npy", text_hash)
+    npy = calibration.cached_path("logits", source, ".npy", text_hash, *([] if repack else ["no-repack"]))
     meta = npy[:-4] + ".json"
     if os.path.exists(npy) and os.path.exists(meta):
         with open(meta) as f:
             return npy, json.load(f)["ppl"]
     if step:
         step("quality", 0, 1, "source logits (cached afterwards)")
-    r = run_probe(dict(mode="logits", model=source, text=TEXT, out=npy), timeout_s=3600)
+    r = run_probe(dict(mode="logits", model=source, text=TEXT, out=npy, repack=repack), timeout_s=3600)
     if not r.get("ok"):
         raise PlannerError(f"could not run the source model for reference logits: {r.get('error')}")
     with open(meta, "w") as f:
@@ -268,6 +268,16 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
         if step:
             step("load", 0, 1, "loading with the plan's options and timing it")
         r = run_probe(probe_config(out, opts, pp=pp, tg=tg, reps=reps, depth=depth), timeout_s=3600)
+        if _amx_crash(r, opts, hw):
+            # llama.cpp's AMX kernels crash in some builds (llama-cpp-python 0.3.36's, natively built on an AMX
+            # Xeon: SIGSEGV in decode): measure the configuration that runs here, and say so
+            opts = opts.model_copy(update={"repack": False})
+            rep.notes.append(f"llama.cpp {r.get('error', '').split(';')[0].replace('the llama.cpp child process', 'crashed: it')} "
+                             "with its AMX buffer on this CPU; measured with --no-repack (launch with -nr too)")
+            e_raw = estimate(typed, hw.model_copy(update={"calibration": None}), opts, margin=margin, depth=depth)
+            e = estimate(typed, hw_cal, opts, margin=margin, depth=depth)
+            rep.predicted = _predicted(e)
+            r = run_probe(probe_config(out, opts, pp=pp, tg=tg, reps=reps, depth=depth), timeout_s=3600)
         if step:
             step("load", 1, 1, "done")
         if not r.get("ok"):
@@ -278,10 +288,11 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
         rep.loaded = True
         meas = Figures(devices=measured_devices(e, r), decode_tps=r.get("tg_tps"), prefill_tps=r.get("pp_tps"))
         if quality and source:
-            npy, base_ppl = base_logprobs(source, step)
+            npy, base_ppl = base_logprobs(source, step, repack=opts.repack)
             if step:
                 step("quality", 0, 1, "KLD / PPL / top-1 against the source")
-            qr = run_probe(dict(mode="logits", model=out, text=TEXT, base=npy, ngl=_ngl(opts)), timeout_s=3600)
+            qr = run_probe(dict(mode="logits", model=out, text=TEXT, base=npy, ngl=_ngl(opts), repack=opts.repack),
+                           timeout_s=3600)
             if qr.get("ok"):
                 meas.kld, meas.ppl, meas.top1, meas.base_ppl = qr["kld"], qr["ppl"], qr["top1"], base_ppl
             else:
@@ -304,6 +315,14 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
             os.remove(out)  # the twin this run wrote, never a file that was there before
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _amx_crash(r: dict[str, Any], opts: RuntimeOptions, hw: HardwareProfile) -> bool:
+    """A load that died of SIGSEGV/SIGABRT on a CPU-only AMX box with the extra buffer types on."""
+    import signal
+    from planner.estimate.memory import has_amx
+    return (not r.get("ok") and r.get("signal") in (signal.SIGSEGV, signal.SIGABRT) and opts.repack
+            and not hw.gpus and has_amx(hw.cpu.flags))
 
 
 def _compare(rep: VerifyReport, e: Estimate) -> None:

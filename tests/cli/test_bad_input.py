@@ -147,9 +147,10 @@ def test_a_child_killed_by_a_signal_is_reported_as_such(smol_path):
     import psutil
 
     from planner.verify.probe import run_probe
+    from tests.conftest import AMX_SAFE
     out = {}
     t = threading.Thread(target=lambda: out.update(run_probe(
-        dict(model=smol_path, ctx=512, speed=True, pp=64, tg=4000, reps=3), timeout_s=300)))
+        dict(model=smol_path, ctx=512, speed=True, pp=64, tg=4000, reps=3, **AMX_SAFE), timeout_s=300)))
     t.start()
     deadline = time.monotonic() + 120
     killed = False

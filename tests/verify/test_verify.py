@@ -193,12 +193,13 @@ def test_measured_errors_make_a_mix_that_beats_stock_q4_k_m(base, cache, tmp_pat
     assert sum(tensor_bytes(ours[t.name], t.shape) for t in m.tensors) <= budget
     assert len({ours[t.name] for t in m.tensors if t.role == "ffn_up"} | {ours["blk.0.attn_v.weight"]}) > 1
     assert predicted_kld(m.with_types(ours), errors) < predicted_kld(m.with_types(stock), errors)
-    npy, _ = base_logprobs(base)
+    from tests.conftest import AMX_SAFE
+    npy, _ = base_logprobs(base, **AMX_SAFE)
     kld = {}
     for name, types in (("stock", stock), ("ours", ours)):
         p = str(tmp_path / f"{name}.gguf")
         quantize(base, p, m, types)
-        r = run_probe(dict(mode="logits", model=p, text=TEXT, base=npy), timeout_s=600)
+        r = run_probe(dict(mode="logits", model=p, text=TEXT, base=npy, **AMX_SAFE), timeout_s=600)
         kld[name] = r["kld"]
     assert kld["ours"] < 0.8 * kld["stock"], kld
 
