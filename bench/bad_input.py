@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from tests.cli.test_bad_input import GGUFS, OPTIONS, YAMLS, DATA
+from tests.cli.test_bad_input import DATA, GGUFS, OPTIONS, YAMLS
 from tests.gguf_raw import gguf_bytes
 
 GOAL_S = 1.0

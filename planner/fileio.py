@@ -43,7 +43,8 @@ def destination(path: str, force: bool) -> str:
     except FileNotFoundError:
         parent = os.path.dirname(real) or "."
         if not os.path.isdir(parent):
-            raise PlannerError(f"cannot write {path}: the folder {os.path.dirname(path) or parent} does not exist")
+            raise PlannerError(f"cannot write {path}: the folder {os.path.dirname(path) or parent} "
+                               "does not exist") from None
         return real
     except OSError as exc:
         raise PlannerError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -374,9 +374,12 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("verify")
     g.add_argument("--imatrix-file", help="importance matrix (GGUF: plan imatrix or llama-imatrix): weights the "
                                           "measured errors and goes to the quantizer")
-    g.add_argument("--pp", type=arg.count(1, 1 << 20, " tokens"), default=512, help="prompt tokens timed (llama-bench pp, default 512)")
-    g.add_argument("--tg", type=arg.count(1, 1 << 20, " tokens"), default=128, help="generated tokens timed (llama-bench tg, default 128)")
-    g.add_argument("--reps", type=arg.count(1, 1000, " repetitions"), default=2, help="timed repetitions after a warm-up (default 2)")
+    g.add_argument("--pp", type=arg.count(1, 1 << 20, " tokens"), default=512,
+                   help="prompt tokens timed (llama-bench pp, default 512)")
+    g.add_argument("--tg", type=arg.count(1, 1 << 20, " tokens"), default=128,
+                   help="generated tokens timed (llama-bench tg, default 128)")
+    g.add_argument("--reps", type=arg.count(1, 1000, " repetitions"), default=2,
+                   help="timed repetitions after a warm-up (default 2)")
     g.add_argument("--no-quality", action="store_true", help="skip KLD/PPL against the source")
     g.add_argument("--keep", action="store_true", help="keep the twin file")
     g.add_argument("--no-record", action="store_true", help="do not keep this run for calibration")
@@ -390,7 +393,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     tgt.add_argument("--target", default="auto", help="auto (this machine), a profile name (plan targets) or YAML path")
     tgt.add_argument("--vram", type=arg.vram_list, help="override VRAM per GPU in GiB: 24 or 24,12")
     tgt.add_argument("--ram", type=arg.number(0, arg.MAX_GIB, " GiB", open_low=True), help="override system RAM in GiB")
-    tgt.add_argument("--gpus", type=arg.gpu_list, help="override GPUs: a count (copies of the profile's GPU) or names: rtx3090,rtx3090")
+    tgt.add_argument("--gpus", type=arg.gpu_list,
+                     help="override GPUs: a count (copies of the profile's GPU) or names: rtx3090,rtx3090")
 
     main = arg.Parser(prog="plan", parents=[common, tgt],
                                    description="Can I run this model on this box, and how? "
@@ -408,18 +412,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     main.add_argument("--cache-type-v", help="f16, q8_0, q4_0... (default f16)")
     main.add_argument("--ubatch", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-ub (default 512)")
     main.add_argument("--batch", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-b (default 2048)")
-    main.add_argument("--parallel", type=arg.count(1, arg.MAX_SEQ, " sequences (LLAMA_MAX_SEQ)"), help="-np parallel sequences (default 1)")
-    main.add_argument("--threads", "-t", type=arg.count(1, 4096, " threads"), help="-t: CPU threads (default: the physical cores)")
+    main.add_argument("--parallel", type=arg.count(1, arg.MAX_SEQ, " sequences (LLAMA_MAX_SEQ)"),
+                      help="-np parallel sequences (default 1)")
+    main.add_argument("--threads", "-t", type=arg.count(1, 4096, " threads"),
+                      help="-t: CPU threads (default: the physical cores)")
     main.add_argument("--tensor-split", type=arg.shares, help="-ts, e.g. 3,1")
-    main.add_argument("--n-cpu-moe", type=arg.count(0, 100_000, " layers"), help="--n-cpu-moe: experts of the first N layers on the CPU")
+    main.add_argument("--n-cpu-moe", type=arg.count(0, 100_000, " layers"),
+                      help="--n-cpu-moe: experts of the first N layers on the CPU")
     main.add_argument("--no-mmap", action="store_true", help="--no-mmap")
     main.add_argument("--override-tensor", "-ot", action="append", default=[], type=arg.cpu_override,
                       help="-ot REGEX=CPU: tensors matching REGEX stay in host memory (repeatable)")
-    main.add_argument("--depth", type=arg.count(0, arg.MAX_TOKENS, " tokens"), default=0, help="decode speed at this many tokens of context")
-    main.add_argument("--margin", type=arg.number(0, 99, " percent"), default=5.0, help="free memory to keep per device, percent (default 5)")
+    main.add_argument("--depth", type=arg.count(0, arg.MAX_TOKENS, " tokens"), default=0,
+                      help="decode speed at this many tokens of context")
+    main.add_argument("--margin", type=arg.number(0, 99, " percent"), default=5.0,
+                      help="free memory to keep per device, percent (default 5)")
     main.add_argument("--goal", choices=("quality", "balanced", "speed", "context"), default="balanced")
-    main.add_argument("--min-ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="smallest context the plan may choose")
-    main.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s", open_low=True), help="slowest decode speed to accept, tok/s")
+    main.add_argument("--min-ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"),
+                      help="smallest context the plan may choose")
+    main.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s", open_low=True),
+                      help="slowest decode speed to accept, tok/s")
     main.add_argument("--imatrix", action="store_true", help="an importance matrix will be used: allow IQ2 types")
     main.add_argument("--emit", choices=("llama-server", "llama-cli", "llama-quantize", "ollama", "llama-cpp-python",
                                          "yaml", "json"), help="print (or -o write) a launch config or plan file")
@@ -459,7 +470,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("-o", "--output", help="where the quantized GGUF goes (default ./<source>-plan.gguf; "
                                           "never replaces a file without --force)")
     p.add_argument("--force", action="store_true", help="replace an existing --output")
-    p.add_argument("--depth", type=arg.count(0, arg.MAX_TOKENS, " tokens"), default=0, help="time decode after this many tokens of context")
+    p.add_argument("--depth", type=arg.count(0, arg.MAX_TOKENS, " tokens"), default=0,
+                   help="time decode after this many tokens of context")
     _verify_args(p)
     p.set_defaults(func=cmd_verify)
     p = sp.add_parser("wizard", parents=[common], help="a terminal wizard: hardware, model, goal, plan, export, verify")
@@ -472,9 +484,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("--text", required=True, help="calibration text (plain UTF-8); not the text you evaluate on")
     p.add_argument("-o", "--output", required=True, help="the imatrix GGUF to write (atomic)")
     p.add_argument("--force", action="store_true", help="overwrite --output")
-    p.add_argument("--ctx", type=arg.count(1, 1 << 20, " tokens"), default=512, help="tokens per chunk (llama-imatrix -c, default 512)")
-    p.add_argument("--chunks", type=arg.count(1, 1 << 30, " chunks"), help="at most this many chunks (default: the whole text)")
-    p.add_argument("--ngl", type=arg.count(0, 100_000, " layers"), default=0, help="layers on the GPU while collecting (default 0)")
+    p.add_argument("--ctx", type=arg.count(1, 1 << 20, " tokens"), default=512,
+                   help="tokens per chunk (llama-imatrix -c, default 512)")
+    p.add_argument("--chunks", type=arg.count(1, 1 << 30, " chunks"),
+                   help="at most this many chunks (default: the whole text)")
+    p.add_argument("--ngl", type=arg.count(0, 100_000, " layers"), default=0,
+                   help="layers on the GPU while collecting (default 0)")
     p.set_defaults(func=cmd_imatrix)
     p = sp.add_parser("calibration", parents=[common],
                       help="what verify runs taught this machine (applied to its plans); --reset forgets it")

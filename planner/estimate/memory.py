@@ -45,7 +45,8 @@ def repack_types(flags: list[str], arch: str) -> set[str]:
 
 # The AMX buffer (ggml-cpu/amx/amx.cpp), first of the CPU's extra buffer types when llama.cpp is built for
 # a CPU with AMX-INT8 and AVX512-VNNI (a native build there, or the sapphirerapids variant of the
-# all-variants build): matrices multiplied by MUL_MAT (not experts' MUL_MAT_ID) of these types, whose rows (ne0) are a multiple
+# all-variants build): matrices multiplied by MUL_MAT (not experts' MUL_MAT_ID) of these types, whose
+# rows (ne0) are a multiple
 # of the type's alignment and whose output width (ne1) a multiple of 2 TILE_N = 32 (supports_op). Their
 # bytes per block there (amx/mmq.cpp get_row_size): Q8_0 keeps an int32 compensation per block, Q4_K and
 # Q5_K 4 more bytes, IQ4_XS 2; F16 is stored as it is.

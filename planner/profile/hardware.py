@@ -29,7 +29,8 @@ class CPU(_Checked):
 class RAM(_Checked):
     total_bytes: int = Field(..., gt=0, le=MAX_BYTES)
     available_bytes: int | None = Field(None, ge=0, le=MAX_BYTES)
-    reserve_bytes: int = Field(0, ge=0, le=MAX_BYTES, description="kept for the OS and other programs on a named target "
+    reserve_bytes: int = Field(0, ge=0, le=MAX_BYTES,
+                               description="kept for the OS and other programs on a named target "
                                               "(available = total - reserve); 0 when detected or given by --ram")
     bandwidth_gbps: float = Field(..., gt=0, le=1e6, description="sustained memory bandwidth, GB/s")
     bandwidth_source: str = "spec"

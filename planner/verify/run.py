@@ -272,8 +272,9 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
             # llama.cpp's AMX kernels crash in some builds (llama-cpp-python 0.3.36's, natively built on an AMX
             # Xeon: SIGSEGV in decode): measure the configuration that runs here, and say so
             opts = opts.model_copy(update={"repack": False})
-            rep.notes.append(f"llama.cpp {r.get('error', '').split(';')[0].replace('the llama.cpp child process', 'crashed: it')} "
-                             "with its AMX buffer on this CPU; measured with --no-repack (launch with -nr too)")
+            how = r.get("error", "").split(";")[0].replace("the llama.cpp child process was ", "")
+            rep.notes.append(f"llama.cpp was {how} with its AMX buffer on this CPU; measured with --no-repack "
+                             "(launch with -nr too)")
             e_raw = estimate(typed, hw.model_copy(update={"calibration": None}), opts, margin=margin, depth=depth)
             e = estimate(typed, hw_cal, opts, margin=margin, depth=depth)
             rep.predicted = _predicted(e)
@@ -320,6 +321,7 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
 def _amx_crash(r: dict[str, Any], opts: RuntimeOptions, hw: HardwareProfile) -> bool:
     """A load that died of SIGSEGV/SIGABRT on a CPU-only AMX box with the extra buffer types on."""
     import signal
+
     from planner.estimate.memory import has_amx
     return (not r.get("ok") and r.get("signal") in (signal.SIGSEGV, signal.SIGABRT) and opts.repack
             and not hw.gpus and has_amx(hw.cpu.flags))
