@@ -17,6 +17,7 @@ from planner.model.resolve import load_gguf
 from tests.gguf_raw import ARRAY, F32, F64, I64, LLAMA_KV, STRING, U32, U64, auto, data_size, gguf_bytes, llama_tensors
 
 T = llama_tensors()
+FUZZ = int(os.environ.get("PLANNER_FUZZ_EXAMPLES", "600"))  # more for a long run: PLANNER_FUZZ_EXAMPLES=20000
 DATA = b"\0" * data_size(T)
 
 
@@ -74,7 +75,7 @@ def _valid() -> bytes:
     return gguf_bytes(LLAMA_KV, T, data=DATA[:4096])
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_the_header_reader_and_spec_raise_only_planner_errors(data):
     """Random byte flips, cuts and inserts into a valid header: every outcome is a spec or a PlannerError."""
@@ -102,7 +103,7 @@ VALUES = st.one_of(st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=True, all
                    st.text(max_size=8), st.booleans(), st.lists(st.integers(-5, 5000), max_size=40))
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=FUZZ, deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(HPARAM_BOUNDS) + ["vocab_size", "rope.freq_base"]), VALUES,
                        max_size=6))
 def test_fuzz_hyperparameters_raise_only_planner_errors(over):
