@@ -280,7 +280,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
 def cmd_imatrix(a: argparse.Namespace) -> int:
     from planner.verify.imatrix import make_imatrix
     if not os.path.isfile(a.model):
-        raise PlannerError(f"plan imatrix needs a local GGUF file; {a.model} does not exist or is not one")
+        from planner.fileio import kind_of
+        what = f"is {kind_of(a.model)}" if os.path.exists(a.model) else "does not exist"
+        raise PlannerError(f"plan imatrix needs a local GGUF file; {a.model} {what}")
     from planner.fileio import destination
     destination(a.output, a.force)  # refused now, not after minutes of collecting
     r = make_imatrix(a.model, a.text, a.output, n_ctx=a.ctx, n_chunks=a.chunks, ngl=a.ngl, force=a.force)

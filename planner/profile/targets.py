@@ -148,7 +148,9 @@ def load_target(name_or_path: str) -> HardwareProfile:
     path = Path(name_or_path).expanduser()
     if name_or_path.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
-            raise TargetNotFoundError(f"target file {name_or_path} does not exist")
+            from planner.fileio import kind_of
+            what = f"is {kind_of(path)}, not a YAML file" if path.exists() else "does not exist"
+            raise TargetNotFoundError(f"target file {name_or_path} {what}")
         try:
             data = load_yaml(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
