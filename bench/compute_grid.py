@@ -14,7 +14,7 @@ import tempfile
 
 from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_model
-from planner.verify.probe import run_probe
+from planner.verify.child import run_probe
 from planner.verify.twin import write_twin
 
 DEFAULT_MODELS = ["smollm2-135m", "llama3.2-1b", "qwen2.5-0.5b", "qwen3-0.6b", "gemma2-2b", "gemma3-1b",

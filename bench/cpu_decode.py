@@ -235,7 +235,7 @@ def write_kernels(got: dict) -> None:
 
 
 def measure(rounds: int, names: list[str], twins: str) -> None:
-    from planner.verify.probe import run_probe
+    from planner.verify.child import run_probe
     from planner.verify.run import probe_config
     from planner.verify.twin import write_twin
     os.makedirs(twins, exist_ok=True)

@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 
-from planner.verify.probe import run_probe
+from planner.verify.child import run_probe
 
 RUNS = {  # file -> [(ngl, ctx, fa, extra)]
     "llama3.1-8b-Q4_K_M.gguf": [(99, 8192, True, {}), (99, 8192, False, {}), (20, 8192, True, {})],

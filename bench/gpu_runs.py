@@ -14,7 +14,7 @@ import time
 
 from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_model
-from planner.verify.probe import run_probe
+from planner.verify.child import run_probe
 from planner.verify.twin import write_twin
 
 REAL = [  # (model, ftype, [(ngl, ctx, fa, ctk, ctv)])

@@ -23,7 +23,7 @@ OUT = os.path.join(os.path.dirname(__file__), "data", "graph-nodes.jsonl")
 
 
 def measure() -> None:
-    from planner.verify.probe import run_probe
+    from planner.verify.child import run_probe
     from planner.verify.twin import write_twin
     with tempfile.TemporaryDirectory() as d, open(OUT + ".part", "w") as out:
         for e in catalog():

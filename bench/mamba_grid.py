@@ -35,7 +35,7 @@ from planner.model.hybrid import (
     rwkv7_spec,
 )
 from planner.profile.targets import resolve_target
-from planner.verify.probe import run_probe
+from planner.verify.child import run_probe
 from planner.verify.twin import write_twin
 
 CASES = [(2, dict(e=256, d_inner=512, d_state=64, n_group=2, head=64)),

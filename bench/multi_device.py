@@ -1,6 +1,6 @@
 """Multi-device placement measured by llama.cpp itself, on a box with no GPU: llama.cpp RPC servers.
 
-Each RPC server (planner.verify.probe.serve_rpc: this machine's CPU backend served over TCP, as
+Each RPC server (planner.verify.llama_lib.serve_rpc: this machine's CPU backend served over TCP, as
 tools/rpc's rpc-server does) is a GPU-type device to llama.cpp: it splits layers over them by
 -ts or free memory, keeps each layer's KV on its device, runs the graph in one split per device
 and, with every layer offloaded, turns on pipeline parallelism (RPC devices have async compute
@@ -31,7 +31,7 @@ import time
 
 from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_model
-from planner.verify.probe import run_probe
+from planner.verify.child import run_probe
 from planner.verify.twin import write_twin
 
 PORT0 = 50152
@@ -75,7 +75,7 @@ def spec(name: str, variant: dict | None):
 
 def start_servers(n: int) -> tuple[list[str], list[subprocess.Popen]]:
     eps = [f"127.0.0.1:{PORT0 + i}" for i in range(n)]
-    procs = [subprocess.Popen([sys.executable, "-c", f"from planner.verify.probe import serve_rpc; serve_rpc({ep!r})"],
+    procs = [subprocess.Popen([sys.executable, "-c", f"from planner.verify.llama_lib import serve_rpc; serve_rpc({ep!r})"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for ep in eps]
     time.sleep(3)
     return eps, procs

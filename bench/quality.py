@@ -32,8 +32,8 @@ from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_gguf
 from planner.optimize.allocate import allocate
 from planner.optimize.quality import bytes_of, combine, predicted_parts
+from planner.verify.child import run_probe
 from planner.verify.imatrix import make_imatrix
-from planner.verify.probe import run_probe
 from planner.verify.quantize import quantize, to_float
 from planner.verify.run import TEXT, base_logprobs
 from planner.verify.tensor_error import measure_errors

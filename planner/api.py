@@ -8,6 +8,7 @@ from planner.estimate import Estimate, RuntimeOptions, estimate, ftype_tensor_ty
 from planner.model import ModelSpec, load_model
 from planner.profile import HardwareProfile
 from planner.profile.targets import resolve_target
+from planner.units import GiB
 
 DEFAULT_QUANT = "Q4_K_M"
 DEFAULT_CTX = 4096
@@ -67,10 +68,10 @@ def nearest_fit(spec: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, marg
             continue
         e = estimate(spec.with_types(ftype_tensor_types(spec, q)), hw, opts, margin=margin)
         if e.fits:
-            return f"--quant {q} ({e.weights_file_bytes / 2**30:.1f} GiB of weights)"
+            return f"--quant {q} ({e.weights_file_bytes / GiB:.1f} GiB of weights)"
     e = estimate(spec.with_types(ftype_tensor_types(spec, LADDER[-1])), hw, opts, margin=margin)
     short = max(d.memory.total_bytes - int(d.capacity_bytes * (1 - margin)) for d in e.devices)
-    return (f"nothing fits, even {LADDER[-1]}: about {short / 2**30:.1f} GiB more memory is needed on the "
+    return (f"nothing fits, even {LADDER[-1]}: about {short / GiB:.1f} GiB more memory is needed on the "
             "fullest device; try a smaller model ('plan models') or a bigger --target")
 
 

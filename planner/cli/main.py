@@ -11,6 +11,7 @@ import traceback
 from planner.cli import args as arg
 from planner.errors import PlannerError
 from planner.fileio import write_text
+from planner.units import MiB
 
 SUBCOMMANDS = ("profile", "targets", "models", "show", "recommend", "verify", "wizard", "imatrix", "calibration")
 
@@ -20,8 +21,8 @@ def _json(obj) -> None:
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
-    from planner.cli.format import profile_text
     from planner.profile.targets import resolve_target
+    from planner.views import profile_text
     p = resolve_target(a.target, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus)
     if a.json:
         _json(p.model_dump())
@@ -64,8 +65,8 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from planner.cli.format import model_text
     from planner.model import load_model
+    from planner.views import model_text
     m = load_model(a.model)
     if a.json:
         _json({"name": m.name, "source": m.source, "architecture": m.architecture, "n_layers": m.n_layers,
@@ -137,9 +138,10 @@ def _tensor_errors(a: argparse.Namespace, spec) -> tuple[dict | None, str | None
 
 def cmd_plan(a: argparse.Namespace) -> int:
     from planner.api import plan_model
-    from planner.cli.format import estimate_text, gib
     from planner.export import plan_dict, planned_file, render
     from planner.model import load_model, local_gguf
+    from planner.units import gib
+    from planner.views import estimate_text
     if a.output and not a.emit:
         raise PlannerError("-o writes the file --emit makes: add --emit yaml (or llama-server, ollama, ...), or "
                            + ("give the quantized file's path with --model-path" if a.verify else "leave -o out"))
@@ -313,15 +315,15 @@ def cmd_calibration(a: argparse.Namespace) -> int:
     if not runs:
         print("no verify runs kept for this machine: plans use the uncalibrated model (plan verify records runs)")
         return 0
-    current = [r for r in runs if r.get("speed_model") == cal.speed_model()]
-    print(f"this machine ({cal.fingerprint(hw)}): {len(runs)} verify run(s) kept, {len(current)} with this speed "
-          f"model; file {os.path.join(cal.cache_dir(), 'calibration.json')}")
+    current = [r for r in runs if r.get("speed_model") == cal.speed_model() and any(k in r for k in cal.SPEED_KEYS)]
+    print(f"this machine ({cal.fingerprint(hw)}): {len(runs)} verify run(s) kept, {len(current)} with speed "
+          f"ratios of this speed model; file {os.path.join(cal.cache_dir(), 'calibration.json')}")
     for key, label in (("decode_ratio", "decode"), ("prefill_ratio", "prefill")):
         factor, counted = cal.robust_factor([r.get(key) for r in current])
         print(f"  {label:8s} x{factor:.3f} applied (from {len(counted)} run(s); in full once {cal.AGREE} agree "
               f"within {cal.AGREE_BAND:.0%}, shrunk toward x1 before)")
     if applied and applied.host_overhead_bytes:
-        print(f"  host overhead {applied.host_overhead_bytes / 2**20:.0f} MiB (median of the runs)")
+        print(f"  host overhead {applied.host_overhead_bytes / MiB:.0f} MiB (median of the runs)")
     print("  runs:")
     for r in runs:
         ld = r.get("load") or {}
@@ -329,7 +331,8 @@ def cmd_calibration(a: argparse.Namespace) -> int:
         print(f"    {when}  {str(r.get('model', '?'))[:28]:28s} decode x{r.get('decode_ratio', float('nan')):.3f}  "
               f"prefill x{r.get('prefill_ratio', float('nan')):.3f}  cpu share {ld.get('cpu_share', '?')}  "
               f"others {ld.get('other_cores', '?')} cores"
-              + ("" if r.get("speed_model") == cal.speed_model() else "  (older speed model: speed not applied)"))
+              + ("" if r.get("speed_model") == cal.speed_model() else "  (older speed model: speed not applied)")
+              + ("  (busy: speed not kept)" if ld.get("busy") else ""))
     print("  plan calibration --reset forgets them")
     return 0
 

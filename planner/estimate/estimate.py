@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from planner.estimate.memory import MiB, matmul_types, memory_breakdown
+from planner.estimate.memory import matmul_types, memory_breakdown
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU
 from planner.estimate.result import DeviceEstimate, Estimate, MemoryParts
 from planner.estimate.throughput import throughput
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
+from planner.units import GiB, MiB
 
 
 def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, margin: float = 0.05,
@@ -56,7 +57,7 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
         notes.append(f"{per_seq} tokens of context per sequence is beyond the {model.n_ctx_train} the model was "
                      "trained on: past that, output degrades unless RoPE scaling is set (llama.cpp warns alike)")
     if hw.ram.reserve_bytes and host.total_bytes > cap / 2:
-        notes.append(f"host RAM: {hw.ram.total_bytes / 2**30:.2f} GiB less {hw.ram.reserve_bytes / 2**30:.2f} GiB "
+        notes.append(f"host RAM: {hw.ram.total_bytes / GiB:.2f} GiB less {hw.ram.reserve_bytes / GiB:.2f} GiB "
                      "kept for the OS and other programs (the target's ram.reserve_gib, default "
                      "planner/data/os_reserve.yaml; --ram N plans for N GiB)")
     if opts.n_gpu_layers > 0 and not hw.gpus:

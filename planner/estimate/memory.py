@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 
 from planner.estimate.compute import compute_buffers, pipeline_buffers
 from planner.estimate.constants import backend
-from planner.estimate.ggml_types import block_size, row_bytes, tensor_bytes
 from planner.estimate.graph import layer_nodes
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU, INPUT_TENSORS, layer_devices, tensor_device
 from planner.estimate.quant_mix import source_type
+from planner.model.ggml_types import block_size, row_bytes, tensor_bytes
 from planner.model.spec import PREFILL_SKIPS, ModelSpec
 from planner.profile.hardware import HardwareProfile
+from planner.units import MiB
 
-MiB = 1024 * 1024
 GGUF_ALIGN = 32
 KV_PAD = 256  # llama-context.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256)
 
@@ -162,6 +162,7 @@ class WeightUnit:
     repack: int = 0  # bytes of it the CPU backend repacks (CPU_REPACK) when on the host
     amx: int = 0  # bytes the AMX buffer allocates for its matrices when on the host (amx_bytes)
     amx_file: int = 0  # those matrices' bytes in the file (amx - amx_file: what AMX adds)
+    amx_as_output: int = 0  # token_embd: the AMX buffer's size of it as a tied output matrix (0: not taken)
     lo: int = -1  # file span of the rest, the part used from the map (-1: none)
     hi: int = 0
     attn2d: int = 0  # 2-D attention / FFN weights: a GPU stages these for big batches
@@ -228,6 +229,8 @@ def weight_units(model: ModelSpec, rp: frozenset[str], per_tensor: bool = False,
         u = units[ui]
         u.nbytes += nb
         amx_nb = amx_bytes(ty, t.shape) if amx and repackable and "_exps" not in t.name else None
+        if amx and t.name == "token_embd.weight":
+            u.amx_as_output = amx_bytes(ty, t.shape) or 0
         if u.loaded:
             if amx_nb is not None:
                 u.amx += amx_nb
@@ -275,41 +278,66 @@ def matmul_types(model: ModelSpec) -> dict[tuple[str, bool], int]:
     return out
 
 
-def _tied_output_amx(model: ModelSpec, out_dev: int, amx: bool) -> int:
-    """The AMX buffer's own copy of a tied token_embd used as the output matrix on the host (0: none)."""
-    if not (amx and model.tied_embeddings and out_dev == CPU):
-        return 0
-    t = next((t for t in model.tensors if t.name == "token_embd.weight"), None)
-    nb = amx_bytes(t.type or source_type(t), t.shape) if t is not None else None
-    return nb or 0
+@dataclass(frozen=True)
+class _Layout:
+    """Where things go: each block's device, the output's, the -ot patterns, and the CPU's buffer types."""
+    layer_dev: list[int]
+    out_dev: int
+    patterns: list[re.Pattern]
+    repack_types: frozenset[str]
+    amx: bool
+
+
+@dataclass
+class _HostWeights:
+    """What placing the weights leaves for the later steps: non-layer tensors by name, and each host
+    layer's 2D attention/FFN bytes (what a GPU stages for big batches: op offload)."""
+    by_name: dict[str, WeightUnit] = field(default_factory=dict)
+    staged_layer: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> Breakdown:
+    """Every buffer llama.cpp allocates, per device (GPU index, or CPU): weights, the KV cache and
+    recurrent state, compute buffers, the logits output and the backend's own overhead, with the bytes
+    decode reads per token. Each step below mirrors one allocation site of llama.cpp."""
+    lay = _layout(model, hw, opts)
+    units = weight_units(model, lay.repack_types, per_tensor=bool(lay.patterns), amx=lay.amx)
+    b = Breakdown(file_bytes=sum(u.nbytes for u in units))
+    host = _place_weights(b, units, lay, opts, n_gpus=len(hw.gpus))
+    _tied_output(b, model, host.by_name, lay.out_dev)
+    _blocks(b, model, opts, lay.layer_dev)
+    _kv_and_state(b, model, opts, lay.layer_dev)
+    _compute(b, model, opts, lay, host, n_gpus=len(hw.gpus))
+    b.output = model.n_vocab * opts.n_seq * 4  # logits output buffer on the host: n_vocab x n_seq outputs x f32
+    _overheads(b, hw)
+    return b
+
+
+def _layout(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> _Layout:
     n_gpus = len(hw.gpus)
-    free = [g.usable_bytes for g in hw.gpus]
-    layer_dev, out_dev = layer_devices(model.n_layers, n_gpus, opts, free)
-    pats = [re.compile(p) for p in opts.override_tensor]
+    layer_dev, out_dev = layer_devices(model.n_layers, n_gpus, opts, [g.usable_bytes for g in hw.gpus])
     # with a GPU, its host buffer type comes before the repack types in llama.cpp's CPU
     # buffer list (llama-model.cpp make_cpu_buft_list), so nothing is repacked
     extra = n_gpus == 0 and opts.repack
     rp = frozenset(repack_types(hw.cpu.flags, hw.cpu.arch)) if extra else frozenset()
-    amx = extra and has_amx(hw.cpu.flags)
-    units = weight_units(model, rp, per_tensor=bool(pats), amx=amx)
-    b = Breakdown(file_bytes=sum(u.nbytes for u in units))
+    return _Layout(layer_dev, out_dev, [re.compile(p) for p in opts.override_tensor], rp,
+                   extra and has_amx(hw.cpu.flags))
+
+
+def _place_weights(b: Breakdown, units: list[WeightUnit], lay: _Layout, opts: RuntimeOptions,
+                   n_gpus: int) -> _HostWeights:
+    """Weights per device, repacked and AMX copies, the mmap span, and bytes read per token."""
     weights, reads_of = b.weights, b.read_per_token
-    # weights per device, repacked copies, the mmap span, bytes read per token, and the host
-    # layers' weights a GPU stages for big batches (op offload)
     span_lo, span_hi = None, 0
-    staged_layer: dict[int, dict[str, int]] = {}
-    by_name = {}
+    host = _HostWeights()
     for u in units:
         if not u.loaded:
             continue
-        d = tensor_device(u.name, u.layer, layer_dev, out_dev, opts, pats)
+        d = tensor_device(u.name, u.layer, lay.layer_dev, lay.out_dev, opts, lay.patterns)
         weights[d] = weights.get(d, 0) + u.nbytes
         il = u.layer
         if il is None:
-            by_name[u.name] = u
+            host.by_name[u.name] = u
         if d == CPU:
             b.repack += u.repack
             b.amx += u.amx
@@ -318,40 +346,53 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
                 span_lo = u.lo if span_lo is None else min(span_lo, u.lo)
                 span_hi = max(span_hi, u.hi)
             if n_gpus and il is not None:
-                per = staged_layer.setdefault(il, {"attention": 0, "ffn": 0})
+                per = host.staged_layer.setdefault(il, {"attention": 0, "ffn": 0})
                 per["attention"] += u.attn2d
                 per["ffn"] += u.ffn2d
         if u.reads:
             if u.name == "token_embd.weight":
-                d = out_dev  # tied: read as the output matrix
+                d = lay.out_dev  # tied: read as the output matrix
             reads_of[d] = reads_of.get(d, 0) + u.reads
             by_type = b.read_types.setdefault(d, {})
             for ty, r in u.read_types.items():
                 by_type[ty] = by_type.get(ty, 0) + r
-    tied_amx = _tied_output_amx(model, out_dev, amx)
-    if tied_amx:
-        # the output's MUL_MAT takes the AMX buffer and token_embd's GET_ROWS the plain one: two copies on the host
-        weights[CPU] = weights.get(CPU, 0) + tied_amx
-        b.amx += tied_amx
-    elif model.tied_embeddings and (out_dev != CPU or model.architecture in OUTPUT_BEFORE_EMBD) \
-            and "token_embd.weight" in by_name:
-        # the output layer's device gets its own copy of the tied matrix (output.weight duplicated); on the
-        # host too where the model creates it before token_embd (the loader shares a duplicate only with an
-        # original already in that buffer: llama-model-loader.cpp create_tensor)
-        weights[out_dev] = weights.get(out_dev, 0) + by_name["token_embd.weight"].nbytes
     if opts.mmap and span_lo is not None:
         # llama.cpp maps the file span of host tensors (llama_model_loader::get_mapping_range)
         # and reports it whole, GPU and repacked tensors inside the span included. What must
         # stay resident is less: the repacked copies plus the host tensors used from the map,
         # which is what weights_bytes (and so "fits") counts.
         b.mapped = span_hi - span_lo
-    # blocks as llama.cpp numbers them for -ngl (MTP blocks included), and their graph nodes
+    return host
+
+
+def _tied_output(b: Breakdown, model: ModelSpec, by_name: dict[str, WeightUnit], out_dev: int) -> None:
+    """A tied token_embd used as the output matrix: where llama.cpp keeps a second copy of it."""
+    embd = by_name.get("token_embd.weight")
+    if embd is None or not model.tied_embeddings:
+        return
+    tied_amx = embd.amx_as_output if out_dev == CPU else 0
+    if tied_amx:
+        # the output's MUL_MAT takes the AMX buffer and token_embd's GET_ROWS the plain one: two copies on the host
+        b.weights[CPU] = b.weights.get(CPU, 0) + tied_amx
+        b.amx += tied_amx
+    elif out_dev != CPU or model.architecture in OUTPUT_BEFORE_EMBD:
+        # the output layer's device gets its own copy of the tied matrix (output.weight duplicated); on the
+        # host too where the model creates it before token_embd (the loader shares a duplicate only with an
+        # original already in that buffer: llama-model-loader.cpp create_tensor)
+        b.weights[out_dev] = b.weights.get(out_dev, 0) + embd.nbytes
+
+
+def _blocks(b: Breakdown, model: ModelSpec, opts: RuntimeOptions, layer_dev: list[int]) -> None:
+    """Blocks per device as llama.cpp numbers them for -ngl (MTP blocks included), and their graph nodes."""
     for d, n in zip(layer_dev, layer_nodes(model, opts.flash_attn), strict=True):
         b.layers[d] = b.layers.get(d, 0) + 1
         b.nodes[d] = b.nodes.get(d, 0) + n
-    # KV cache
-    n_ctx, cells_full, cells_swa = kv_cells(model, opts)
-    b.n_ctx, b.cells_full, b.cells_swa = n_ctx, cells_full, cells_swa
+
+
+def _kv_and_state(b: Breakdown, model: ModelSpec, opts: RuntimeOptions, layer_dev: list[int]) -> None:
+    """The KV cache of each attention layer and the recurrent state of each recurrent one, on its layer's
+    device (or the host with --no-kv-offload)."""
+    b.n_ctx, b.cells_full, b.cells_swa = kv_cells(model, opts)
     kv_of: dict[tuple, int] = {}  # layers alike hold alike caches
     widths = {v_width(model, il) for il in range(model.n_layers)}
     v_padded = max(widths) if not opts.flash_attn and len(widths) > 1 and not model.mla else None
@@ -360,47 +401,51 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
         key = (lay.attn, lay.n_head_kv, lay.head_dim, lay.kv_shared)
         kv = kv_of.get(key)
         if kv is None:
-            cells = cells_swa if lay.attn == "swa" else cells_full
+            cells = b.cells_swa if lay.attn == "swa" else b.cells_full
             kv = kv_of[key] = kv_layer_bytes(model, il, cells, opts.cache_type_k, opts.cache_type_v, v_padded)
         b.kv[d] = b.kv.get(d, 0) + kv
         if lay.attn == "recurrent" or (model.recurrent and model.recurrent.in_attention_layers):
             rs = rs_layer_bytes(model, opts.n_seq)
             b.rs[d] = b.rs.get(d, 0) + rs
-            reads_of[d] = reads_of.get(d, 0) + rs  # read (and written) whole every token
-    # compute buffers
-    per_stream_swa = cells_swa // (1 if opts.kv_unified else opts.n_seq)
-    per_stream_full = cells_full // (1 if opts.kv_unified else opts.n_seq)
+            b.read_per_token[d] = b.read_per_token.get(d, 0) + rs  # read (and written) whole every token
+
+
+def _compute(b: Breakdown, model: ModelSpec, opts: RuntimeOptions, lay: _Layout, host: _HostWeights,
+             n_gpus: int) -> None:
+    """Compute buffers: the host's alone, one per GPU beside the host's, or a pipeline's per device."""
+    per_stream_swa = b.cells_swa // (1 if opts.kv_unified else opts.n_seq)
+    per_stream_full = b.cells_full // (1 if opts.kv_unified else opts.n_seq)
+    args = (model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa)
     if n_gpus == 0:
-        b.compute[CPU], _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
-                                            False, n_seq=opts.n_seq)
-    else:
-        logits = by_name.get("output.weight") or by_name.get("token_embd.weight")
-        staged = staged_host_weights(logits.nbytes if logits and out_dev == CPU else 0, staged_layer)
-        dev_buf, host_buf = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
-                                            True, staged, n_seq=opts.n_seq)
-        # pipeline parallelism (llama-context.cpp): several GPUs, every layer and the output on them, KV
-        # with its layers, no tensor overrides
-        pipeline = (n_gpus > 1 and CPU not in layer_dev and out_dev != CPU and opts.offload_kqv
-                    and not opts.override_tensor and opts.n_cpu_moe == 0 and not opts.cpu_moe)
-        if pipeline:
-            kinds = [{lay.attn for lay, d in zip(model.layers, layer_dev, strict=True) if d == g} & {"full", "swa"}
-                     for g in range(n_gpus)]
-            devs, b.compute[CPU] = pipeline_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn,
-                                                    per_stream_swa, [g == out_dev for g in range(n_gpus)],
-                                                    kinds, PIPELINE_COPIES, n_seq=opts.n_seq,
-                                                    ends_recurrent=_mamba_splits(model, layer_dev, n_gpus))
-            for g in range(n_gpus):
-                b.compute[g] = devs[g]
-        else:
-            # every GPU gets a compute buffer: big batches run host weights there too (op offload)
-            for g in range(n_gpus):
-                b.compute[g] = dev_buf
-            host_full, _ = compute_buffers(model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa,
-                                           False, n_seq=opts.n_seq)
-            b.compute[CPU] = host_full if CPU in layer_dev else host_buf
-    # logits output buffer on the host: n_vocab x n_seq outputs x f32
-    b.output = model.n_vocab * opts.n_seq * 4
-    # runtime overhead
+        b.compute[CPU], _ = compute_buffers(*args, False, n_seq=opts.n_seq)
+        return
+    layer_dev, out_dev = lay.layer_dev, lay.out_dev
+    logits = host.by_name.get("output.weight") or host.by_name.get("token_embd.weight")
+    staged = staged_host_weights(logits.nbytes if logits and out_dev == CPU else 0, host.staged_layer)
+    dev_buf, host_buf = compute_buffers(*args, True, staged, n_seq=opts.n_seq)
+    # pipeline parallelism (llama-context.cpp): several GPUs, every layer and the output on them, KV
+    # with its layers, no tensor overrides
+    pipeline = (n_gpus > 1 and CPU not in layer_dev and out_dev != CPU and opts.offload_kqv
+                and not opts.override_tensor and opts.n_cpu_moe == 0 and not opts.cpu_moe)
+    if pipeline:
+        kinds = [{la.attn for la, d in zip(model.layers, layer_dev, strict=True) if d == g} & {"full", "swa"}
+                 for g in range(n_gpus)]
+        devs, b.compute[CPU] = pipeline_buffers(*args, [g == out_dev for g in range(n_gpus)],
+                                                kinds, PIPELINE_COPIES, n_seq=opts.n_seq,
+                                                ends_recurrent=_mamba_splits(model, layer_dev, n_gpus))
+        for g in range(n_gpus):
+            b.compute[g] = devs[g]
+        return
+    # every GPU gets a compute buffer: big batches run host weights there too (op offload)
+    for g in range(n_gpus):
+        b.compute[g] = dev_buf
+    host_full, _ = compute_buffers(*args, False, n_seq=opts.n_seq)
+    b.compute[CPU] = host_full if CPU in layer_dev else host_buf
+
+
+def _overheads(b: Breakdown, hw: HardwareProfile) -> None:
+    """Each backend's runtime overhead: a profile's own figure, else what verify measured here, else the
+    backend's table value (planner/data/backends.yaml)."""
     cal = hw.calibration
     for g, gpu in enumerate(hw.gpus):
         measured = cal.gpu_overhead_bytes[g] if cal and g < len(cal.gpu_overhead_bytes) else None
@@ -408,7 +453,6 @@ def memory_breakdown(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions
                          else backend(gpu.backend)["overhead_mib"] * MiB)
     b.overhead[CPU] = (cal.host_overhead_bytes if cal and cal.host_overhead_bytes is not None
                        else backend("cpu")["overhead_mib"] * MiB)
-    return b
 
 
 def _mamba_splits(model: ModelSpec, layer_dev: list[int], n_gpus: int) -> list[bool]:

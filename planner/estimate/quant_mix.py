@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from planner.errors import InvalidOptionError
-from planner.estimate.ggml_types import block_size
+from planner.model.ggml_types import block_size
 from planner.model.spec import ModelSpec, TensorSpec, converter_type
 
 # LLAMA_FTYPE -> default ggml type (llama_ftype_get_default_type)

@@ -12,10 +12,10 @@ from collections import defaultdict
 
 import yaml
 
-from planner.estimate.ggml_types import type_id
 from planner.estimate.memory import SKIPS_MTP
 from planner.estimate.placement import CPU, tensor_devices
 from planner.estimate.quant_mix import allows_quantization
+from planner.model.ggml_types import type_id
 from planner.model.resolve import local_gguf
 from planner.model.spec import ModelSpec
 from planner.optimize.plan import PlanOption

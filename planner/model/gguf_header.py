@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from planner.errors import GGUFError
-from planner.estimate.ggml_types import block_size, tensor_bytes, type_name
+from planner.model.ggml_types import block_size, tensor_bytes, type_name
 
 MAGIC = b"GGUF"
 MAX_DIMS = 4                     # GGML_MAX_DIMS

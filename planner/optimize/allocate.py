@@ -14,7 +14,7 @@ import heapq
 from collections import defaultdict
 from dataclasses import dataclass
 
-from planner.estimate.ggml_types import tensor_bytes
+from planner.model.ggml_types import tensor_bytes
 from planner.model.spec import TensorSpec
 from planner.optimize.quality import candidates, tensor_loss, tensor_weight
 

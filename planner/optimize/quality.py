@@ -6,8 +6,8 @@ from functools import cache
 from typing import Any
 
 from planner.data import data_yaml
-from planner.estimate.ggml_types import bits_per_weight, block_size, tensor_bytes
 from planner.estimate.quant_mix import allows_quantization, source_type
+from planner.model.ggml_types import bits_per_weight, block_size, tensor_bytes
 from planner.model.spec import ModelSpec, TensorSpec
 
 LADDER_256 = ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "IQ4_XS", "Q3_K", "IQ3_S", "IQ3_XXS", "Q2_K", "IQ2_S", "IQ2_XS")

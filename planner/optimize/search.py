@@ -19,6 +19,7 @@ from planner.optimize.allocate import Allocator
 from planner.optimize.plan import PlanOption, PlanRequest, PlanResult
 from planner.optimize.quality import bytes_of, predicted_kld
 from planner.profile.hardware import HardwareProfile
+from planner.units import GiB
 
 CTX_LADDER = (4096, 32768, 131072)
 BPW_CAPS = (None, 8.5, 4.5)  # None = spend all the memory there is
@@ -364,20 +365,20 @@ def nearest(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> str:
     e = estimate(smallest, hw, o, margin=req.margin, depth=req.depth)
     if not hw.gpus:
         short = e.devices[-1].memory.total_bytes - int(e.devices[-1].capacity_bytes * (1 - req.margin))
-        return (f"even at Q2_K ({bytes_of(smallest) / 2**30:.1f} GiB) and {o.n_ctx} context it needs "
-                f"{short / 2**30:.1f} GiB more RAM; pick a smaller model ('plan recommend')")
+        return (f"even at Q2_K ({bytes_of(smallest) / GiB:.1f} GiB) and {o.n_ctx} context it needs "
+                f"{short / GiB:.1f} GiB more RAM; pick a smaller model ('plan recommend')")
     # a GPU holds its runtime and compute buffers whatever -ngl is: can it hold even those?
     e0 = estimate(smallest, hw, o.model_copy(update={"n_gpu_layers": 0}), margin=req.margin, depth=req.depth)
     for d in e0.devices:
         cap = int(d.capacity_bytes * (1 - req.margin))
         if d.kind == "gpu" and d.memory.total_bytes > cap:
             return (f"{d.name} cannot hold even its runtime and compute buffers with no layers on it "
-                    f"({d.memory.total_bytes / 2**30:.2f} GiB needed, {cap / 2**30:.2f} GiB usable); "
+                    f"({d.memory.total_bytes / GiB:.2f} GiB needed, {cap / GiB:.2f} GiB usable); "
                     "plan for the CPU alone (--gpus 0) or free VRAM")
     need = sum(d.memory.total_bytes for d in e.devices)
     have = sum(int(d.capacity_bytes * (1 - req.margin)) for d in e.devices)
     if need <= have:
-        return (f"at Q2_K ({bytes_of(smallest) / 2**30:.1f} GiB) VRAM + RAM add up, but no split of the layers "
+        return (f"at Q2_K ({bytes_of(smallest) / GiB:.1f} GiB) VRAM + RAM add up, but no split of the layers "
                 "fits each device with its margin under these constraints; relax --ctx/--min-tps or the --margin")
-    return (f"even at Q2_K ({bytes_of(smallest) / 2**30:.1f} GiB) and {o.n_ctx} context, VRAM + RAM fall "
-            f"{max(need - have, 0) / 2**30:.1f} GiB short; add memory or pick a smaller model ('plan recommend')")
+    return (f"even at Q2_K ({bytes_of(smallest) / GiB:.1f} GiB) and {o.n_ctx} context, VRAM + RAM fall "
+            f"{max(need - have, 0) / GiB:.1f} GiB short; add memory or pick a smaller model ('plan recommend')")

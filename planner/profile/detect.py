@@ -15,6 +15,7 @@ import psutil
 
 from planner.profile.gpu_specs import lookup_gpu_spec
 from planner.profile.hardware import CPU, GPU, RAM, HardwareProfile
+from planner.units import GiB, MiB
 
 T = TypeVar("T")
 
@@ -159,7 +160,7 @@ def _apple(notes: list[str]) -> list[GPU]:
     wired = int(_sysctl("iogpu.wired_limit_mb") or 0)
     # Metal's recommendedMaxWorkingSetSize defaults to ~75% of RAM on >36 GB machines and
     # ~66% below; iogpu.wired_limit_mb (when non-zero) replaces it.
-    usable = wired * 1024 * 1024 if wired else int(memsize * (0.75 if memsize > 36 * 2**30 else 0.66))
+    usable = wired * MiB if wired else int(memsize * (0.75 if memsize > 36 * GiB else 0.66))
     spec = lookup_gpu_spec(chip)
     if not spec:
         notes.append(f"{chip}: not in the GPU spec table, bandwidth assumed 100 GB/s")

@@ -9,7 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-GiB = 1024**3
+from planner.units import GiB
+
 MAX_BYTES = 1 << 56  # 64 PiB: no box has more memory of any kind; beyond it a figure is a typo or hostile
 
 

@@ -15,9 +15,7 @@ from planner.data import data_yaml, load_yaml
 from planner.errors import TargetNotFoundError
 from planner.profile.gpu_specs import lookup_gpu_spec
 from planner.profile.hardware import CPU, GPU, MAX_BYTES, RAM, HardwareProfile
-
-GiB = 1024**3
-MiB = 1024**2
+from planner.units import GiB, MiB
 
 
 def _norm(s: str) -> str:

@@ -28,6 +28,7 @@ from textual.widgets import (
 )
 
 from planner.errors import PlannerError
+from planner.units import GiB
 
 TABS = ("hardware", "model", "goal", "plan", "export", "verify")
 EXPORTS = ("llama-server", "ollama", "llama-quantize", "llama-cpp-python", "yaml", "json")
@@ -44,12 +45,12 @@ def memory_bar(d) -> str:
         cells += ch * round(BAR * nbytes / cap)
     cells = cells[:BAR] + "·" * max(0, BAR - len(cells))
     over = " OVER" if m.total_bytes > cap else ""
-    return f"{d.name[:20]:20s} {cells} {m.total_bytes / 2**30:5.1f}/{cap / 2**30:.0f} GiB{over}"
+    return f"{d.name[:20]:20s} {cells} {m.total_bytes / GiB:5.1f}/{cap / GiB:.0f} GiB{over}"
 
 
 def layer_map(model, types: dict[str, str]) -> str:
     """Mean bits per weight of each layer as one digit (9 = 9+ bits), embeddings/output apart."""
-    from planner.estimate.ggml_types import tensor_bytes
+    from planner.model.ggml_types import tensor_bytes
     nb: dict[int, float] = defaultdict(float)
     ne: dict[int, int] = defaultdict(int)
     for t in model.tensors:
@@ -166,7 +167,7 @@ class PlannerApp(App):
     @work(thread=True, exclusive=True, group="hw")
     def load_hardware(self) -> None:
         from planner.api import resolve_hardware
-        from planner.cli.format import profile_text
+        from planner.views import profile_text
         try:
             vram = self.query_one("#vram", Input).value.strip() or None
             ram = self.query_one("#ram", Input).value.strip()
@@ -208,8 +209,8 @@ class PlannerApp(App):
 
     @work(thread=True, exclusive=True, group="model")
     def load_model(self, name: str) -> None:
-        from planner.cli.format import model_text
         from planner.model import load_model
+        from planner.views import model_text
         try:
             spec = load_model(name)
         except Exception as exc:  # noqa: BLE001 - shown in the app

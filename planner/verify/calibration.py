@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from planner.estimate.throughput import speed_model
 from planner.fileio import write_cache
 from planner.profile.hardware import Calibration, HardwareProfile
+from planner.units import GiB
 
 KEEP = 20  # runs kept per machine
 
@@ -52,8 +53,8 @@ def cached_path(kind: str, source: str, suffix: str, *extra: object) -> str:
 
 def fingerprint(hw: HardwareProfile) -> str:
     """CPU model and cores, RAM size, each GPU's name, VRAM and backend: what the ratios depend on."""
-    parts = [hw.cpu.model, str(hw.cpu.cores), str(round(hw.ram.total_bytes / 2**30))]
-    parts += [f"{g.name}:{round(g.vram_total_bytes / 2**30)}:{g.backend}" for g in hw.gpus]
+    parts = [hw.cpu.model, str(hw.cpu.cores), str(round(hw.ram.total_bytes / GiB))]
+    parts += [f"{g.name}:{round(g.vram_total_bytes / GiB)}:{g.backend}" for g in hw.gpus]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -91,24 +92,28 @@ def _read() -> dict:
         return {}  # no file or a damaged one: start over rather than fail a plan
 
 
+SPEED_KEYS = ("decode_ratio", "prefill_ratio")
+
+
 class Recorded(BaseModel):
-    kept: bool
+    speed_kept: bool = Field(..., description="its speed ratios count; False when it was timed on a busy machine")
     runs: int = Field(..., description="runs now kept for this machine")
-    why: str | None = Field(None, description="why the run was not kept")
+    why: str | None = Field(None, description="why its speed was not kept")
 
 
 def record(hw: HardwareProfile, run: dict) -> Recorded:
-    """Keep one verify run's ratios for this machine, unless it was timed on a busy machine."""
+    """Keep one verify run for this machine. A run timed on a busy machine keeps its memory figures
+    (other programs do not change what llama.cpp allocates) but not its speed ratios."""
     load = run.get("load") or {}
+    busy = bool(load.get("busy"))
+    if busy:
+        run = {k: v for k, v in run.items() if k not in SPEED_KEYS}
     with _locked():
         d = _read()
         fp = fingerprint(hw)
-        runs = d.get(fp, [])
-        if load.get("busy"):
-            return Recorded(kept=False, runs=len(runs), why=busy_text(load))
-        d[fp] = (runs + [dict(run, time=time.time(), speed_model=speed_model())])[-KEEP:]
+        d[fp] = (d.get(fp, []) + [dict(run, time=time.time(), speed_model=speed_model())])[-KEEP:]
         write_cache(_path(), json.dumps(d, indent=1))
-        return Recorded(kept=True, runs=len(d[fp]))
+        return Recorded(speed_kept=not busy, runs=len(d[fp]), why=busy_text(load) if busy else None)
 
 
 def busy_text(load: dict) -> str:
@@ -150,7 +155,7 @@ def load(hw: HardwareProfile) -> Calibration | None:
         return None
     # speed ratios hold for the model that predicted them: after an upgrade of the formulas or constants the
     # old runs teach nothing about speed (their memory overheads still hold)
-    current = [r for r in runs if r.get("speed_model") == speed_model()]
+    current = [r for r in runs if r.get("speed_model") == speed_model() and any(k in r for k in SPEED_KEYS)]
     decode, _ = robust_factor([r.get("decode_ratio") for r in current])
     prefill, _ = robust_factor([r.get("prefill_ratio") for r in current])
 

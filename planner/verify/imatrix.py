@@ -215,7 +215,7 @@ def collect(cfg: dict[str, Any]) -> dict[str, Any]:
 
     import llama_cpp
 
-    from planner.verify.probe import eval_chunks, set_context_defaults
+    from planner.verify.llama_lib import eval_chunks, set_context_defaults
     lcc = llama_cpp.llama_cpp
     libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
     col = Collector(ctypes.CDLL(sorted(glob.glob(os.path.join(libdir, "libggml-base.*")))[0]))
@@ -240,7 +240,7 @@ def collect(cfg: dict[str, Any]) -> dict[str, Any]:
 def make_imatrix(model: str, text: str, out: str, *, n_ctx: int = 512, n_chunks: int | None = None, ngl: int = 0,
                  threads: int | None = None, timeout_s: float = 3600, force: bool = False) -> dict[str, Any]:
     """Collect an importance matrix of `model` over the text file `text` into `out` (a child process)."""
-    from planner.verify.probe import run_probe
+    from planner.verify.child import run_probe
     for p, what in ((model, "model"), (text, "text")):
         if not os.path.isfile(p):
             raise PlannerError(f"{what} file {p} does not exist")

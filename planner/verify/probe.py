@@ -1,6 +1,6 @@
 """Load a GGUF with llama-cpp-python in *this* process and report what llama.cpp allocated.
 
-Run it as a child (`python -m planner.verify.probe '<json>'`, see run_probe) so that an
+Run it as a child (`python -m planner.verify.probe '<json>'`: planner.verify.child.run_probe) so that an
 out-of-memory or a crash inside llama.cpp becomes a report, never a dead caller. It parses
 llama.cpp's own "<buffer> <kind> buffer size = X MiB" log lines, and measures the process
 RSS and (when NVML works) GPU memory before and after, and optionally pp/tg speed.
@@ -10,33 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import sys
 import time
 from typing import Any
 
-MiB = 1024 * 1024
-
-
-def parse_buffers(log: str) -> dict[str, float]:
-    """{'CPU_Mapped model': 281.81, 'CUDA0 KV': 512.0, ...} summed over repeated lines."""
-    out: dict[str, float] = {}
-    for line in log.splitlines():
-        line = line.strip()
-        # an RPC device's buffers are named RPC<i>[host:port], i its index on that server: kept as RPC@host:port
-        line = re.sub(r"RPC\d+\[([^\]]*)\]", r"RPC@\1", line)
-        m = re.search(r"(?P<buf>[\w\-@.:]+)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[\d.]+) MiB", line)
-        if not m:
-            m2 = re.search(r"(?P<buf>[\w\-]+)\s+buffer size\s*=\s*(?P<mib>[\d.]+) MiB", line)
-            if not m2:
-                continue
-            key = f"{m2.group('buf')} model"
-            out[key] = round(out.get(key, 0.0) + float(m2.group("mib")), 2)
-            continue
-        key = f"{m.group('buf')} {m.group('kind')}"
-        out[key] = round(out.get(key, 0.0) + float(m.group("mib")), 2)
-    return out
+from planner.units import MiB
+from planner.verify.llama_lib import add_rpc_servers, eval_chunks, set_context_defaults, set_model_defaults
 
 
 def _rss() -> int:
@@ -139,51 +118,6 @@ def _speed(llm, cfg: dict[str, Any]) -> dict[str, Any]:
             "pp": pp, "tg": tg, "depth": depth, "reps": reps, "load": load_figures(timed, threads)}
 
 
-def _patch_defaults(getter: str, fields: dict[str, Any]) -> None:
-    """Set fields Llama() has no parameter for where Llama.__init__ takes its params from,
-    llama_cpp.llama_cpp.<getter> (in the child process only)."""
-    import llama_cpp
-    lcc = llama_cpp.llama_cpp
-    default = getattr(lcc, getter)
-
-    def patched():
-        p = default()
-        for k, v in fields.items():
-            setattr(p, k, v)
-        return p
-    setattr(lcc, getter, patched)
-
-
-def set_model_defaults(**fields: Any) -> None:
-    """Model params: use_extra_bufts (--no-repack)."""
-    _patch_defaults("llama_model_default_params", fields)
-
-
-def set_context_defaults(**fields: Any) -> None:
-    """Context params: n_seq_max, kv_unified, cb_eval."""
-    _patch_defaults("llama_context_default_params", fields)
-
-
-def eval_chunks(llm, text: str, n_ctx: int, max_chunks: int | None = None):
-    """Evaluate the text file in chunks of n_ctx tokens from an empty cache, the first token of
-    each BOS when the model adds one (llama-perplexity / llama-imatrix); yields each chunk after
-    llm.eval."""
-    with open(text, "rb") as f:
-        toks = llm.tokenize(f.read(), add_bos=False, special=False)
-    n_chunks = len(toks) // n_ctx if not max_chunks else min(max_chunks, len(toks) // n_ctx)
-    if n_chunks < 1:
-        raise RuntimeError(f"the text has {len(toks)} tokens, fewer than one chunk of {n_ctx}")
-    bos = llm.token_bos()
-    for c in range(n_chunks):
-        chunk = toks[c * n_ctx:(c + 1) * n_ctx]
-        if bos is not None and bos >= 0 and llm._model.add_bos_token():
-            chunk = [bos] + chunk[1:]
-        llm.reset()
-        llm._ctx.kv_cache_clear()
-        llm.eval(chunk)
-        yield chunk
-
-
 def logits(cfg: dict[str, Any]) -> dict[str, Any]:
     """Next-token log-probabilities over a text, scored like llama-perplexity: chunks of n_ctx
     tokens (first one BOS), the second half of each chunk scored. With `base` (an .npy of the
@@ -220,49 +154,6 @@ def logits(cfg: dict[str, Any]) -> dict[str, Any]:
         with atomic_output(cfg["out"], force=True, suffix=".npy") as tmp:
             np.save(tmp, np.concatenate(outs))
     return res
-
-
-def ggml_libs():
-    """ctypes handles of the ggml libraries llama-cpp-python ships (libggml, libggml-rpc when built with
-    GGML_RPC=ON)."""
-    import ctypes
-
-    import llama_cpp
-    lib = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
-    ggml = ctypes.CDLL(os.path.join(lib, "libggml.so.0"))  # the file libllama links (its soname)
-    rpc_path = os.path.join(lib, "libggml-rpc.so.0")
-    if not os.path.exists(rpc_path):
-        raise RuntimeError("this llama-cpp-python has no RPC backend: rebuild it with CMAKE_ARGS=-DGGML_RPC=ON")
-    return ggml, ctypes.CDLL(rpc_path)
-
-
-def add_rpc_servers(endpoints: list[str]) -> None:
-    """Register llama.cpp RPC servers as devices, as llama-cli's --rpc does (common/arg.cpp
-    add_rpc_devices): each is a GPU-type device that llama.cpp splits layers over."""
-    import ctypes
-    ggml, rpc = ggml_libs()
-    rpc.ggml_backend_rpc_add_server.restype = ctypes.c_void_p
-    rpc.ggml_backend_rpc_add_server.argtypes = [ctypes.c_char_p]
-    ggml.ggml_backend_register.argtypes = [ctypes.c_void_p]
-    for ep in endpoints:
-        reg = rpc.ggml_backend_rpc_add_server(ep.encode())
-        if not reg:
-            raise RuntimeError(f"no RPC server answers at {ep}")
-        ggml.ggml_backend_register(reg)
-
-
-def serve_rpc(endpoint: str, threads: int = 1) -> None:
-    """Serve this machine's CPU backend at endpoint as an llama.cpp RPC server (blocks; tools/rpc's
-    rpc-server does the same): a stand-in device for multi-device placement checks on a box with
-    no GPU."""
-    import ctypes
-    ggml, rpc = ggml_libs()
-    ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
-    ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
-    dev = ctypes.c_void_p(ggml.ggml_backend_dev_by_type(0))  # GGML_BACKEND_DEVICE_TYPE_CPU
-    rpc.ggml_backend_rpc_start_server.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
-                                                  ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
-    rpc.ggml_backend_rpc_start_server(endpoint.encode(), None, threads, 1, ctypes.byref(dev))
 
 
 def probe(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -318,34 +209,6 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
     out["ok"] = True
     del llm
     return out
-
-
-def run_probe(cfg: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
-    """Run probe() in a child process; a crash or OOM comes back as ok=False with the reason."""
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("GGML_NO_BACKTRACE", "1")
-    try:
-        p = subprocess.run([sys.executable, "-m", "planner.verify.probe", json.dumps(cfg)],
-                           capture_output=True, text=True, timeout=timeout_s, env=env)
-    except subprocess.TimeoutExpired:
-        return {"cfg": cfg, "ok": False, "error": f"timed out after {timeout_s:.0f} s"}
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("{"):
-            res = json.loads(line)
-            res["bufs_mib"] = parse_buffers(p.stderr)
-            res["flash_attn"] = "enabled" if re.search(r"flash_attn\s+= enabled", p.stderr) else "disabled"
-            g = re.search(r"graph(?: \(pp[^)]*\))?: nodes = (\d+)(?: / (\d+))?", p.stderr)
-            if g:  # the prompt and the one-token graphs' node counts (llama_context's reserve log)
-                res["graph_nodes"] = [int(g.group(1)), int(g.group(2) or g.group(1))]
-            return res
-    tail = " | ".join((p.stderr or p.stdout).strip().splitlines()[-3:]) or "no output"
-    if p.returncode < 0:  # a signal: that is the reason; the log's last lines are only what came before
-        from planner.verify.child import exit_text
-        return {"cfg": cfg, "ok": False, "returncode": p.returncode, "signal": -p.returncode,
-                "error": f"the llama.cpp child process was {exit_text(p.returncode)}; its log ended: {tail[-300:]}",
-                "log_tail": tail}
-    return {"cfg": cfg, "ok": False, "returncode": p.returncode, "error": tail}
 
 
 if __name__ == "__main__":

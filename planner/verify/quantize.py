@@ -23,10 +23,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from planner.errors import PlannerError
-from planner.estimate.ggml_types import tensor_bytes
 from planner.estimate.quant_mix import FTYPE_DEFAULT, allows_quantization
 from planner.fileio import atomic_output
+from planner.model.ggml_types import tensor_bytes
 from planner.model.spec import ModelSpec
+from planner.units import GiB
 from planner.verify.child import exit_text
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
@@ -129,8 +130,8 @@ def quantize(src: str, dst: str, model: ModelSpec, types: dict[str, str], *, ima
     d = os.path.dirname(os.path.abspath(dst))
     free = shutil.disk_usage(d).free
     if free < need:
-        raise PlannerError(f"not enough disk space in {d}: the quantized model needs {need / 2**30:.2f} GiB, "
-                           f"{free / 2**30:.2f} GiB free; pass another output path")
+        raise PlannerError(f"not enough disk space in {d}: the quantized model needs {need / GiB:.2f} GiB, "
+                           f"{free / GiB:.2f} GiB free; pass another output path")
     with atomic_output(dst, force) as tmp:
         _run_quantizer(src, tmp, srcm, types, nthread, imatrix, _ftype, progress, timeout_s)
     got = {t.name: t.type for t in load_gguf(dst).tensors}

@@ -26,10 +26,10 @@ from planner.estimate import RuntimeOptions, estimate
 from planner.estimate.result import Estimate
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
+from planner.units import GiB, MiB
 from planner.verify import calibration
-from planner.verify.probe import run_probe
+from planner.verify.child import run_probe
 
-MiB = 1 << 20
 TEXT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "eval-text.txt")
 Step = Callable[[str, int, int, str], None]  # (step, done, total, detail)
 _GPU_BUF = re.compile(r"^(CUDA|ROCm|Vulkan|SYCL|MTL|Metal)(\d*)$")
@@ -204,8 +204,8 @@ def _failure_text(e: Estimate, r: dict[str, Any]) -> str:
     over = [d for d in e.devices if d.memory.total_bytes > d.capacity_bytes]
     if over or re.search(r"alloc|out of memory|memory", err, re.I):
         d = max(e.devices, key=lambda x: x.memory.total_bytes / max(x.capacity_bytes, 1))
-        return (f"does not fit: needed {d.memory.total_bytes / 2**30:.2f} GiB on {d.name}, had "
-                f"{d.capacity_bytes / 2**30:.2f} GiB (llama.cpp: {err[-200:]})")
+        return (f"does not fit: needed {d.memory.total_bytes / GiB:.2f} GiB on {d.name}, had "
+                f"{d.capacity_bytes / GiB:.2f} GiB (llama.cpp: {err[-200:]})")
     return f"llama.cpp could not load the plan: {err[-300:]}"
 
 
@@ -228,10 +228,8 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
         destination(out, force)
     made_out = False
     typed = model.with_types({**{t.name: t.type for t in model.tensors if t.type}, **types})
-    # raw estimate: what calibration ratios are taken against; shown: the calibrated one, as plans see it
-    e_raw = estimate(typed, hw.model_copy(update={"calibration": None}), opts, margin=margin, depth=depth)
     hw_cal = calibration.calibrated(hw) if record else hw
-    e = estimate(typed, hw_cal, opts, margin=margin, depth=depth)
+    e_raw, e = _estimates(typed, hw, hw_cal, opts, margin, depth)
     rep = VerifyReport(model=model.name, machine=hw.name, mode="twin" if twin else "quantized",
                        predicted=_predicted(e), margin=margin)
     if hw.gpus and (opts.override_tensor or opts.n_cpu_moe or opts.cpu_moe):
@@ -249,12 +247,12 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
             d = os.path.dirname(os.path.abspath(out)) if out else tempfile.gettempdir()
             free = shutil.disk_usage(d).free
             if free < need:
-                raise PlannerError(f"the twin needs {need / 2**30:.1f} GiB of disk in {d}, {free / 2**30:.1f} GiB "
+                raise PlannerError(f"the twin needs {need / GiB:.1f} GiB of disk in {d}, {free / GiB:.1f} GiB "
                                    "free; pass -o on a bigger disk")
             if not out:
                 workdir = tempfile.mkdtemp(prefix="planner-twin-")
                 out = os.path.join(workdir, "twin.gguf")
-            rep.notes.append(f"twin: {need / 2**30:.2f} GiB written to {out}"
+            rep.notes.append(f"twin: {need / GiB:.2f} GiB written to {out}"
                              + ("" if keep else ", removed afterwards"))
             write_twin(typed, out, fill="random", force=force,
                        progress=(lambda i, n, name: step("twin", i, n, name)) if step else None)
@@ -271,12 +269,11 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
         if _amx_crash(r, opts, hw):
             # llama.cpp's AMX kernels crash in some builds (llama-cpp-python 0.3.36's, natively built on an AMX
             # Xeon: SIGSEGV in decode): measure the configuration that runs here, and say so
+            from planner.verify.child import exit_text
             opts = opts.model_copy(update={"repack": False})
-            how = r.get("error", "").split(";")[0].replace("the llama.cpp child process was ", "")
-            rep.notes.append(f"llama.cpp was {how} with its AMX buffer on this CPU; measured with --no-repack "
-                             "(launch with -nr too)")
-            e_raw = estimate(typed, hw.model_copy(update={"calibration": None}), opts, margin=margin, depth=depth)
-            e = estimate(typed, hw_cal, opts, margin=margin, depth=depth)
+            rep.notes.append(f"llama.cpp was {exit_text(r.get('returncode'))} with its AMX buffer on this CPU; "
+                             "measured with --no-repack (launch with -nr too)")
+            e_raw, e = _estimates(typed, hw, hw_cal, opts, margin, depth)
             rep.predicted = _predicted(e)
             r = run_probe(probe_config(out, opts, pp=pp, tg=tg, reps=reps, depth=depth), timeout_s=3600)
         if step:
@@ -308,7 +305,7 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
         if record:
             rec = calibration.record(hw, _calibration_run(e_raw, meas, typed.name, rep.timing_load))
             rep.calibration_runs = rec.runs
-            if not rec.kept:
+            if rec.why:
                 rep.notes.append(rec.why)
         return rep
     finally:
@@ -316,6 +313,14 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
             os.remove(out)  # the twin this run wrote, never a file that was there before
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _estimates(typed: ModelSpec, hw: HardwareProfile, hw_cal: HardwareProfile, opts: RuntimeOptions,
+               margin: float, depth: int) -> tuple[Estimate, Estimate]:
+    """(raw, shown): the raw estimate is what calibration ratios are taken against; the shown one is
+    calibrated, as plans see it."""
+    raw = estimate(typed, hw.model_copy(update={"calibration": None}), opts, margin=margin, depth=depth)
+    return raw, estimate(typed, hw_cal, opts, margin=margin, depth=depth)
 
 
 def _amx_crash(r: dict[str, Any], opts: RuntimeOptions, hw: HardwareProfile) -> bool:
@@ -379,7 +384,7 @@ def report_text(rep: VerifyReport) -> str:
         return "" if v is None else f"{v:+.1%}"
 
     lines = [f"verify {rep.model} on {rep.machine} ({rep.mode}{': ' + rep.file if rep.file else ''}"
-             + (f", {rep.file_bytes / 2**30:.2f} GiB" if rep.file_bytes else "") + ")"]
+             + (f", {rep.file_bytes / GiB:.2f} GiB" if rep.file_bytes else "") + ")"]
     if rep.failure:
         lines.append(f"  FAILED: {rep.failure}")
         if rep.replanned:

@@ -56,7 +56,7 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 def tensor_data(path: str) -> dict[str, np.ndarray]:
     """Each tensor whose data the file holds, memory-mapped as rows (nrows, row elements or row bytes);
     a header-only or truncated download holds fewer tensors than its header lists, or none."""
-    from planner.estimate.ggml_types import row_bytes
+    from planner.model.ggml_types import row_bytes
     from planner.model.gguf_header import read_gguf_file
     h = read_gguf_file(path)
     size = os.path.getsize(path)

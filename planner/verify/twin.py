@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
-from planner.estimate.ggml_types import tensor_bytes
 from planner.estimate.quant_mix import source_type
+from planner.model.ggml_types import tensor_bytes
 from planner.model.spec import ModelSpec
 
 ALIGN = 32

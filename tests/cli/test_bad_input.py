@@ -146,7 +146,7 @@ def test_a_child_killed_by_a_signal_is_reported_as_such(smol_path):
 
     import psutil
 
-    from planner.verify.probe import run_probe
+    from planner.verify.child import run_probe
     from tests.conftest import AMX_SAFE
     out = {}
     t = threading.Thread(target=lambda: out.update(run_probe(

@@ -7,7 +7,7 @@ from planner.estimate.graph import layer_nodes
 from planner.model.hf_config import spec_from_hf_config
 from planner.model.hybrid import hybrid_spec, lfm2_spec
 from planner.profile.targets import load_target
-from planner.verify.probe import run_probe
+from planner.verify.child import run_probe
 from planner.verify.twin import write_twin
 from tests.conftest import tiny_config
 

@@ -14,15 +14,15 @@ from planner.model import load_gguf, load_model
 from planner.model.catalog import find_entry
 from planner.model.hf_config import spec_from_hf_config
 from planner.model.hybrid import mamba_spec
+from planner.profile.detect import detect_hardware
 from planner.profile.hardware import CPU, RAM, HardwareProfile
 from planner.profile.targets import load_target
-from planner.verify.probe import run_probe
+from planner.verify.child import run_probe
 
 # this machine's own ISA flags: which extra buffer types llama.cpp uses (CPU_REPACK on AVX2, AMX on AMX-INT8
 # Xeons) decides where the weights it loads here go
 THIS_CPU = HardwareProfile(cpu=CPU(model="x86-64", cores=2, threads=2,
-                                   flags=__import__("planner.profile.detect", fromlist=["x"]).detect_hardware(
-                                       measure_bandwidth=False).cpu.flags),
+                                   flags=detect_hardware(measure_bandwidth=False).cpu.flags),
                            ram=RAM(total_bytes=24 << 30, bandwidth_gbps=20))
 KV = {"f16": None, "q8_0": 8}
 

@@ -4,9 +4,9 @@ import ctypes
 
 import pytest
 
-from planner.estimate.ggml_types import tensor_bytes
 from planner.estimate.quant_mix import FTYPE_DEFAULT, ftype_tensor_types
 from planner.model import load_gguf, load_model
+from planner.model.ggml_types import tensor_bytes
 from planner.model.hf_config import spec_from_hf_config
 from planner.verify.twin import write_twin
 from tests.conftest import tiny_config
@@ -119,7 +119,7 @@ def test_gpt_oss_biases_stay_f32_and_llama_cpp_runs_the_twin(tmp_path):
     """convert_hf_to_gguf writes every tensor not named *.weight in F32: gpt-oss's 2-D expert biases
     were typed F16 like a weight, 13 MB short on gpt-oss-20b, and ggml's CPU add asserts on an F16
     bias, so a twin could be sized but never run."""
-    from planner.verify.probe import run_probe
+    from planner.verify.child import run_probe
     cfg = tiny_config("GptOssForCausalLM", head_dim=64, num_local_experts=4, num_experts_per_tok=2, sliding_window=128,
                       quantization_config={"quant_method": "mxfp4"})
     spec = spec_from_hf_config(cfg, name="tiny-gpt-oss", source="test")

@@ -58,7 +58,7 @@ def _full_size_dry_run(m, tmp_path) -> tuple[dict, dict]:
     and MTP blocks."""
     from planner.estimate import RuntimeOptions, estimate
     from planner.profile.targets import resolve_target
-    from planner.verify.probe import run_probe
+    from planner.verify.child import run_probe
     from planner.verify.twin import write_twin
     path = str(tmp_path / "twin.gguf")
     write_twin(m, path)
@@ -103,7 +103,7 @@ def test_nemotron_h_moe_from_config_loads_in_llama_cpp_and_latent_moe_says_it_is
     from planner.model.catalog import find_entry
     from planner.model.hf_config import spec_from_hf_config
     from planner.profile.targets import resolve_target
-    from planner.verify.probe import run_probe
+    from planner.verify.child import run_probe
     from planner.verify.twin import write_twin
     cfg = dict(find_entry("nemotron-h-8b").config, hybrid_override_pattern="MEMEM*EMEMEM*EME", num_hidden_layers=16,
                hidden_size=512, vocab_size=4096, mamba_num_heads=16, n_groups=2, num_attention_heads=8,
@@ -130,7 +130,7 @@ def test_falcon_h1_from_config_loads_in_llama_cpp_with_kv_and_state_in_every_lay
     from planner.estimate import RuntimeOptions, estimate
     from planner.model.hf_config import spec_from_hf_config
     from planner.profile.targets import resolve_target
-    from planner.verify.probe import run_probe
+    from planner.verify.child import run_probe
     from planner.verify.twin import write_twin
     cfg = {"architectures": ["FalconH1ForCausalLM"], "num_hidden_layers": 24, "hidden_size": 2048,
            "intermediate_size": 4608, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128,

@@ -45,7 +45,7 @@ def test_where_activations_round_badly_the_allocator_cuts_elsewhere(monkeypatch)
     ffn_up at Q5_1: ffn_up drops. On CUDA every quantized type takes Q8_1 (blocks of 32): ffn_down
     drops, as the weights' errors alone would have it. (The shipped factor is 0, see quality.yaml;
     the mechanism is checked at 1.)"""
-    from planner.estimate.ggml_types import tensor_bytes
+    from planner.model.ggml_types import tensor_bytes
     monkeypatch.setitem(priors()["measured"], "activation_factor", 1.0)
     up = TensorSpec(name="blk.3.ffn_up.weight", shape=[640, 2048])
     err = {**ERR, up.name: {"F16": 0.0, "Q8_0": 1e-5, "Q5_1": 1e-4, "Q5_0": 2e-3, "IQ4_NL": 8e-3, "Q4_0": 1e-2,

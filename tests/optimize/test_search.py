@@ -132,9 +132,9 @@ def test_budget_is_respected_and_more_budget_never_hurts():
 def test_a_quantized_gguf_runs_as_it_is_when_it_fits_and_is_never_requantized_upwards(smol_path):
     """SmolLM2's file is Q4_1 with a Q8_0 embedding: kept as is it loses nothing; more bits
     would only cost bytes. With less room, tensors go to smaller types only."""
-    from planner.estimate.ggml_types import bits_per_weight
     from planner.export import planned_file, render
     from planner.model import load_gguf
+    from planner.model.ggml_types import bits_per_weight
     m = load_gguf(smol_path)
     b = make_plan(m, load_target("rtx4060"), PlanRequest()).best
     assert all(b.types[t.name] == t.type for t in m.tensors) and b.predicted_kld == 0

@@ -25,10 +25,15 @@ QUIET = {"cpu_share": 0.97, "other_cores": 0.02, "cores": 2, "busy": False}
 BUSY = {"cpu_share": 0.41, "other_cores": 1.6, "cores": 2, "busy": True}
 
 
-def test_a_run_timed_on_a_busy_machine_is_reported_and_not_kept(hw):
-    rec = calibration.record(hw, {"decode_ratio": 0.17, "prefill_ratio": 0.2, "load": BUSY})
-    assert not rec.kept and rec.runs == 0 and "busy" in rec.why and "1.60 of 2 cores" in rec.why
-    assert calibration.load(hw) is None  # nothing applied to later plans
+def test_a_run_timed_on_a_busy_machine_keeps_its_memory_but_not_its_speed(hw):
+    rec = calibration.record(hw, {"decode_ratio": 0.17, "prefill_ratio": 0.2, "host_overhead_bytes": 7 << 20,
+                                  "load": BUSY})
+    assert not rec.speed_kept and rec.runs == 1 and "busy" in rec.why and "1.60 of 2 cores" in rec.why
+    cal = calibration.load(hw)  # its speed applies to no later plan; what llama.cpp allocated does
+    assert (cal.runs, cal.kept, cal.decode_factor, cal.prefill_factor) == (0, 1, 1.0, 1.0)
+    assert cal.host_overhead_bytes == 7 << 20
+    assert calibration.record(hw, {"decode_ratio": 0.9, "load": QUIET}).speed_kept
+    assert calibration.load(hw).runs == 1
 
 
 def test_one_odd_run_moves_plans_only_part_of_the_way(hw):

@@ -4,7 +4,7 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from planner.errors import InvalidOptionError
-from planner.estimate.ggml_types import _table, row_bytes, type_id, type_name
+from planner.model.ggml_types import _table, row_bytes, type_id, type_name
 
 
 def test_the_type_table_is_ggufs():

@@ -1,16 +1,12 @@
-"""Human-readable tables for the terminal; --json bypasses all of this."""
+"""Plain-text views of a profile, a model and an estimate: what the CLI prints and the wizard shows
+(--json bypasses all of this)."""
 
 from __future__ import annotations
 
 from planner.estimate.result import Estimate
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
-
-GiB = 1024**3
-
-
-def gib(n: int | float) -> str:
-    return f"{n / GiB:.2f} GiB"
+from planner.units import gib
 
 
 def fmt_params(n: int) -> str:
