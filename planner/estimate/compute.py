@@ -28,14 +28,12 @@ llama.cpp again and compare.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from planner.estimate.compute_rules import ComputeRule, per_token, rule_for
 from planner.model.spec import ModelSpec
 
 F32 = 4
-GATED_DELTA_NET = frozenset({"qwen3next", "qwen35", "qwen35moe"})
-# architectures whose Mamba layer, last on a GPU before an MLP layer, is split across it and the next GPU
-SPLIT_MAMBA_PING_PONG = frozenset({"nemotron_h", "nemotron_h_moe"})
-# FFN rules fitted on whole-graph runs where that phase was the peak: they already hold the graph's inputs
-FFN_FITTED_AS_TOTAL = frozenset({"phi3", "glm4moe", "gemma4", "rwkv7"})
 
 
 def _n_kv_attn(model: ModelSpec, n_ctx: int, swa_cells: int) -> int:
@@ -49,7 +47,8 @@ def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
     convolution, RWKV-7's time mix, Kimi's KDA, the gated delta net (0: no recurrent layers, or a kind
     whose graph is not fitted: RWKV-6)."""
     g = model.recurrent.gguf if model.recurrent else {}
-    if g.get("wkv.head_size") and model.architecture == "rwkv7":
+    mixer = rule_for(model.architecture).mixer
+    if g.get("wkv.head_size") and mixer == "rwkv7":
         # RWKV-7's time mix: token shifts, the six lerps, r/k/v, the LoRA'd decay, learning rate, value
         # residual and gate, the WKV-7 op: ~19.5 hidden states, plus the state it writes per sequence
         # (fitted on RWKV-7 twins, n_embd 256-1024: within 2%, bench/mamba_grid.py)
@@ -69,7 +68,7 @@ def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
     if not d_inner:
         return 0
     d_state = g.get("ssm.state_size", 0)
-    if model.architecture in GATED_DELTA_NET:
+    if mixer == "gated_delta_net":
         # Qwen3-Next/3.5's gated delta net (llm_build_delta_net_base, chunked): 3 hidden states, 6 rows of the
         # q/k width (n_group d_state) and 3 of the value width (d_inner) per token; no per-sequence term
         # (fitted on Qwen3.5 twins, 7 shapes: within 0.3%, bench/mamba_grid.py)
@@ -81,141 +80,182 @@ def ssm_bytes(model: ModelSpec, u: int, n_seq: int) -> int:
     return (per_token * u + d_state * d_inner * max(1, n_seq)) * F32  # + the scan's states per sequence
 
 
+@dataclass(frozen=True)
+class _Graph:
+    """The sizes every phase is built from, for one reserve of the graph."""
+    model: ModelSpec
+    rule: ComputeRule
+    u: int  # tokens in the micro-batch: min(n_ubatch, n_ctx)
+    n_ctx: int
+    n_kv: int  # cells an attention layer reads at worst
+    swa_cells: int
+    flash_attn: bool
+    mask: int  # one attention mask's bytes: f16 with flash attention
+    n_masks: int  # iSWA models (full and sliding layers) carry a second one
+    widths: dict[str, int]
+
+    def bytes(self, per_token_values: float) -> int:
+        """f32 bytes of that many values per token of the micro-batch."""
+        return int(per_token_values * self.u * F32)
+
+    @property
+    def has_attention(self) -> bool:
+        return any(lay.attn in ("full", "swa") for lay in self.model.layers)
+
+
+def _graph(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int) -> _Graph:
+    u = min(n_ubatch, n_ctx)
+    n_kv = _n_kv_attn(model, n_ctx, swa_cells)
+    heads = model.n_head * model.head_dim_k
+    d_inner = model.recurrent.gguf.get("ssm.inner_size", 0) if model.recurrent else 0
+    # (gemma3-4b at 32K without flash attention: 671.01 MiB measured, 667.5 with both masks, 603.5 with one)
+    return _Graph(model, rule_for(model.architecture), u, n_ctx, n_kv, swa_cells, flash_attn,
+                  mask=n_kv * u * (2 if flash_attn else F32),
+                  n_masks=2 if {"full", "swa"} <= {lay.attn for lay in model.layers} else 1,
+                  widths={"embd": model.n_embd, "q_dim": max(model.n_embd, heads), "heads": heads,
+                          "n_ff": model.n_ff, "d_inner": d_inner})
+
+
 def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
            n_seq: int = 1, whole_graph: bool = True) -> dict[str, int]:
     """Bytes live at each phase's peak; whole_graph=False: one split's own (a GPU's share of the layers
-    under pipeline parallelism), without the graph inputs that a whole graph keeps under its FFN phase."""
-    u = min(n_ubatch, n_ctx)
-    e = model.n_embd
-    n_kv = _n_kv_attn(model, n_ctx, swa_cells)
-    h = model.n_head
-    q_dim = max(e, h * model.head_dim_k)
-    ssm = ssm_bytes(model, u, n_seq)
-    # the attention mask, f16 with flash attention; iSWA models (full and sliding layers) carry a second one
-    # (gemma3-4b at 32K without flash attention: 671.01 MiB measured, 667.5 with it, 603.5 without)
-    mask = n_kv * u * (2 if flash_attn else F32)
-    n_masks = 2 if {"full", "swa"} <= {lay.attn for lay in model.layers} else 1
-    # hidden states alive beside the logits: 2; gemma's final soft-capping 3; gpt-oss 7; Mamba 3 (fitted)
+    under pipeline parallelism), without the graph inputs that a whole graph keeps under its FFN phase.
+    The family's constants are its compute_rules entry; what depends on the model's shape is here."""
+    g = _graph(model, n_ctx, n_ubatch, flash_attn, swa_cells)
+    ssm = ssm_bytes(model, g.u, n_seq)
+    attn = _attention(g) if g.has_attention or not ssm else 0  # no attention layer: no scores, no mask
+    ffn = _ffn(g, whole_graph, has_ssm=bool(ssm))
+    if ssm and attn:
+        ssm, ffn = _hybrid(g, ssm, ffn)
+    if g.rule.masks_under_ffn:
+        ffn += g.n_masks * g.mask + g.bytes(g.widths["embd"])
+    p = {"logits": _logits(g), "attention": attn, "ffn": ffn}
+    if ssm:
+        p["ssm"] = ssm
+    if model.per_layer_inputs:
+        _per_layer_inputs(g, p)
+    return p
+
+
+def _logits(g: _Graph) -> int:
+    """The logits (n_vocab per token) beside the hidden states still alive: 2, 3 for a Mamba model, or the
+    family's own count."""
+    r, model = g.rule, g.model
     mamba = bool(model.recurrent and model.recurrent.gguf.get("ssm.inner_size"))
-    n_hidden = 3 if model.architecture.startswith("gemma") or mamba else 2
-    if model.architecture == "gpt-oss":
-        n_hidden = 3 if flash_attn else 7
-    # GLM-4.5+: 4.5 hidden states beside the logits (a GLM-4.5-Air-size twin: 332.01 MiB measured at 4K, ubatch
-    # 512, and 1328.05 at ubatch 2048) and 7 beside flash attention's temporaries (small twins)
-    glm = model.architecture == "glm4moe"
-    if glm:
-        n_hidden = 4.5
-    out = int((model.n_vocab + n_hidden * e) * u * F32)
-    if ssm and not any(lay.attn in ("full", "swa") for lay in model.layers):
-        attn = 0  # no attention layer: no scores, no mask
-    elif flash_attn and model.mla:
+    n_hidden = r.hidden_beside_logits if r.hidden_beside_logits is not None else 3 if mamba else 2
+    if not g.flash_attn and r.hidden_beside_logits_no_fa is not None:
+        n_hidden = r.hidden_beside_logits_no_fa
+    return g.bytes(model.n_vocab + n_hidden * g.widths["embd"])
+
+
+def _attention(g: _Graph) -> int:
+    """Flash attention: the mask and its temporaries; else the scores n_kv x u x n_head, the masks and the
+    temporaries. Absorbed MLA has its own temporaries, whatever the family."""
+    model, e, h, hd = g.model, g.widths["embd"], g.model.n_head, g.model.head_dim_k
+    if g.flash_attn and model.mla:
         # absorbed MLA: 2.5 rows of n_head (kv_lora + rope) and 3.5 hidden states, not 5 q_dim (a DeepSeek-V3-size
         # twin: 412.01 MiB measured at 4K, 724 predicted by the generic rule, 413 by this one)
-        attn = mask + int((2.5 * h * model.head_dim_k + 3.5 * e) * u * F32)
-    elif flash_attn:
-        attn = mask + (5 * q_dim + (7 * e if glm else 0)) * u * F32
-    else:  # the scores, the masks and the temporaries
-        if model.architecture in GATED_DELTA_NET:
-            # Qwen3-Next/3.5's gated attention (q with its gate): 3 hidden states and 4 rows of the heads'
-            # width (fitted on twins with n_embd 256 and 512)
-            temps = 3 * e + 4 * h * model.head_dim_k
-        elif glm:  # 3.5 rows of the heads' width (3 x n_embd at GLM-4.5-Air) and 2 hidden states (fitted, as above)
-            temps = 3.5 * q_dim + 2 * e
-        elif model.mla:  # absorbed MLA: 2.25 rows of n_head (kv_lora + rope) and 3.5 hidden states (Kimi-Linear
-            # twins: small and at 48B size, within 0.3%); 2.45 rows with a low-rank q (DeepSeek-V3: 5-layer twins
-            # from n_kv 256 to 16K at ubatch 128 and 512 within 2.5%, bench/data/cpu-compute-grid.jsonl)
-            temps = (2.45 if model.mla.q_lora_rank else 2.25) * h * model.head_dim_k + 3.5 * e
-        else:
-            temps = 5.5 * q_dim
-        scores = n_kv * h * u * F32
-        if model.mla and n_kv <= model.head_dim_k + model.mla.nope_dim + model.mla.rope_dim:
-            # absorbed MLA at short context: the scores fit a block freed before them, n_head x 768 floats per
-            # token at DeepSeek-V3's dims (our reading: q absorbed, 576, and its 192-wide projection); a 5-layer
+        return g.mask + g.bytes(2.5 * h * hd + 3.5 * e)
+    if g.flash_attn:
+        return g.mask + g.bytes(per_token(g.rule.flash_temps, g.widths))
+    scores = g.n_kv * h * g.u * F32
+    if model.mla:
+        # absorbed MLA: 2.25 rows of n_head (kv_lora + rope) and 3.5 hidden states (Kimi-Linear twins: small and at
+        # 48B size, within 0.3%); 2.45 rows with a low-rank q (DeepSeek-V3: 5-layer twins from n_kv 256 to 16K at
+        # ubatch 128 and 512 within 2.5%, bench/data/cpu-compute-grid.jsonl)
+        temps = (2.45 if model.mla.q_lora_rank else 2.25) * h * hd + 3.5 * e
+        if g.n_kv <= hd + model.mla.nope_dim + model.mla.rope_dim:
+            # at short context the scores fit a block freed before them, n_head x 768 floats per token at
+            # DeepSeek-V3's dims (our reading: q absorbed, 576, and its 192-wide projection); a 5-layer
             # DeepSeek-V3 twin measures 98.1-98.4 MiB at ubatch 128 from n_kv 256 to 768, then 166.5 at 1024
             # (64 MiB of scores on top; bench/data/cpu-compute-grid.jsonl)
             scores = 0
-        attn = scores + n_masks * mask + int(temps * u * F32)
-    waiting = 0
-    if model.moe:
-        # the shared expert runs after the routed ones are summed and freed: the wider of the two
-        # (Granite-4.0-H twins with and without one measure alike, bench/mamba_grid.py)
-        ff = max(model.moe.n_expert_used * model.moe.expert_ff, model.moe.shared_ff)
-        # Qwen3-Next/3.5: the routed experts' outputs, one hidden state each, wait for the shared expert
-        # (fitted on their twins, 2 and 4 experts used)
-        waiting = model.moe.n_expert_used if model.architecture in GATED_DELTA_NET else 0
-        ffn = (3 * ff + model.moe.n_expert + (2 + waiting) * e) * u * F32
-        if not ssm:
-            # routed experts: gate, up and their product (3 F, F = n_used x expert_ff) beside 3 hidden states, or
-            # the down projection's n_used outputs and their weighted copy beside the product and one hidden state,
-            # whichever is wider (Qwen3-MoE and gpt-oss layouts, 7 shapes on llama.cpp RPC devices, where the
-            # phase is the peak: within 5% but one +9.5%; bench/data/rpc-multi-device.jsonl, docs/model.md);
-            # a shared expert runs after their sum, like a dense FFN
-            f = model.moe.n_expert_used * model.moe.expert_ff
-            routed = max(3 * f + 3 * e, 2 * model.moe.n_expert_used * e + f + e)
-            ffn = (max(routed, 3 * model.moe.shared_ff + 2 * e) + model.moe.n_expert) * u * F32
-        if model.moe.n_dense_lead and model.n_ff:
-            # leading dense layers (DeepSeek, GLM-4.5, Kimi-Linear): their SwiGLU phase when it is the wider
-            # (Kimi-Linear twins: the dense layer 0 set the peak)
-            ffn = max(ffn, (3 * model.n_ff + 2 * e) * u * F32)
-    elif model.architecture == "rwkv7":
-        # channel mix: squared-ReLU key (n_ff) beside the time mix's leftovers (fitted, as above)
-        ffn = (model.n_ff + 14 * e) * u * F32
-    elif model.architecture in GATED_DELTA_NET:
-        # SwiGLU beside one more hidden state than llama's (fitted on Qwen3.5 twins)
-        ffn = (3 * model.n_ff + 3 * e) * u * F32
-    elif model.architecture == "nemotron_h":
-        # ReLU^2 FFN (up, relu and sqr in place, down): one n_ff row beside ~10 hidden states (fitted)
-        ffn = (model.n_ff + 10 * e) * u * F32
     else:
-        # fused gate+up (phi3): 2 n_ff, then n_ff, and more temporaries with flash attention (fitted on whole graphs;
-        # a split GPU's share measures within 6% of the plain rule); LFM2 keeps one more hidden state
-        ff_mult = (4.7 if flash_attn else 4.3) if model.architecture == "phi3" and whole_graph else 3
-        ffn = int((ff_mult * model.n_ff + (3 if model.architecture == "lfm2" else 2) * e) * u * F32)
+        temps = per_token(g.rule.attention_temps, g.widths)
+    return scores + g.n_masks * g.mask + g.bytes(temps)
+
+
+def _ffn(g: _Graph, whole_graph: bool, has_ssm: bool) -> int:
+    """The FFN phase: routed experts, a dense FFN, or none (Mamba). The whole graph on one device, without
+    recurrent layers, also keeps the graph's inputs there, unless the family's rule was fitted with them."""
+    model = g.model
     if not model.n_ff and not model.moe:
-        ffn = 0  # no FFN (Mamba)
-    elif whole_graph and not ssm and model.architecture not in FFN_FITTED_AS_TOTAL:
-        # the rules above are what the FFN itself keeps live (a GPU split of those layers holds them); the whole
-        # graph on one device also keeps its inputs there: the masks and 2 hidden states (the embeddings' rows
-        # and their scaled copy). Small-vocabulary twins, where this phase is the peak: Llama-3.2-1B 68.01 MiB
-        # measured, 56 without them; Qwen3-0.6B 30.01 (22); Gemma-3-1B 57.27 (45); Qwen3-30B-A3B 92.01;
-        # gpt-oss-20b 100.4 (the FFN cases of bench/data/rpc-multi-device.jsonl)
-        ffn += sum(_masks(model, n_ctx, u, flash_attn, swa_cells).values()) + 2 * e * u * F32
-    if ssm and attn:
-        # hybrid (Granite-4.0-H, Nemotron-H, Jamba, LFM2): the mask an attention layer reads is
-        # allocated up front and lives to the last attention layer, under every recurrent and FFN
-        # phase before it. Granite-4.0-H (residual and embedding multipliers: more scaled copies)
-        # keeps beside it one more d_inner row in the SSM phase, 7 more hidden states in a dense FFN
-        # phase and 3 attention-width rows in a MoE one; Jamba's MoE phase one hidden state. Fitted
-        # on twins (bench/mamba_grid.py); ggml-alloc's reuse of freed blocks makes these approximate.
-        last = max(i for i, lay in enumerate(model.layers) if lay.attn in ("full", "swa"))
-        granite = model.architecture == "granitehybrid"
-        if any(lay.attn == "recurrent" for lay in model.layers[:last]):
-            ssm += mask + (model.recurrent.gguf.get("ssm.inner_size", 0) * u * F32 if granite else 0)
-        if any((lay.n_ff if lay.n_ff is not None else model.n_ff) or lay.moe for lay in model.layers[:last]):
-            ffn += mask + ((3 * q_dim if model.moe else 7 * e) if granite else e if model.moe and not waiting
-                           else 0) * u * F32
-        if model.recurrent.in_attention_layers:
-            # Falcon-H1: each layer's attention runs first and its output waits beside the Mamba-2 mixer,
-            # under the mask; its FFN phase keeps 2 more hidden states (fitted on Falcon-H1 twins, within
-            # 4% with flash attention, bench/mamba_grid.py)
-            ssm += mask + e * u * F32
-            ffn += 2 * e * u * F32
-    if model.architecture == "gemma4":
-        # Gemma 4 keeps its full and sliding masks (and one more hidden state) under the FFN phase (fitted
-        # on twins: n_ctx 1K-16K, ubatch 256/512, n_embd 256/512, vocabulary 2K/8K)
-        ffn += n_masks * mask + e * u * F32
-    p = {"logits": out, "attention": attn, "ffn": ffn}
-    if ssm:
-        p["ssm"] = ssm
-    per_layer = model.per_layer_inputs
-    if per_layer:
-        # Gemma 3n's and Gemma 4 E-models' per-layer inputs (n_layer x 256 per token): 4 copies while they
-        # are built (the embedding rows, their projection, sum and scale) beside the masks, 2 through the
-        # layers (fitted on twins of both: 12-30 layers, n_embd 256/512, n_ctx 1K-16K)
-        p["per-layer inputs"] = (4 * per_layer + 2 * e) * u * F32 + n_masks * mask
-        if not flash_attn:
-            p["attention"] += 2 * per_layer * u * F32
-    return p
+        return 0  # no FFN (Mamba)
+    ffn = _moe_ffn(g, has_ssm) if model.moe else _dense_ffn(g, whole_graph)
+    if whole_graph and not has_ssm and not g.rule.ffn_holds_inputs:
+        # the rules are what the FFN itself keeps live (a GPU split of those layers holds them); the whole graph on
+        # one device also keeps its inputs there: the masks and 2 hidden states (the embeddings' rows and their
+        # scaled copy). Small-vocabulary twins, where this phase is the peak: Llama-3.2-1B 68.01 MiB measured, 56
+        # without them; Qwen3-0.6B 30.01 (22); Gemma-3-1B 57.27 (45); Qwen3-30B-A3B 92.01; gpt-oss-20b 100.4 (the
+        # FFN cases of bench/data/rpc-multi-device.jsonl)
+        ffn += sum(_masks(model, g.n_ctx, g.u, g.flash_attn, g.swa_cells).values()) + 2 * g.widths["embd"] * g.u * F32
+    return ffn
+
+
+def _dense_ffn(g: _Graph, whole_graph: bool) -> int:
+    r = g.rule
+    coeffs = (r.dense_ffn_whole_fa if g.flash_attn else r.dense_ffn_whole) if whole_graph else None
+    return g.bytes(per_token(coeffs or r.dense_ffn, g.widths))
+
+
+def _moe_ffn(g: _Graph, has_ssm: bool) -> int:
+    moe, e, u = g.model.moe, g.widths["embd"], g.u
+    if has_ssm:
+        # a hybrid's experts: the wider of the routed and the shared expert (which runs after the routed ones are
+        # summed and freed; Granite-4.0-H twins with and without one measure alike, bench/mamba_grid.py); the
+        # routed outputs wait for the shared expert in some families
+        ff = max(moe.n_expert_used * moe.expert_ff, moe.shared_ff)
+        ffn = (3 * ff + moe.n_expert + (2 + _waiting(g)) * e) * u * F32
+    else:
+        # routed experts: gate, up and their product (3 F, F = n_used x expert_ff) beside 3 hidden states, or
+        # the down projection's n_used outputs and their weighted copy beside the product and one hidden state,
+        # whichever is wider (Qwen3-MoE and gpt-oss layouts, 7 shapes on llama.cpp RPC devices, where the
+        # phase is the peak: within 5% but one +9.5%; bench/data/rpc-multi-device.jsonl, docs/model.md);
+        # a shared expert runs after their sum, like a dense FFN
+        f = moe.n_expert_used * moe.expert_ff
+        routed = max(3 * f + 3 * e, 2 * moe.n_expert_used * e + f + e)
+        ffn = (max(routed, 3 * moe.shared_ff + 2 * e) + moe.n_expert) * u * F32
+    if moe.n_dense_lead and g.model.n_ff:
+        # leading dense layers (DeepSeek, GLM-4.5, Kimi-Linear): their SwiGLU phase when it is the wider
+        # (Kimi-Linear twins: the dense layer 0 set the peak)
+        ffn = max(ffn, (3 * g.model.n_ff + 2 * e) * u * F32)
+    return ffn
+
+
+def _waiting(g: _Graph) -> int:
+    """Routed experts' outputs (one hidden state each) that wait for the shared expert (Qwen3-Next/3.5)."""
+    return g.model.moe.n_expert_used if g.model.moe and g.rule.moe_outputs_wait else 0
+
+
+def _hybrid(g: _Graph, ssm: int, ffn: int) -> tuple[int, int]:
+    """A hybrid (Granite-4.0-H, Nemotron-H, Jamba, LFM2, Falcon-H1): the mask an attention layer reads is
+    allocated up front and lives to the last attention layer, under every recurrent and FFN phase before it,
+    with what the family keeps beside it (compute_rules). Fitted on twins (bench/mamba_grid.py); ggml-alloc's
+    reuse of freed blocks makes these approximate."""
+    model, r, e = g.model, g.rule, g.widths["embd"]
+    last = max(i for i, lay in enumerate(model.layers) if lay.attn in ("full", "swa"))
+    if any(lay.attn == "recurrent" for lay in model.layers[:last]):
+        ssm += g.mask + g.bytes(per_token(r.hybrid_ssm_extra, g.widths))
+    if any((lay.n_ff if lay.n_ff is not None else model.n_ff) or lay.moe for lay in model.layers[:last]):
+        extra = r.hybrid_moe_ffn_extra if model.moe else r.hybrid_dense_ffn_extra
+        ffn += g.mask + g.bytes(per_token(extra, g.widths))
+    if model.recurrent.in_attention_layers:
+        # Falcon-H1: each layer's attention runs first and its output waits beside the Mamba-2 mixer, under the
+        # mask; its FFN phase keeps 2 more hidden states (fitted on Falcon-H1 twins, within 4% with flash
+        # attention, bench/mamba_grid.py)
+        ssm += g.mask + e * g.u * F32
+        ffn += 2 * e * g.u * F32
+    return ssm, ffn
+
+
+def _per_layer_inputs(g: _Graph, p: dict[str, int]) -> None:
+    """Gemma 3n's and Gemma 4 E-models' per-layer inputs (n_layer x 256 per token): 4 copies while they are
+    built (the embedding rows, their projection, sum and scale) beside the masks, 2 through the layers (fitted
+    on twins of both: 12-30 layers, n_embd 256/512, n_ctx 1K-16K)."""
+    per_layer, e, u = g.model.per_layer_inputs, g.widths["embd"], g.u
+    p["per-layer inputs"] = (4 * per_layer + 2 * e) * u * F32 + g.n_masks * g.mask
+    if not g.flash_attn:
+        p["attention"] += 2 * per_layer * u * F32
 
 
 def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
@@ -239,7 +279,7 @@ def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bo
     if p.get("attention"):
         # the phase's masks are among the copies (with flash attention the phase counts one, the widest)
         p["attention"] -= max(masks.values()) if flash_attn else len(masks) * max(masks.values())
-    if flash_attn and (model.mla or model.architecture == "glm4moe") and p.get("attention"):
+    if flash_attn and (model.mla or rule_for(model.architecture).flash_holds_inputs) and p.get("attention"):
         # their flash-attention rules were fitted where that phase set a whole graph's peak, its 2 hidden inputs
         # included (a DeepSeek-V3 split: 466.02 MiB measured on the first GPU, 495 with them, 467 without)
         p["attention"] -= 2 * hidden
@@ -254,7 +294,7 @@ def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bo
     rest = max(p.values())
     devs = [max(rest, logits if out else 0) + hidden + copies * (sum(masks.get(k, 0) for k in used) + hidden)
             for out, used in zip(holds_output, masks_used, strict=True)]
-    if model.architecture in SPLIT_MAMBA_PING_PONG and ends_recurrent:
+    if rule_for(model.architecture).splits_mamba_across_gpus and ends_recurrent:
         # Nemotron-H: where a GPU's last layer is a Mamba layer and the next GPU's first an MLP one, llama.cpp's
         # scheduler runs the Mamba layer's weightless middle (convolution, scan) on the next GPU, between its
         # projections here (5 splits for 2 GPUs, not 3; none when an attention layer follows):
