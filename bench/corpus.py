@@ -1,7 +1,7 @@
 """The fixed corpus: what the product prints for every catalog model on every bundled target, kept
 as one digest per case, so a refactor can show that plans, estimates and exports did not move a byte.
 
-Usage: python -m bench.corpus              compare with tests/fixtures/corpus.json; exit 1 on a change
+Usage: python -m bench.corpus              compare with tests/fixtures/corpus.json; exit 1 on a change (~20 min)
        python -m bench.corpus --write      record the digests (after a change that is meant to move them)
        python -m bench.corpus --dump DIR   also write each case's full text under DIR (diff two dumps)
        python -m bench.corpus --every N    only every Nth case (tests/test_corpus.py runs a sample)
@@ -9,7 +9,8 @@ Usage: python -m bench.corpus              compare with tests/fixtures/corpus.js
 Cases: every catalog model x every bundled target x every goal (make_plan's JSON, and each export of
 the best option), every model x target evaluated as `plan --quant Q4_K_M` would (the estimate and the
 nearest fit), and the estimates behind the llama.cpp comparison data (bench.accuracy and
-bench.multi_device rows).
+bench.multi_device rows). The kept file holds one digest per model x target (its plans, exports and
+estimate together) and one per comparison row; when one moves, --dump before and after and diff.
 """
 
 from __future__ import annotations
@@ -85,6 +86,17 @@ def run(every: int = 1, dump: str | None = None, workers: int = 2) -> dict[str, 
     return {k: _digest(v) for k, v in sorted(texts.items())}
 
 
+def groups(digests: dict[str, str]) -> dict[str, str]:
+    """One digest per model x target ("pair/MODEL/TARGET": its plans, exports and estimate), and one per
+    comparison row."""
+    lines: dict[str, list[str]] = {}
+    for key, d in sorted(digests.items()):
+        kind, *rest = key.split("/")
+        group = "/".join(["pair", *rest[:2]]) if kind in ("plan", "export", "evaluate") else key
+        lines.setdefault(group, []).append(f"{key}={d}")
+    return {g: _digest("\n".join(ls)) for g, ls in lines.items()}
+
+
 def changes(got: dict[str, str], kept: dict[str, str]) -> list[str]:
     """Cases whose digest moved, appeared, or went (only over the keys that were computed: a sample
     compares its own cases)."""
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     a = ap.parse_args(argv)
-    got = run(a.every, a.dump, a.workers)
+    got = groups(run(a.every, a.dump, a.workers))
     if a.write:
         with open(DIGESTS, "w") as f:
             json.dump(got, f, indent=0, sort_keys=True)

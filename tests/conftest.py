@@ -45,6 +45,46 @@ def _own_caches(tmp_path_factory):
             os.environ[k] = v
 
 
+LLAMA_PROGRAMS = ("planner.verify.probe", "planner.verify.quantize", "llama-server", "llama-cli", "llama-quantize", "llama-perplexity",
+                  "llama-imatrix", "llama-bench", "llama-fit-params", "ggml-rpc-server")
+
+
+@pytest.fixture(autouse=True)
+def _llama_only_where_marked(request, monkeypatch):
+    """`pytest -m "not llama"` is the fast part of the suite, so a test that runs llama.cpp must say so: outside
+    @pytest.mark.llama, importing llama_cpp or starting a llama.cpp child fails the test with that advice."""
+    if request.node.get_closest_marker("llama"):
+        return
+    assert "smol_imatrix" not in request.fixturenames, "smol_imatrix runs llama.cpp: mark the test @pytest.mark.llama"
+    import subprocess
+    import sys
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    run, popen = subprocess.run, subprocess.Popen
+
+    def refuse(args):
+        words = [str(a) for a in (args if isinstance(args, (list, tuple)) else [args])]
+        if any(os.path.basename(w) in LLAMA_PROGRAMS or w in LLAMA_PROGRAMS or w.endswith((".so", ".so.0"))
+               for w in words):
+            raise AssertionError(f"{request.node.name} runs llama.cpp ({' '.join(words)[:80]}): mark it "
+                                 "@pytest.mark.llama")
+
+    import ctypes
+    cdll = ctypes.CDLL
+
+    class NoGGML(cdll):
+        def __init__(self, name, *a, **k):
+            if name and any(n in os.path.basename(str(name)) for n in ("ggml", "llama")):
+                refuse([str(name)])
+            super().__init__(name, *a, **k)
+
+    monkeypatch.setattr(ctypes, "CDLL", NoGGML)
+    from planner.verify import ggml
+    ggml._lib.cache_clear()  # a llama test's handle to ggml would otherwise outlive it
+    monkeypatch.setattr(subprocess, "run", lambda args, *a, **k: (refuse(args), run(args, *a, **k))[1])
+    monkeypatch.setattr(subprocess, "Popen", type("Popen", (popen,), {
+        "__init__": lambda self, args, *a, **k: (refuse(args), popen.__init__(self, args, *a, **k))[1]}))
+
+
 @pytest.fixture(scope="session")
 def smol_path() -> str:
     import importlib.util

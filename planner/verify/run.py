@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -28,7 +29,9 @@ from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
 from planner.units import GiB, MiB
 from planner.verify import calibration
-from planner.verify.child import run_probe
+from planner.verify.child import exit_text, run_probe
+from planner.verify.quantize import quantize
+from planner.verify.twin import twin_bytes, write_twin
 
 TEXT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "eval-text.txt")
 Step = Callable[[str, int, int, str], None]  # (step, done, total, detail)
@@ -209,16 +212,77 @@ def _failure_text(e: Estimate, r: dict[str, Any]) -> str:
     return f"llama.cpp could not load the plan: {err[-300:]}"
 
 
+@dataclass
+class _Run:
+    """One verify run's state between its steps: the plan as typed, what is predicted for it, and the file."""
+    typed: ModelSpec
+    opts: RuntimeOptions
+    hw: HardwareProfile
+    hw_cal: HardwareProfile
+    margin: float
+    depth: int
+    e_raw: Estimate
+    e: Estimate
+    out: str | None
+    step: Step | None
+    made_out: bool = False
+    workdir: str | None = None
+
+    def estimate_again(self) -> None:
+        self.e_raw, self.e = _estimates(self.typed, self.hw, self.hw_cal, self.opts, self.margin, self.depth)
+
+
 def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: HardwareProfile, *,
            source: str | None = None, twin: bool = False, out: str | None = None, margin: float = 0.05,
            imatrix: str | None = None, pp: int = 512, tg: int = 128, reps: int = 2, depth: int = 0,
            quality: bool = True, keep: bool = False, record: bool = True, step: Step | None = None,
            replan: Callable[[HardwareProfile], str] | None = None, force: bool = False) -> VerifyReport:
-    """Verify a plan (types + options) for `model` on `hw` (this machine, uncalibrated). An existing
-    file at `out` is replaced only with force (refused before any work)."""
+    """Verify a plan (types + options) for `model` on `hw` (this machine, uncalibrated): write the file
+    (quantized from `source`, or a shape twin), load and time it in a llama.cpp child, measure quality
+    against the source, compare with the estimate and record the run for calibration. An existing file
+    at `out` is replaced only with force (refused before any work)."""
+    out = _destination(source, twin, out, force)
+    typed = model.with_types({**{t.name: t.type for t in model.tensors if t.type}, **types})
+    hw_cal = calibration.calibrated(hw) if record else hw
+    e_raw, e = _estimates(typed, hw, hw_cal, opts, margin, depth)
+    run = _Run(typed, opts, hw, hw_cal, margin, depth, e_raw, e, out, step)
+    rep = VerifyReport(model=model.name, machine=hw.name, mode="twin" if twin else "quantized",
+                       predicted=_predicted(e), margin=margin, notes=_plan_notes(opts, hw, hw_cal))
+    try:
+        if twin:
+            _write_twin(run, rep, keep, force)
+        else:
+            q = quantize(source, run.out, typed, types, imatrix=imatrix, force=force,
+                         progress=_progress(step, "quantize"))
+            rep.notes += q.warnings
+        rep.file, rep.file_bytes = run.out, os.path.getsize(run.out)
+        r = _load_and_time(run, rep, pp, tg, reps)
+        if not r.get("ok"):
+            rep.failure = _failure_text(run.e, r)
+            rep.replanned = replan(hw) if replan else None
+            return rep
+        rep.loaded = True
+        meas = Figures(devices=measured_devices(run.e, r), decode_tps=r.get("tg_tps"), prefill_tps=r.get("pp_tps"))
+        if quality and source and not twin:
+            _measure_quality(run, rep, meas, source)
+        rep.measured, rep.timing_load = meas, r.get("load")
+        _compare(rep, run.e)
+        if rep.timing_load:
+            rep.notes.append(_load_note(rep.timing_load))
+        if record:
+            _record(run, rep, meas)
+        return rep
+    finally:
+        if twin and not keep and run.made_out and os.path.exists(run.out):
+            os.remove(run.out)  # the twin this run wrote, never a file that was there before
+        if run.workdir:
+            shutil.rmtree(run.workdir, ignore_errors=True)
+
+
+def _destination(source: str | None, twin: bool, out: str | None, force: bool) -> str | None:
+    """Where the verified file goes (a quantized file beside the source's name by default; a twin in a
+    temporary folder unless -o), refused up front when it exists and force is not given."""
     from planner.fileio import destination
-    from planner.verify.quantize import quantize
-    from planner.verify.twin import twin_bytes, write_twin
     if not twin and not source:
         raise PlannerError("verify needs --source MODEL.gguf (an F16/BF16/F32 GGUF of the model), "
                            "or --twin to check memory and speed with a shape twin")
@@ -226,93 +290,82 @@ def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: Ha
         out = os.path.splitext(os.path.basename(source))[0] + "-plan.gguf"
     if out:
         destination(out, force)
-    made_out = False
-    typed = model.with_types({**{t.name: t.type for t in model.tensors if t.type}, **types})
-    hw_cal = calibration.calibrated(hw) if record else hw
-    e_raw, e = _estimates(typed, hw, hw_cal, opts, margin, depth)
-    rep = VerifyReport(model=model.name, machine=hw.name, mode="twin" if twin else "quantized",
-                       predicted=_predicted(e), margin=margin)
+    return out
+
+
+def _plan_notes(opts: RuntimeOptions, hw: HardwareProfile, hw_cal: HardwareProfile) -> list[str]:
+    notes = []
     if hw.gpus and (opts.override_tensor or opts.n_cpu_moe or opts.cpu_moe):
-        rep.notes.append("llama-cpp-python cannot apply -ot/--n-cpu-moe/--cpu-moe (no tensor buffer overrides in "
-                         "its API): the load keeps those tensors with their layers, so GPU figures differ from "
-                         "the plan's placement")
+        notes.append("llama-cpp-python cannot apply -ot/--n-cpu-moe/--cpu-moe (no tensor buffer overrides in "
+                     "its API): the load keeps those tensors with their layers, so GPU figures differ from "
+                     "the plan's placement")
     if hw_cal.calibration:
         c = hw_cal.calibration
-        rep.notes.append(f"predicted with this machine's calibration ({c.kept} earlier run(s)"
-                         + (f", {c.runs} taken with this speed model" if c.runs != c.kept else "") + ")")
-    workdir = None
-    try:
-        if twin:
-            need = twin_bytes(typed) + (64 << 20)
-            d = os.path.dirname(os.path.abspath(out)) if out else tempfile.gettempdir()
-            free = shutil.disk_usage(d).free
-            if free < need:
-                raise PlannerError(f"the twin needs {need / GiB:.1f} GiB of disk in {d}, {free / GiB:.1f} GiB "
-                                   "free; pass -o on a bigger disk")
-            if not out:
-                workdir = tempfile.mkdtemp(prefix="planner-twin-")
-                out = os.path.join(workdir, "twin.gguf")
-            rep.notes.append(f"twin: {need / GiB:.2f} GiB written to {out}"
-                             + ("" if keep else ", removed afterwards"))
-            write_twin(typed, out, fill="random", force=force,
-                       progress=(lambda i, n, name: step("twin", i, n, name)) if step else None)
-            made_out = True
-            quality = False
-        else:
-            q = quantize(source, out, typed, types, imatrix=imatrix, force=force,
-                         progress=(lambda i, n, name: step("quantize", i, n, name)) if step else None)
-            rep.notes += q.warnings
-        rep.file, rep.file_bytes = out, os.path.getsize(out)
-        if step:
-            step("load", 0, 1, "loading with the plan's options and timing it")
-        r = run_probe(probe_config(out, opts, pp=pp, tg=tg, reps=reps, depth=depth), timeout_s=3600)
-        if _amx_crash(r, opts, hw):
-            # llama.cpp's AMX kernels crash in some builds (llama-cpp-python 0.3.36's, natively built on an AMX
-            # Xeon: SIGSEGV in decode): measure the configuration that runs here, and say so
-            from planner.verify.child import exit_text
-            opts = opts.model_copy(update={"repack": False})
-            rep.notes.append(f"llama.cpp was {exit_text(r.get('returncode'))} with its AMX buffer on this CPU; "
-                             "measured with --no-repack (launch with -nr too)")
-            e_raw, e = _estimates(typed, hw, hw_cal, opts, margin, depth)
-            rep.predicted = _predicted(e)
-            r = run_probe(probe_config(out, opts, pp=pp, tg=tg, reps=reps, depth=depth), timeout_s=3600)
-        if step:
-            step("load", 1, 1, "done")
-        if not r.get("ok"):
-            rep.failure = _failure_text(e, r)
-            if replan:
-                rep.replanned = replan(hw)
-            return rep
-        rep.loaded = True
-        meas = Figures(devices=measured_devices(e, r), decode_tps=r.get("tg_tps"), prefill_tps=r.get("pp_tps"))
-        if quality and source:
-            npy, base_ppl = base_logprobs(source, step, repack=opts.repack)
-            if step:
-                step("quality", 0, 1, "KLD / PPL / top-1 against the source")
-            qr = run_probe(dict(mode="logits", model=out, text=TEXT, base=npy, ngl=_ngl(opts), repack=opts.repack),
-                           timeout_s=3600)
-            if qr.get("ok"):
-                meas.kld, meas.ppl, meas.top1, meas.base_ppl = qr["kld"], qr["ppl"], qr["top1"], base_ppl
-            else:
-                rep.notes.append(f"quality not measured: {qr.get('error')}")
-            if step:
-                step("quality", 1, 1, "done")
-        rep.measured = meas
-        rep.timing_load = r.get("load")
-        _compare(rep, e)
-        if rep.timing_load:
-            rep.notes.append(_load_note(rep.timing_load))
-        if record:
-            rec = calibration.record(hw, _calibration_run(e_raw, meas, typed.name, rep.timing_load))
-            rep.calibration_runs = rec.runs
-            if rec.why:
-                rep.notes.append(rec.why)
-        return rep
-    finally:
-        if twin and not keep and made_out and os.path.exists(out):
-            os.remove(out)  # the twin this run wrote, never a file that was there before
-        if workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        notes.append(f"predicted with this machine's calibration ({c.kept} earlier run(s)"
+                     + (f", {c.runs} taken with this speed model" if c.runs != c.kept else "") + ")")
+    return notes
+
+
+def _progress(step: Step | None, stage: str) -> Callable[[int, int, str], None] | None:
+    return (lambda i, n, name: step(stage, i, n, name)) if step else None
+
+
+def _write_twin(run: _Run, rep: VerifyReport, keep: bool, force: bool) -> None:
+    """A shape twin of the plan (random rows, the plan's types), after checking the disk has room."""
+    need = twin_bytes(run.typed) + (64 << 20)
+    d = os.path.dirname(os.path.abspath(run.out)) if run.out else tempfile.gettempdir()
+    free = shutil.disk_usage(d).free
+    if free < need:
+        raise PlannerError(f"the twin needs {need / GiB:.1f} GiB of disk in {d}, {free / GiB:.1f} GiB "
+                           "free; pass -o on a bigger disk")
+    if not run.out:
+        run.workdir = tempfile.mkdtemp(prefix="planner-twin-")
+        run.out = os.path.join(run.workdir, "twin.gguf")
+    rep.notes.append(f"twin: {need / GiB:.2f} GiB written to {run.out}" + ("" if keep else ", removed afterwards"))
+    write_twin(run.typed, run.out, fill="random", force=force, progress=_progress(run.step, "twin"))
+    run.made_out = True
+
+
+def _load_and_time(run: _Run, rep: VerifyReport, pp: int, tg: int, reps: int) -> dict[str, Any]:
+    """Load the file with the plan's options in a llama.cpp child and time it. llama.cpp's AMX kernels crash
+    in some builds (llama-cpp-python 0.3.36's, natively built on an AMX Xeon: SIGSEGV in decode): then the
+    configuration that runs here (--no-repack) is measured and predicted again, and the report says so."""
+    if run.step:
+        run.step("load", 0, 1, "loading with the plan's options and timing it")
+    cfg = lambda: probe_config(run.out, run.opts, pp=pp, tg=tg, reps=reps, depth=run.depth)  # noqa: E731
+    r = run_probe(cfg(), timeout_s=3600)
+    if _amx_crash(r, run.opts, run.hw):
+        run.opts = run.opts.model_copy(update={"repack": False})
+        rep.notes.append(f"llama.cpp was {exit_text(r.get('returncode'))} with its AMX buffer on this CPU; "
+                         "measured with --no-repack (launch with -nr too)")
+        run.estimate_again()
+        rep.predicted = _predicted(run.e)
+        r = run_probe(cfg(), timeout_s=3600)
+    if run.step:
+        run.step("load", 1, 1, "done")
+    return r
+
+
+def _measure_quality(run: _Run, rep: VerifyReport, meas: Figures, source: str) -> None:
+    """KLD, perplexity and top-1 agreement of the file against the source over the shipped text."""
+    npy, base_ppl = base_logprobs(source, run.step, repack=run.opts.repack)
+    if run.step:
+        run.step("quality", 0, 1, "KLD / PPL / top-1 against the source")
+    qr = run_probe(dict(mode="logits", model=run.out, text=TEXT, base=npy, ngl=_ngl(run.opts),
+                        repack=run.opts.repack), timeout_s=3600)
+    if qr.get("ok"):
+        meas.kld, meas.ppl, meas.top1, meas.base_ppl = qr["kld"], qr["ppl"], qr["top1"], base_ppl
+    else:
+        rep.notes.append(f"quality not measured: {qr.get('error')}")
+    if run.step:
+        run.step("quality", 1, 1, "done")
+
+
+def _record(run: _Run, rep: VerifyReport, meas: Figures) -> None:
+    rec = calibration.record(run.hw, _calibration_run(run.e_raw, meas, run.typed.name, rep.timing_load))
+    rep.calibration_runs = rec.runs
+    if rec.why:
+        rep.notes.append(rec.why)
 
 
 def _estimates(typed: ModelSpec, hw: HardwareProfile, hw_cal: HardwareProfile, opts: RuntimeOptions,

@@ -104,6 +104,7 @@ def test_a_header_only_download_plans_with_priors_and_says_so(smol_path, tmp_pat
     assert "holds the data of 0 of its 272 tensors" in out and "every tensor uses the priors" in out
 
 
+@pytest.mark.llama
 def test_a_truncated_download_measures_the_tensors_it_holds(smol_path, tmp_path, capsys):
     from planner.model.gguf_header import read_gguf_file
     h = read_gguf_file(smol_path)
@@ -139,6 +140,7 @@ def test_verify_output_needs_force(capsys, tmp_path):
     assert out.read_bytes() == b"the user's file"
 
 
+@pytest.mark.llama
 def test_a_child_killed_by_a_signal_is_reported_as_such(smol_path):
     """What the kernel's OOM killer does: SIGKILL the llama.cpp child mid-run; the report names the signal."""
     import threading

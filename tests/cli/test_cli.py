@@ -107,6 +107,7 @@ def test_override_tensor_and_depth(capsys):
     assert code == 2 and "REGEX=CPU" in err
 
 
+@pytest.mark.llama
 def test_imatrix_from_the_command_line_reaches_the_quantize_line(base, tmp_path, capsys):
     from planner.verify.run import TEXT
     out = str(tmp_path / "smol.imatrix.gguf")

@@ -22,6 +22,7 @@ TWINS = {
 }
 
 
+@pytest.mark.llama
 @pytest.mark.parametrize("name", list(TWINS))
 def test_node_count_follows_llama_cpp(tmp_path, name):
     """Within 20% (the fit's worst over the catalog is 18.6%); a layer count alone, as the CPU cost

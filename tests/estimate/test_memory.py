@@ -54,6 +54,7 @@ REAL = [  # (model, ftype or None for the real SmolLM2, n_ctx, flash attention, 
 ]
 
 
+@pytest.mark.llama
 @pytest.mark.parametrize("name,ftype,ctx,fa,mmap,kv", REAL)
 @pytest.mark.parametrize("swa_full", [True, False])
 def test_weights_and_kv_exact_compute_close_on_real_loads(name, ftype, ctx, fa, mmap, kv, swa_full, smol_path,
@@ -80,6 +81,7 @@ DRY = [("llama3.1-8b", 16384, 512, False), ("llama3.1-8b", 32768, 512, True), ("
        ("gpt-oss-20b", 8192, 512, False), ("smollm2-135m", 8192, 512, True)]
 
 
+@pytest.mark.llama
 @pytest.mark.parametrize("name,ctx,ub,fa", DRY)
 def test_compute_buffer_within_5_percent_of_llama_cpp_dry_run(name, ctx, ub, fa, make_twin):
     path, model = make_twin(name, "Q4_K_M")
@@ -90,6 +92,7 @@ def test_compute_buffer_within_5_percent_of_llama_cpp_dry_run(name, ctx, ub, fa,
     assert abs(est / r["bufs_mib"]["CPU compute"] - 1) <= 0.05, (est, r["bufs_mib"])
 
 
+@pytest.mark.llama
 @pytest.mark.parametrize("ctx", [512, 2048])
 def test_absorbed_mla_scores_at_short_context_sit_in_a_freed_block(ctx, make_twin):
     """DeepSeek-V3 without flash attention: up to n_kv 768 the scores take no room of their own (a 5-layer twin:
@@ -163,6 +166,7 @@ def test_more_layers_on_the_gpu_never_lowers_gpu_weights(ngl):
     assert b >= a
 
 
+@pytest.mark.llama
 @pytest.mark.parametrize("n_seq", [1, 3])
 def test_recurrent_state_of_a_mamba2_is_exact_against_llama_cpp(tmp_path, n_seq):
     """The GGUF's ssm.* keys -> n_embd_r/n_embd_s per layer, F32, one row per sequence: the RS
@@ -183,6 +187,7 @@ def test_recurrent_state_of_a_mamba2_is_exact_against_llama_cpp(tmp_path, n_seq)
 
 @pytest.mark.parametrize("name,n_seq,unified", [("smollm2", 3, False), ("gemma3-270m", 2, False),
                                                 ("gemma3-270m", 2, True)])
+@pytest.mark.llama
 def test_parallel_sequences_split_or_share_the_cache_as_llama_cpp_does(name, n_seq, unified, smol_path, make_twin):
     """-np N: N streams of n_ctx/N cells each (padded), or one shared cache with --kv-unified; the
     sliding-window layers' cells per stream follow the window."""
@@ -200,6 +205,7 @@ def test_parallel_sequences_split_or_share_the_cache_as_llama_cpp_does(name, n_s
     (2, dict(n_group=1, d_state=128), 4096, 512),
     (2, dict(e=2560, n_layer=2, vocab=50288, d_inner=5120, d_state=128, n_group=1), 8192, 512),  # Mamba-2 2.7B
     (1, {}, 4096, 512), (1, dict(e=1024, d_inner=2048, d_state=16), 32768, 512)])
+@pytest.mark.llama
 def test_mamba_compute_buffer_within_5_percent_of_llama_cpp_dry_run(tmp_path, version, shape, ctx, ub):
     """No attention scores in a Mamba graph: the buffer does not grow with n_ctx; the SSM phase or
     the logits (beside 3 hidden states) sets it."""
@@ -251,6 +257,7 @@ def _twin_matches_llama_cpp(path: str, specs, parts=("CPU KV", "CPU model"), com
 @pytest.mark.parametrize("shape,ctx,ub,fa", [
     ({}, 4096, 512, True), ({}, 16384, 512, False), (dict(n_ff=3072), 16384, 512, True),
     (dict(e=512), 1024, 512, False), (dict(n_expert=16, n_expert_used=4, n_ff=256, shared_ff=512), 4096, 256, True)])
+@pytest.mark.llama
 def test_hybrid_memory_is_exact_and_compute_within_5_percent_of_llama_cpp(tmp_path, shape, ctx, ub, fa):
     """A Granite-4.0-H layout (Mamba-2 mixers, attention at 2 of 16 layers, dense or MoE FFN): KV
     only for the attention layers, the recurrent state for the rest, both to llama.cpp's 0.01 MiB;
@@ -266,6 +273,7 @@ def test_hybrid_memory_is_exact_and_compute_within_5_percent_of_llama_cpp(tmp_pa
 
 @pytest.mark.parametrize("arch,ctx,ub,fa", [("nemotron_h", 4096, 512, True), ("jamba", 16384, 512, True),
                                              ("lfm2", 4096, 512, False)])
+@pytest.mark.llama
 def test_other_hybrids_memory_is_exact_and_compute_within_5_percent(tmp_path, arch, ctx, ub, fa):
     """Nemotron-H (Mamba-2, attention and FFN-only layers), Jamba (Mamba-1 mixers, MoE every other layer)
     and LFM2 (short convolutions): KV for the attention layers only, recurrent state for the mixers only
@@ -287,6 +295,7 @@ def test_other_hybrids_memory_is_exact_and_compute_within_5_percent(tmp_path, ar
 @pytest.mark.parametrize("name,ctx,ub,fa", [("Nemotron-H-8B", 4096, 2048, True), ("Jamba-Mini", 32768, 512, True),
                                              ("LFM2-1.2B", 8192, 512, False), ("Granite-4.0-H-Tiny", 4096, 512, True),
                                              ("RWKV-7 2.9B", 4096, 128, True)])
+@pytest.mark.llama
 def test_hybrid_compute_at_real_size_within_5_percent_of_llama_cpp(tmp_path, name, ctx, ub, fa):
     """Hybrids at their released sizes (sparse twins; a dry run reads no weights): the phase that sets
     the peak differs (logits, Jamba's MoE FFN under the attention mask, attention scores)."""
@@ -301,6 +310,7 @@ def test_hybrid_compute_at_real_size_within_5_percent_of_llama_cpp(tmp_path, nam
     assert abs(got / want - 1) <= 0.05, (got, want)
 
 
+@pytest.mark.llama
 def test_kimi_linear_state_and_latent_cache_are_exact(tmp_path):
     """Kimi-Linear: its KDA layers (no KV heads) hold 3 short-conv states of n_head x head_dim and a
     head_dim^2 state per head (llama-hparams.cpp n_embd_r/n_embd_s), its MLA layers one latent KV head;
@@ -323,6 +333,7 @@ def test_kimi_linear_state_and_latent_cache_are_exact(tmp_path):
     _twin_matches_llama_cpp(path, [m], parts=("CPU KV", "CPU RS", "CPU model"), **AMX_SAFE)  # 1 sequence, compute
 
 
+@pytest.mark.llama
 @pytest.mark.parametrize("shape,ub", [({}, 512), (dict(e=1024), 256), (dict(n_ff=4096), 512)])
 def test_rwkv7_state_is_exact_and_compute_within_5_percent(tmp_path, shape, ub):
     """RWKV-7: 2 token shifts and an n_embd x head_size WKV state per layer (exact), no KV cache; the
@@ -346,6 +357,7 @@ def test_rwkv7_state_is_exact_and_compute_within_5_percent(tmp_path, shape, ub):
     assert abs(got / want - 1) <= 0.05, (got, want)
 
 
+@pytest.mark.llama
 def test_falcon_h1_layers_hold_both_kv_and_state(tmp_path):
     """Falcon-H1 runs attention and a Mamba-2 mixer side by side in every layer (llama.cpp: is_recr for all
     layers, and a KV cache for all): KV, recurrent state and weights to llama.cpp's 0.01 MiB."""
@@ -364,6 +376,7 @@ def test_falcon_h1_layers_hold_both_kv_and_state(tmp_path):
 
 @pytest.mark.parametrize("kw", [dict(n_mtp=1), dict(n_mtp=1, n_expert=8, n_expert_used=2, expert_ff=256, shared_ff=512),
                                 dict(next_=True, n_expert=16, n_expert_used=4, expert_ff=256, shared_ff=256)])
+@pytest.mark.llama
 def test_qwen35_delta_net_layers_hold_state_and_the_mtp_block_is_not_loaded(tmp_path, kw):
     """Qwen3.5 / Qwen3-Next: gated delta-net layers (with a fused attn_qkv, yet recurrent) hold the state,
     every 4th layer the KV cache; the trailing MTP block is in the file but llama.cpp neither loads it nor
@@ -379,6 +392,7 @@ def test_qwen35_delta_net_layers_hold_state_and_the_mtp_block_is_not_loaded(tmp_
     _twin_matches_llama_cpp(path, [m], parts=("CPU KV", "CPU RS", "CPU model"))
 
 
+@pytest.mark.llama
 def test_minimax_m2_from_config_loads_in_llama_cpp_with_weights_and_kv_exact(tmp_path):
     """MiniMax-M2's layout from a config.json: llama.cpp loads its twin (every name and shape) and allocates
     the weights and KV we predict, to its 0.01 MiB (its compute is checked at full size: bench/data)."""
@@ -391,6 +405,7 @@ def test_minimax_m2_from_config_loads_in_llama_cpp_with_weights_and_kv_exact(tmp
     _twin_matches_llama_cpp(path, [m, load_gguf(path)], compute=False)
 
 
+@pytest.mark.llama
 def test_glm4moe_from_config_skips_its_mtp_block_as_llama_cpp_does(tmp_path):
     """GLM-4.5's layout from a config.json (biased q/k/v, a dense lead layer, sigmoid-routed and shared experts,
     one MTP block): written as a twin, llama.cpp loads it, skips the MTP block's weights and gives it no KV
@@ -407,6 +422,7 @@ def test_glm4moe_from_config_skips_its_mtp_block_as_llama_cpp_does(tmp_path):
     _twin_matches_llama_cpp(path, [g, m])
 
 
+@pytest.mark.llama
 @pytest.mark.parametrize("per_layer", [0, 256])
 def test_gemma4_shared_kv_layers_swa_head_width_and_padded_v_cache(tmp_path, per_layer):
     """Gemma 4: sliding layers have their own head width (key_length_swa), the last layers attend over
@@ -424,6 +440,7 @@ def test_gemma4_shared_kv_layers_swa_head_width_and_padded_v_cache(tmp_path, per
     _twin_matches_llama_cpp(path, [m], swa_full=True)  # llama-cpp-python's default
 
 
+@pytest.mark.llama
 def test_gemma3n_layers_from_20_share_kv_and_per_layer_inputs_set_the_compute(tmp_path):
     """Gemma 3n: layers from 20 on attend over layers 18 and 19's caches and hold none (models/gemma3n.cpp
     n_layer_kv_from_start); its tied output gets a host copy of its own; AltUp, LAuReL and per-layer
@@ -438,6 +455,7 @@ def test_gemma3n_layers_from_20_share_kv_and_per_layer_inputs_set_the_compute(tm
     _twin_matches_llama_cpp(path, [m], swa_full=True)  # llama-cpp-python's default
 
 
+@pytest.mark.llama
 def test_kimi_linear_from_config_loads_in_llama_cpp_with_state_and_latent_cache_exact(tmp_path):
     """KimiLinearForCausalLM: KDA layers and MLA at linear_attn_config.full_attn_layers (1-based, as the
     converter reads them), two dense lead layers, two shared experts: its twin loads in llama.cpp with the

@@ -55,6 +55,7 @@ def _assert_llama_quantize_types(src: str, model, ftypes: list[str], tmp_path) -
     (dict(arch="MixtralForCausalLM", num_local_experts=8, num_experts_per_tok=2), ["Q4_K_M", "Q2_K", "Q3_K_M"]),
     (dict(arch="Qwen2ForCausalLM", hidden_size=320, tie_word_embeddings=True), ["Q4_K_M", "Q5_K_M", "Q8_0"]),
 ])
+@pytest.mark.llama
 def test_per_tensor_types_equal_llama_quantize(tmp_path, arch_kw, ftypes):
     arch = arch_kw.pop("arch", "LlamaForCausalLM")
     spec = spec_from_hf_config(tiny_config(arch, **arch_kw), name="tiny", source="test")
@@ -66,6 +67,7 @@ def test_per_tensor_types_equal_llama_quantize(tmp_path, arch_kw, ftypes):
 @pytest.mark.parametrize("arch", ["nemotron_h", "nemotron_h_moe", "jamba", "lfm2", "granitehybrid", "rwkv7",
                                   "kimi-linear", "qwen35", "qwen35moe", "qwen3next", "glm4moe",
                                   "minimax-m2"])
+@pytest.mark.llama
 def test_hybrid_per_tensor_types_equal_llama_quantize(tmp_path, arch):
     """Hybrids: Nemotron-H has ffn_down in only some layers (llama-quantize counts them, so the
     use_more_bits layers are the count's, not the layer index's), LFM2's short-conv kernel and the
@@ -100,6 +102,7 @@ def test_hybrid_per_tensor_types_equal_llama_quantize(tmp_path, arch):
     _assert_llama_quantize_types(src, load_gguf(src), ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "Q5_K_M"], tmp_path)
 
 
+@pytest.mark.llama
 def test_requantizing_the_real_smollm2_matches(smol_path, tmp_path):
     dst = str(tmp_path / "smol-q4km.gguf")
     llama_quantize(smol_path, dst, "Q4_K_M")
@@ -115,6 +118,7 @@ def test_every_ftype_has_a_default_type():
         assert types["blk.0.attn_norm.weight"] == "F32"
 
 
+@pytest.mark.llama
 def test_gpt_oss_biases_stay_f32_and_llama_cpp_runs_the_twin(tmp_path):
     """convert_hf_to_gguf writes every tensor not named *.weight in F32: gpt-oss's 2-D expert biases
     were typed F16 like a weight, 13 MB short on gpt-oss-20b, and ggml's CPU add asserts on an F16

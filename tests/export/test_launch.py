@@ -74,6 +74,7 @@ def test_yaml_and_json_plans_carry_the_keys(tmp_path):
     assert json.loads(render("json", opt, m, "x.gguf"))["fits"] is True
 
 
+@pytest.mark.llama
 def test_llama_cpp_python_kwargs_load_smollm2(smol_path):
     m = load_gguf(smol_path)
     opt = make_plan(m, load_target("laptop-16gb"), PlanRequest(quant="Q4_1", n_ctx=1024)).best

@@ -81,6 +81,7 @@ def _full_size_dry_run(m, tmp_path) -> tuple[dict, dict]:
     ("qwen3.5-35b-a3b", 35.51, {"recurrent": 30, "full": 10, "none": 1}),
     ("qwen3-next-80b-a3b", 81.32, {"recurrent": 36, "full": 12, "none": 1}),
 ])
+@pytest.mark.llama
 def test_hybrid_catalog_entries_load_in_llama_cpp_with_the_state_we_predict(tmp_path, name, params_b, kinds):
     """A config.json of a hybrid -> its layer layout (pattern, periods, layer types) and tensors; written
     as a sparse twin, llama.cpp loads it (a dry run: every tensor name and shape must be what it expects)
@@ -95,6 +96,7 @@ def test_hybrid_catalog_entries_load_in_llama_cpp_with_the_state_we_predict(tmp_
     assert abs(ours["CPU RS"] - theirs["CPU RS"]) <= 0.011
 
 
+@pytest.mark.llama
 def test_nemotron_h_moe_from_config_loads_in_llama_cpp_and_latent_moe_says_it_is_not_built(tmp_path):
     """'E' blocks (Nemotron 3 Nano's layout): ReLU^2 experts with a shared one, architecture nemotron_h_moe;
     its twin loads in llama.cpp with the state and cache we predict. A latent MoE (moe_latent_size) is
@@ -123,6 +125,7 @@ def test_nemotron_h_moe_from_config_loads_in_llama_cpp_and_latent_moe_says_it_is
         spec_from_hf_config(dict(cfg, moe_latent_size=256), "nemotron-3-super", "test")
 
 
+@pytest.mark.llama
 def test_falcon_h1_from_config_loads_in_llama_cpp_with_kv_and_state_in_every_layer(tmp_path):
     """FalconH1ForCausalLM (attention and a Mamba-2 mixer side by side in every layer, d_inner from
     mamba_d_ssm): a 1.5B-shaped config's twin (sparse) loads in llama.cpp, whose dry run allocates the KV
@@ -148,6 +151,7 @@ def test_falcon_h1_from_config_loads_in_llama_cpp_with_kv_and_state_in_every_lay
         assert abs(got[part] - r["bufs_mib"][part]) <= 0.011, (part, got, r["bufs_mib"])
 
 
+@pytest.mark.llama
 @pytest.mark.parametrize("name,params_b,active_b", [("glm-4.5-air", 109.23, 13.42), ("minimax-m2", 228.7, 11.0)])
 def test_big_moe_catalog_entries_at_full_size_load_in_llama_cpp_with_the_compute_we_predict(tmp_path, name, params_b,
                                                                                              active_b):

@@ -71,6 +71,7 @@ async def test_bad_model_is_a_message_and_too_big_says_what_fits():
         assert "does not fit" in _text(app, "#plan-body")
 
 
+@pytest.mark.llama
 @pytest.mark.asyncio
 async def test_verify_tab_runs_a_twin(tmp_path, monkeypatch):
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))

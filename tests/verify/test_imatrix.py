@@ -22,6 +22,7 @@ def smol_imatrix(base, tmp_path_factory):
     return out
 
 
+@pytest.mark.llama
 def test_every_block_matrix_is_collected_with_its_rows(base, smol_imatrix):
     m = load_gguf(base)
     im = load_imatrix(smol_imatrix)
@@ -36,6 +37,7 @@ def test_every_block_matrix_is_collected_with_its_rows(base, smol_imatrix):
     assert set(act) == mats and all(set(v) >= {"f16", "bf16", "q8_0"} for v in act.values())
 
 
+@pytest.mark.llama
 def test_the_first_projection_sees_what_numpy_computes(base, smol_imatrix):
     """attn_q of layer 0 reads RMSNorm(embedding) x attn_norm: mean x^2 per column equals a numpy
     forward pass over the same 2 x 128 tokens to float precision (SmolLM2 adds no BOS)."""
@@ -58,6 +60,7 @@ def test_the_first_projection_sees_what_numpy_computes(base, smol_imatrix):
     assert abs(got_q.sum() / ref_q.sum() - 1) < 1e-3  # a few roundings fall the other way
 
 
+@pytest.mark.llama
 def test_ggml_quantizes_with_the_collected_file(base, smol_imatrix, tmp_path):
     m = load_gguf(base)
     st = ftype_tensor_types(m, "Q4_K_M")
@@ -67,6 +70,7 @@ def test_ggml_quantizes_with_the_collected_file(base, smol_imatrix, tmp_path):
     assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
 
 
+@pytest.mark.llama
 def test_bad_inputs_say_what_is_wrong(base, tmp_path):
     with pytest.raises(PlannerError, match="text file .* does not exist"):
         make_imatrix(base, str(tmp_path / "none.txt"), str(tmp_path / "o.gguf"))
@@ -82,6 +86,7 @@ def test_backend_copies_map_to_the_weight():
     assert weight_name("blk.3.ffn_down.weight") == "blk.3.ffn_down.weight"
 
 
+@pytest.mark.llama
 def test_errors_weighted_by_the_activations(base, smol_imatrix):
     """With an importance matrix the measured error is the relative error of the outputs: block
     matrices change, the embedding (not covered) does not; quantizing with the matrix as well
@@ -108,6 +113,7 @@ def test_errors_weighted_by_the_activations(base, smol_imatrix):
     assert not any(k[0] == "@" for k in plain[name])
 
 
+@pytest.mark.llama
 def test_an_importance_matrix_of_another_model_is_refused(base, smol_imatrix, tmp_path):
     from planner.verify.imatrix import write_imatrix
     from planner.verify.tensor_error import measure_errors
@@ -135,6 +141,7 @@ def _ggml_q8_K_roundtrip(x: np.ndarray) -> np.ndarray:
     return y
 
 
+@pytest.mark.llama
 def test_activation_rounding_is_ggmls():
     """act_qerr2 rounds as ggml's CPU backend converts activations: Q8_0 (blocks of 32, F16
     scale) as ggml_quantize_chunk writes it, Q8_K (blocks of 256) as quantize_row_q8_K_ref, F16 as
@@ -155,6 +162,7 @@ def test_activation_rounding_is_ggmls():
     assert set(act_qerr2(x[:, :96])) == {"f16", "bf16", "q8_0"}  # Q8_K needs rows of 256
 
 
+@pytest.mark.llama
 def test_experts_are_collected_per_expert_by_their_routing(tmp_path):
     """MUL_MAT_ID: each expert's rows are the tokens routed to it, so the counts over the experts
     of a layer add up to tokens x experts used; its sums and rounding errors are its rows' only."""

@@ -40,6 +40,7 @@ def hw():
     return resolve_target("auto")
 
 
+@pytest.mark.llama
 def test_ggml_quantizer_orders_types_by_error():
     x = np.random.default_rng(1).standard_normal((16, 512)).astype(np.float32)
     errs = [roundtrip_error(x, t) for t in ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K")]
@@ -47,6 +48,7 @@ def test_ggml_quantizer_orders_types_by_error():
     assert len(quantize_rows(x, "Q4_K")) == 16 * 512 // 256 * 144  # block_q4_K is 144 bytes
 
 
+@pytest.mark.llama
 def test_stock_ftypes_match_llama_quantize_byte_for_byte(base, tmp_path):
     m = load_gguf(base)
     for ftype, size in (("Q4_K_M", 105_454_144), ("Q8_0", 144_811_072)):  # quality.md, via llama_model_quantize
@@ -54,6 +56,7 @@ def test_stock_ftypes_match_llama_quantize_byte_for_byte(base, tmp_path):
         assert r.bytes == size and not r.requantized
 
 
+@pytest.mark.llama
 def test_mixed_plan_types_are_what_the_file_holds(base, tmp_path):
     m = load_gguf(base)
     types = ftype_tensor_types(m, "Q4_K_M")
@@ -70,6 +73,7 @@ def test_mixed_plan_types_are_what_the_file_holds(base, tmp_path):
     assert seen[-1] == (272, 272) and not os.path.exists(str(out) + ".part")
 
 
+@pytest.mark.llama
 def test_requantizing_warns_and_disk_space_is_checked(smol_path, tmp_path, monkeypatch):
     m = load_gguf(smol_path)
     r = quantize(smol_path, str(tmp_path / "rq.gguf"), m, ftype_tensor_types(m, "Q8_0"))
@@ -81,6 +85,7 @@ def test_requantizing_warns_and_disk_space_is_checked(smol_path, tmp_path, monke
     assert not os.path.exists(tmp_path / "full.gguf")
 
 
+@pytest.mark.llama
 def test_verify_mixed_plan_memory_speed_quality_and_calibration(base, hw, cache, tmp_path):
     m = load_gguf(base)
     opts = RuntimeOptions(n_ctx=2048)
@@ -123,6 +128,7 @@ def test_speed_ratios_of_an_older_speed_model_are_not_applied(tmp_path, monkeypa
     assert cal.host_overhead_bytes == 100 << 20
 
 
+@pytest.mark.llama
 def test_twin_of_a_1b_model_loads_and_measures(hw, cache):
     m = load_model("llama3.2-1b")
     rep = verify(m, ftype_tensor_types(m, "Q4_K_M"), RuntimeOptions(n_ctx=4096), hw, twin=True, **FAST)
@@ -134,6 +140,7 @@ def test_twin_of_a_1b_model_loads_and_measures(hw, cache):
     assert rep.file and not os.path.exists(rep.file)  # cleaned up
 
 
+@pytest.mark.llama
 def test_a_plan_that_cannot_fit_is_reported_not_fatal(hw, cache):
     m = load_model("llama3.2-1b")
     rep = verify(m, ftype_tensor_types(m, "Q4_K_M"), RuntimeOptions(n_ctx=1_000_000), hw, twin=True,
@@ -157,6 +164,7 @@ def test_plan_file_round_trip_and_bad_files(tmp_path):
         read_plan(str(bad))
 
 
+@pytest.mark.llama
 def test_cli_verify_twin_json_and_user_errors(tmp_path, cache, capsys):
     import json
 
@@ -175,6 +183,7 @@ def test_cli_verify_twin_json_and_user_errors(tmp_path, cache, capsys):
     assert "cannot read plan" in capsys.readouterr().err
 
 
+@pytest.mark.llama
 def test_measured_errors_make_a_mix_that_beats_stock_q4_k_m(base, cache, tmp_path):
     """The optimizer with errors measured on the weights, at Q4_K_M's bytes, against
     llama.cpp's own Q4_K_M: real KLD over the shipped text (bench/quality.py does every ftype)."""
@@ -205,6 +214,7 @@ def test_measured_errors_make_a_mix_that_beats_stock_q4_k_m(base, cache, tmp_pat
     assert kld["ours"] < 0.8 * kld["stock"], kld
 
 
+@pytest.mark.llama
 def test_an_importance_matrix_changes_the_quantization(base, tmp_path):
     """A GGUF imatrix (llama-imatrix's layout: <tensor>.in_sum2 and <tensor>.counts) reaches
     ggml's quantizer: the same plan quantizes to other bytes, and IQ2 types become possible."""
