@@ -6,14 +6,13 @@ from pydantic import BaseModel, ConfigDict
 
 from planner.estimate import Estimate, RuntimeOptions, estimate, ftype_tensor_types
 from planner.model import ModelSpec, load_model
+from planner.optimize.search import nearest_quant
 from planner.profile import HardwareProfile
 from planner.profile.targets import resolve_target
 from planner.units import GiB
 
 DEFAULT_QUANT = "Q4_K_M"
 DEFAULT_CTX = 4096
-# ftypes from most to least precise, for "the nearest thing that fits"
-LADDER = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "IQ3_XXS", "Q2_K", "IQ2_XS", "IQ1_M")
 
 
 class Evaluation(BaseModel):
@@ -56,23 +55,9 @@ def evaluate(model: str | ModelSpec, target: str | HardwareProfile = "auto", *, 
     kw.setdefault("n_ctx", DEFAULT_CTX)
     opts = RuntimeOptions(mmap=mmap, override_tensor=override_tensor or [], **kw)
     est = estimate(typed, hw, opts, margin=margin, depth=depth)
-    nearest = None if est.fits else nearest_fit(spec, hw, opts, margin, q)
+    nearest = None if est.fits else nearest_quant(spec, hw, opts, margin, q)
     return Evaluation(model=spec, hardware=hw, quant=q, options=opts, estimate=est, defaults_used=defaults_used,
                       nearest_fit=nearest)
-
-
-def nearest_fit(spec: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float, tried: str) -> str:
-    """The most precise stock ftype that fits with the same options, else how much is missing."""
-    for q in LADDER:
-        if q == tried:
-            continue
-        e = estimate(spec.with_types(ftype_tensor_types(spec, q)), hw, opts, margin=margin)
-        if e.fits:
-            return f"--quant {q} ({e.weights_file_bytes / GiB:.1f} GiB of weights)"
-    e = estimate(spec.with_types(ftype_tensor_types(spec, LADDER[-1])), hw, opts, margin=margin)
-    short = max(d.memory.total_bytes - int(d.capacity_bytes * (1 - margin)) for d in e.devices)
-    return (f"nothing fits, even {LADDER[-1]}: about {short / GiB:.1f} GiB more memory is needed on the "
-            "fullest device; try a smaller model ('plan models') or a bigger --target")
 
 
 def plan_model(model: str | ModelSpec, target: str | HardwareProfile = "auto", request=None, *,

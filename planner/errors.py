@@ -5,11 +5,22 @@ Each message says what is wrong and what to do, so nobody needs a traceback to a
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """The CLI's exit codes (README.md, Quick start)."""
+    OK = 0
+    USER_ERROR = 2  # a PlannerError: one line on stderr says what is wrong and what to do
+    DOES_NOT_FIT = 3  # nothing fits the target; the output names the nearest thing that would
+    VERIFY_FAILED = 4  # plan verify measured the plan outside its goals, or it did not load
+    INTERRUPTED = 130  # Ctrl-C
+
 
 class PlannerError(Exception):
-    """Base class: a problem the user can understand and act on (exit code 2)."""
+    """Base class: a problem the user can understand and act on (Exit.USER_ERROR)."""
 
-    exit_code = 2
+    exit_code = Exit.USER_ERROR
 
 
 class ModelNotFoundError(PlannerError):
@@ -31,8 +42,3 @@ class OfflineError(PlannerError):
 class InvalidOptionError(PlannerError):
     """An option value llama.cpp would reject (unknown quant type, negative context...)."""
 
-
-class DoesNotFitError(PlannerError):
-    """Nothing fits the target; the message names the nearest thing that would (exit 3)."""
-
-    exit_code = 3

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
-from planner.estimate.result import Estimate
+from collections import defaultdict
+
+from planner.estimate.result import DeviceEstimate, Estimate
+from planner.model.ggml_types import tensor_bytes
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
-from planner.units import gib
+from planner.units import GiB, gib
 
 
 def fmt_params(n: int) -> str:
@@ -79,3 +82,31 @@ def estimate_text(e: Estimate, header: str) -> str:
     for n in e.notes + t.notes:
         lines.append(f"  note  {n}")
     return "\n".join(lines)
+
+
+def memory_bar(d: DeviceEstimate, width: int = 30) -> str:
+    """weights █, KV ▓, compute ▒, overhead ░, free · against the device's capacity."""
+    m, cap = d.memory, max(d.capacity_bytes, 1)
+    parts = [(m.weights_bytes, "█"), (m.kv_bytes, "▓"), (m.compute_bytes + m.output_bytes, "▒"),
+             (m.overhead_bytes, "░")]
+    cells = ""
+    for nbytes, ch in parts:
+        cells += ch * round(width * nbytes / cap)
+    cells = cells[:width] + "·" * max(0, width - len(cells))
+    over = " OVER" if m.total_bytes > cap else ""
+    return f"{d.name[:20]:20s} {cells} {m.total_bytes / GiB:5.1f}/{cap / GiB:.0f} GiB{over}"
+
+
+def layer_map(model: ModelSpec, types: dict[str, str]) -> str:
+    """Mean bits per weight of each layer as one digit (9 = 9+ bits), embeddings/output apart."""
+    nb: dict[int, float] = defaultdict(float)
+    ne: dict[int, int] = defaultdict(int)
+    for t in model.tensors:
+        if t.layer is not None and len(t.shape) > 1:
+            nb[t.layer] += tensor_bytes(types.get(t.name) or t.type or "F16", t.shape) * 8
+            ne[t.layer] += t.n_elements
+    digits = "".join(str(min(9, round(nb[i] / ne[i]))) if ne[i] else "-" for i in range(model.n_layers))
+    rows = [digits[i:i + 60] for i in range(0, len(digits), 60)]
+    emb = types.get("token_embd.weight", "?")
+    out = types.get("output.weight", "tied")
+    return "bits per layer: " + "\n                ".join(rows) + f"\nembedding {emb}, output {out}"

@@ -9,7 +9,8 @@ import sys
 import traceback
 
 from planner.cli import args as arg
-from planner.errors import PlannerError
+from planner.errors import Exit, PlannerError
+from planner.export import KINDS
 from planner.fileio import write_text
 from planner.units import MiB
 
@@ -28,7 +29,7 @@ def cmd_profile(a: argparse.Namespace) -> int:
         _json(p.model_dump())
     else:
         print(profile_text(p))
-    return 0
+    return Exit.OK
 
 
 def cmd_targets(a: argparse.Namespace) -> int:
@@ -39,7 +40,7 @@ def cmd_targets(a: argparse.Namespace) -> int:
     else:
         for n, t in rows:
             print(f"  {n:24s} {t}")
-    return 0
+    return Exit.OK
 
 
 def cmd_models(a: argparse.Namespace) -> int:
@@ -53,15 +54,15 @@ def cmd_models(a: argparse.Namespace) -> int:
                     "n_ctx_train": s.n_ctx_train})
     if a.json:
         _json(out)
-        return 0
+        return Exit.OK
     if not out:
         print("no catalog model matches; try 'plan models' for all of them")
-        return 0
+        return Exit.OK
     for r in out:
         act = f" ({r['n_active_params'] / 1e9:.1f}B active)" if r["n_active_params"] != r["n_params"] else ""
         print(f"  {r['id']:30s} {r['n_params'] / 1e9:7.2f}B{act:16s} {r['architecture']:9s} "
               f"ctx {r['n_ctx_train']:>7d}  {', '.join(r['aliases'][:2])}")
-    return 0
+    return Exit.OK
 
 
 def cmd_show(a: argparse.Namespace) -> int:
@@ -78,7 +79,7 @@ def cmd_show(a: argparse.Namespace) -> int:
                "tensors": [{"name": t.name, "shape": t.shape, "type": t.type} for t in m.tensors]})
     else:
         print(model_text(m, tensors=a.tensors))
-    return 0
+    return Exit.OK
 
 
 def _request(a: argparse.Namespace):
@@ -163,7 +164,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
             _json({"model": spec.name, "target": hw.name, "fits": False, "nearest": res.nearest})
         else:
             print(f"{spec.name} does not fit {hw.name} with these constraints: {res.nearest}")
-        return 3
+        return Exit.DOES_NOT_FIT
     best = res.best
     basis = "priors: planner/data/quality.yaml"
     if req.tensor_errors:
@@ -189,7 +190,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
             print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
         else:
             sys.stdout.write(text)
-        return 0
+        return Exit.OK
     if a.json:
         d = plan_dict(best, spec, basis)
         d.update(target=hw.name, goal=res.goal, considered=res.considered,
@@ -198,7 +199,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
                                 "throughput": o.estimate.throughput.model_dump(), "fits": o.estimate.fits}
                                for o in res.alternatives])
         _json(d)
-        return 0
+        return Exit.OK
     head = (f"{spec.name} on {hw.name}, goal {res.goal}: {best.why}\n"
             f"  weights {gib(best.estimate.weights_file_bytes)}: {_type_mix(best, spec)}\n"
             + ("  the file runs as it is: every tensor keeps its type, nothing to quantize\n" if as_is else "")
@@ -210,7 +211,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
             print(f"    {o.label:15s} {o.why}")
     print(f"\n  predicted KLD uses {basis}; files: --emit "
           "llama-quantize|llama-server|ollama|llama-cpp-python|yaml|json [-o FILE]")
-    return 0
+    return Exit.OK
 
 
 class _Progress:
@@ -255,7 +256,7 @@ def _run_verify(a, spec, types, opts, margin, hw) -> int:
         _json(rep.model_dump())
     else:
         print(report_text(rep))
-    return 0 if rep.ok else 4
+    return Exit.OK if rep.ok else Exit.VERIFY_FAILED
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
@@ -293,7 +294,7 @@ def cmd_imatrix(a: argparse.Namespace) -> int:
     else:
         print(f"wrote {a.output}: {r['n_entries']} matrices over {r['n_chunks']} chunks of {a.ctx} tokens; use it "
               f"with plan --model {a.model} --imatrix-file {a.output} (and llama-quantize --imatrix)")
-    return 0
+    return Exit.OK
 
 
 def cmd_calibration(a: argparse.Namespace) -> int:
@@ -306,15 +307,15 @@ def cmd_calibration(a: argparse.Namespace) -> int:
     if a.reset:
         n = cal.reset(hw)
         print(f"forgot {n} verify run(s) of this machine ({cal.fingerprint(hw)}); plans use the uncalibrated model")
-        return 0
+        return Exit.OK
     runs, applied = cal.runs_of(hw), cal.load(hw)
     if a.json:
         _json({"machine": cal.fingerprint(hw), "file": os.path.join(cal.cache_dir(), "calibration.json"),
                "applied": applied.model_dump() if applied else None, "runs": runs})
-        return 0
+        return Exit.OK
     if not runs:
         print("no verify runs kept for this machine: plans use the uncalibrated model (plan verify records runs)")
-        return 0
+        return Exit.OK
     current = [r for r in runs if r.get("speed_model") == cal.speed_model() and any(k in r for k in cal.SPEED_KEYS)]
     print(f"this machine ({cal.fingerprint(hw)}): {len(runs)} verify run(s) kept, {len(current)} with speed "
           f"ratios of this speed model; file {os.path.join(cal.cache_dir(), 'calibration.json')}")
@@ -334,7 +335,7 @@ def cmd_calibration(a: argparse.Namespace) -> int:
               + ("" if r.get("speed_model") == cal.speed_model() else "  (older speed model: speed not applied)")
               + ("  (busy: speed not kept)" if ld.get("busy") else ""))
     print("  plan calibration --reset forgets them")
-    return 0
+    return Exit.OK
 
 
 def cmd_wizard(a: argparse.Namespace) -> int:
@@ -364,15 +365,15 @@ def cmd_recommend(a: argparse.Namespace) -> int:
     rows.sort(key=lambda r: (r["kld"] > 0.1, -r["n_params"], r["kld"]))
     if a.json:
         _json(rows[: a.top])
-        return 0
+        return Exit.OK
     if not rows:
         print(f"nothing in the catalog fits {hw.name} with these constraints")
-        return 3
+        return Exit.DOES_NOT_FIT
     print(f"what runs well on {hw.name} (balanced plans, best first):")
     for r in rows[: a.top]:
         print(f"  {r['model']:30s} {r['n_params'] / 1e9:6.1f}B  {r['bits_per_weight']:5.2f} bpw  KLD {r['kld']:.4f}  "
               f"{r['decode_tps']:7.1f} tok/s  ctx {r['n_ctx']}")
-    return 0
+    return Exit.OK
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
@@ -437,8 +438,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     main.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s", open_low=True),
                       help="slowest decode speed to accept, tok/s")
     main.add_argument("--imatrix", action="store_true", help="an importance matrix will be used: allow IQ2 types")
-    main.add_argument("--emit", choices=("llama-server", "llama-cli", "llama-quantize", "ollama", "llama-cpp-python",
-                                         "yaml", "json"), help="print (or -o write) a launch config or plan file")
+    main.add_argument("--emit", choices=KINDS, help="print (or -o write) a launch config or plan file")
     main.add_argument("-o", "--output", help="write --emit to this file (atomic; never overwrites without --force)")
     main.add_argument("--force", action="store_true", help="overwrite --output")
     main.add_argument("--model-path", help="path of the planned GGUF in the emitted configs")
@@ -524,9 +524,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("plan: interrupted", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     except BrokenPipeError:
-        return 0
+        return Exit.OK
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 """Launch configs and plan files from a plan."""
 
 from planner.export.launch import (
-                                   KINDS,
-                                   llama_cpp_python,
-                                   llama_quantize,
-                                   llama_server,
-                                   ollama,
-                                   plan_dict,
-                                   planned_file,
-                                   render,
+    KINDS,
+    file_name,
+    llama_cpp_python,
+    llama_quantize,
+    llama_server,
+    ollama,
+    plan_dict,
+    planned_file,
+    render,
 )
 
-__all__ = ["KINDS", "llama_cpp_python", "llama_quantize", "llama_server", "ollama", "plan_dict", "planned_file",
-           "render"]
+__all__ = ["KINDS", "file_name", "llama_cpp_python", "llama_quantize", "llama_server", "ollama", "plan_dict",
+           "planned_file", "render"]

@@ -21,6 +21,12 @@ from planner.model.spec import ModelSpec
 from planner.optimize.plan import PlanOption
 
 KINDS = ("llama-server", "llama-cli", "llama-quantize", "ollama", "llama-cpp-python", "yaml", "json")
+FILE_NAMES = {"ollama": "Modelfile", "yaml": "plan.yaml", "json": "plan.json", "llama-cpp-python": "run.py"}
+
+
+def file_name(kind: str) -> str:
+    """The file a user saves an export of this kind as (a shell line: KIND.sh)."""
+    return FILE_NAMES.get(kind, f"{kind}.sh")
 OLLAMA_KV = ("f16", "q8_0", "q4_0")  # what OLLAMA_KV_CACHE_TYPE accepts
 
 

@@ -22,6 +22,8 @@ from planner.profile.hardware import HardwareProfile
 from planner.units import GiB
 
 CTX_LADDER = (4096, 32768, 131072)
+# stock ftypes from most to least precise: what `plan --quant X` suggests instead when X does not fit
+FTYPE_LADDER = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "IQ3_XXS", "Q2_K", "IQ2_XS", "IQ1_M")
 BPW_CAPS = (None, 8.5, 4.5)  # None = spend all the memory there is
 KLD_FLOOR = 0.002  # below Q8_0-level differences are noise: do not trade speed for them
 KLD_CAP = {"speed": 0.6, "context": 0.08}  # the worst predicted KLD those goals accept (0.6: pure Q2_K)
@@ -382,3 +384,17 @@ def nearest(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> str:
                 "fits each device with its margin under these constraints; relax --ctx/--min-tps or the --margin")
     return (f"even at Q2_K ({bytes_of(smallest) / GiB:.1f} GiB) and {o.n_ctx} context, VRAM + RAM fall "
             f"{max(need - have, 0) / GiB:.1f} GiB short; add memory or pick a smaller model ('plan recommend')")
+
+
+def nearest_quant(spec: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, margin: float, tried: str) -> str:
+    """The most precise stock ftype that fits with the same options, else how much is missing."""
+    for q in FTYPE_LADDER:
+        if q == tried:
+            continue
+        e = estimate(spec.with_types(ftype_tensor_types(spec, q)), hw, opts, margin=margin)
+        if e.fits:
+            return f"--quant {q} ({e.weights_file_bytes / GiB:.1f} GiB of weights)"
+    e = estimate(spec.with_types(ftype_tensor_types(spec, FTYPE_LADDER[-1])), hw, opts, margin=margin)
+    short = max(d.memory.total_bytes - int(d.capacity_bytes * (1 - margin)) for d in e.devices)
+    return (f"nothing fits, even {FTYPE_LADDER[-1]}: about {short / GiB:.1f} GiB more memory is needed on the "
+            "fullest device; try a smaller model ('plan models') or a bigger --target")

@@ -6,7 +6,6 @@ Every change re-plans in a worker thread; errors are shown as notifications, nev
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -28,53 +27,15 @@ from textual.widgets import (
 )
 
 from planner.errors import PlannerError
-from planner.units import GiB
+from planner.export import KINDS, file_name
+from planner.views import layer_map, memory_bar
 
 TABS = ("hardware", "model", "goal", "plan", "export", "verify")
-EXPORTS = ("llama-server", "ollama", "llama-quantize", "llama-cpp-python", "yaml", "json")
-BAR = 30
-
-
-def memory_bar(d) -> str:
-    """weights █, KV ▓, compute ▒, overhead ░, free · against the device's capacity."""
-    m, cap = d.memory, max(d.capacity_bytes, 1)
-    parts = [(m.weights_bytes, "█"), (m.kv_bytes, "▓"), (m.compute_bytes + m.output_bytes, "▒"),
-             (m.overhead_bytes, "░")]
-    cells = ""
-    for nbytes, ch in parts:
-        cells += ch * round(BAR * nbytes / cap)
-    cells = cells[:BAR] + "·" * max(0, BAR - len(cells))
-    over = " OVER" if m.total_bytes > cap else ""
-    return f"{d.name[:20]:20s} {cells} {m.total_bytes / GiB:5.1f}/{cap / GiB:.0f} GiB{over}"
-
-
-def layer_map(model, types: dict[str, str]) -> str:
-    """Mean bits per weight of each layer as one digit (9 = 9+ bits), embeddings/output apart."""
-    from planner.model.ggml_types import tensor_bytes
-    nb: dict[int, float] = defaultdict(float)
-    ne: dict[int, int] = defaultdict(int)
-    for t in model.tensors:
-        if t.layer is not None and len(t.shape) > 1:
-            nb[t.layer] += tensor_bytes(types.get(t.name) or t.type or "F16", t.shape) * 8
-            ne[t.layer] += t.n_elements
-    digits = "".join(str(min(9, round(nb[i] / ne[i]))) if ne[i] else "-" for i in range(model.n_layers))
-    rows = [digits[i:i + 60] for i in range(0, len(digits), 60)]
-    emb = types.get("token_embd.weight", "?")
-    out = types.get("output.weight", "tied")
-    return "bits per layer: " + "\n                ".join(rows) + f"\nembedding {emb}, output {out}"
 
 
 class PlannerApp(App):
     TITLE = "planner wizard"
-    CSS = """
-    TabPane { padding: 0 1; }
-    Input { width: 1fr; }
-    .row { height: auto; }
-    .row Label { width: 18; padding: 1 0 0 0; }
-    #plan-body, #export-text, #verify-out, #hw-text, #model-info { height: auto; }
-    DataTable { height: 10; }
-    #alts { height: 7; }
-    """
+    CSS_PATH = "app.tcss"
     BINDINGS = [Binding(f"f{i + 1}", f"tab('{t}')", t.capitalize()) for i, t in enumerate(TABS)] + [
         Binding("ctrl+s", "save", "Save export"), Binding("ctrl+q", "quit", "Quit")]
 
@@ -119,7 +80,7 @@ class PlannerApp(App):
                 yield Static("pick a model (F2)", id="plan-body")
                 yield DataTable(id="alts", cursor_type="row")
             with TabPane("5 Export", id="export"), VerticalScroll():
-                yield Select([(k, k) for k in EXPORTS], value="llama-server", allow_blank=False, id="kind")
+                yield Select([(k, k) for k in KINDS], value="llama-server", allow_blank=False, id="kind")
                 yield Static(id="export-text")
                 with Horizontal(classes="row"):
                     yield Input(placeholder="file to write", id="path")
@@ -299,10 +260,9 @@ class PlannerApp(App):
         self.query_one("#export-text", Static).update(text if text is not None else "no plan yet")
         if text is not None:
             kind = str(self.query_one("#kind", Select).value)
-            ext = {"ollama": "Modelfile", "yaml": "plan.yaml", "json": "plan.json", "llama-cpp-python": "run.py"}
             p = self.query_one("#path", Input)
             if not p.value:
-                p.value = ext.get(kind, f"{kind}.sh")
+                p.value = file_name(kind)
 
     def action_save(self) -> None:
         from planner.fileio import write_text
