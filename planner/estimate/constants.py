@@ -1,22 +1,89 @@
-"""Load planner/data/backends.yaml and cpu_kernels.yaml once: the estimator's measured constants, with sources."""
+"""planner/data/backends.yaml and cpu_kernels.yaml, loaded once into typed tables: the estimator's
+measured constants, each with its source. A key missing or misspelt in the file fails at load, with
+the key's name, not deep inside an estimate."""
 
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from planner.data import data_yaml
+from planner.errors import InvalidOptionError
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Backend(_Table):
+    """One backend's runtime overhead and speed constants."""
+    overhead_mib: int
+    overhead_source: str
+    decode_bw_efficiency: float
+    decode_source: str
+    prefill_source: str
+    decode_layer_ms: float = 0.0  # GPU backends: fixed time per layer and token
+    prefill_flops_efficiency: float | None = None  # GPU backends: share of the fp16 TFLOPS prefill reaches
+    # the CPU backend: bandwidth efficiency against a measured copy test, time per graph node, experts' share
+    decode_bw_efficiency_measured: float | None = None
+    decode_node_us: float | None = None
+    prefill_node_us: float | None = None
+    prefill_expert_efficiency: float | None = None
+
+
+class GraphNodes(_Table):
+    """Nodes of llama.cpp's one-token graph per layer (estimate/graph.py)."""
+    per_layer: float
+    per_tensor: float
+    moe_layer: float
+    per_expert_used: float
+    recurrent_layer: float
+    attention_without_flash: float
+    source: str
+
+
+class Backends(_Table):
+    cuda: Backend
+    metal: Backend
+    rocm: Backend
+    vulkan: Backend
+    sycl: Backend
+    cpu: Backend
+    op_offload_gbps: float
+    op_offload_source: str
+    graph_nodes: GraphNodes
+
+
+class Kernel(_Table):
+    decode_gbps_per_core: float
+    prefill_gflops_per_core: float
+
+
+class CPUKernels(_Table):
+    """Each ggml type's CPU kernel rates per core (bench/cpu_decode.py --fit)."""
+    source: str
+    default_prefill_gflops_per_core: float
+    default_source: str
+    types: dict[str, Kernel]
 
 
 @cache
-def backends() -> dict[str, Any]:
-    return data_yaml("backends.yaml")
+def backends() -> Backends:
+    return Backends(**data_yaml("backends.yaml"))
 
 
 @cache
-def cpu_kernels() -> dict[str, Any]:
-    return data_yaml("cpu_kernels.yaml")
+def cpu_kernels() -> CPUKernels:
+    return CPUKernels(**data_yaml("cpu_kernels.yaml"))
 
 
-def backend(name: str) -> dict[str, Any]:
-    return backends().get(name) or backends()["vulkan"]
+BACKENDS = ("cuda", "metal", "rocm", "vulkan", "sycl", "cpu")
+
+
+def backend(name: str) -> Backend:
+    """The backend's constants; a backend without an entry is an error, not another backend's figures."""
+    if name not in BACKENDS:
+        raise InvalidOptionError(f"no constants for the backend '{name}' (planner/data/backends.yaml has "
+                                 f"{', '.join(BACKENDS)})")
+    return getattr(backends(), name)

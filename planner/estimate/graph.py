@@ -52,6 +52,6 @@ def _terms(n_tensors: tuple[int, ...], moe_layers: frozenset[int], attn: tuple[s
 
 @lru_cache(maxsize=256)
 def _nodes(terms: tuple[tuple[int, ...], ...]) -> tuple[float, ...]:
-    c = backends()["graph_nodes"]
-    coef = [c[k] for k in TERMS]
+    c = backends().graph_nodes
+    coef = [getattr(c, k) for k in TERMS]
     return tuple(sum(a * b for a, b in zip(coef, t, strict=True)) for t in terms)

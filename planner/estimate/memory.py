@@ -450,9 +450,9 @@ def _overheads(b: Breakdown, hw: HardwareProfile) -> None:
     for g, gpu in enumerate(hw.gpus):
         measured = cal.gpu_overhead_bytes[g] if cal and g < len(cal.gpu_overhead_bytes) else None
         b.overhead[g] = (gpu.overhead_bytes if gpu.overhead_bytes is not None else measured if measured is not None
-                         else backend(gpu.backend)["overhead_mib"] * MiB)
+                         else backend(gpu.backend).overhead_mib * MiB)
     b.overhead[CPU] = (cal.host_overhead_bytes if cal and cal.host_overhead_bytes is not None
-                       else backend("cpu")["overhead_mib"] * MiB)
+                       else backend("cpu").overhead_mib * MiB)
 
 
 def _mamba_splits(model: ModelSpec, layer_dev: list[int], n_gpus: int) -> list[bool]:

@@ -49,8 +49,8 @@ def _isa_scale(hw: HardwareProfile) -> float:
 def _cpu_memory_gbps(hw: HardwareProfile) -> float:
     """What the memory delivers to decode: a copy test measured on the box is closer to it than a spec sheet."""
     c = backend("cpu")
-    key = "decode_bw_efficiency_measured" if hw.ram.bandwidth_source.startswith("measured") else "decode_bw_efficiency"
-    return hw.ram.bandwidth_gbps * c[key]
+    measured = hw.ram.bandwidth_source.startswith("measured")
+    return hw.ram.bandwidth_gbps * (c.decode_bw_efficiency_measured if measured else c.decode_bw_efficiency)
 
 
 def _cpu_cores(hw: HardwareProfile, threads: int | None) -> int:
@@ -64,8 +64,8 @@ def read_rate_gbps(ty: str, bw_gbps: float, cores: int, scale: float) -> float:
     (cores x a core's dequantize-and-dot rate: IQ1_S 1.6 GB/s per core on the AVX2 box measured, Q8_0 9.4; 2 of
     its cores are kernel-bound for every quantized type, 16 would be memory-bound for all but IQ1-3). A type
     without a measured kernel (F32...) reads at the memory's rate."""
-    r = cpu_kernels()["types"].get(ty)
-    return min(bw_gbps, r["decode_gbps_per_core"] * cores * scale) if r else bw_gbps
+    r = cpu_kernels().types.get(ty)
+    return min(bw_gbps, r.decode_gbps_per_core * cores * scale) if r else bw_gbps
 
 
 def cpu_decode_seconds(read_types: dict[str, int], other_bytes: float, bw_gbps: float, cores: int,
@@ -82,18 +82,18 @@ def cpu_time_per_byte(hw: HardwareProfile, threads: int | None = None) -> dict[s
     allocation that budgets time rather than bytes weighs each type's bytes by."""
     mem, cores, scale = _cpu_memory_gbps(hw), _cpu_cores(hw, threads), _isa_scale(hw)
     q4k = read_rate_gbps("Q4_K", mem, cores, scale)
-    return {ty: q4k / read_rate_gbps(ty, mem, cores, scale) for ty in cpu_kernels()["types"]}
+    return {ty: q4k / read_rate_gbps(ty, mem, cores, scale) for ty in cpu_kernels().types}
 
 
 def slow_kernels(read_types: dict[str, int], bw_gbps: float, cores: int, scale: float) -> list[str]:
     """Types holding 10%+ of the CPU's decode bytes that their kernel, not the memory, paces on these cores, at
     under 60% of Q4_K's rate (the IQ1-3 types on few cores): their bytes are no measure of their time."""
-    rates = cpu_kernels()["types"]
-    q4k = rates["Q4_K"]["decode_gbps_per_core"]
+    rates = cpu_kernels().types
+    q4k = rates["Q4_K"].decode_gbps_per_core
     total = sum(read_types.values()) or 1
-    return [f"{ty} ({q4k / rates[ty]['decode_gbps_per_core']:.1f}x Q4_K's time per byte)"
+    return [f"{ty} ({q4k / rates[ty].decode_gbps_per_core:.1f}x Q4_K's time per byte)"
             for ty, nb in sorted(read_types.items(), key=lambda kv: -kv[1])
-            if nb >= 0.1 * total and ty in rates and rates[ty]["decode_gbps_per_core"] < 0.6 * q4k
+            if nb >= 0.1 * total and ty in rates and rates[ty].decode_gbps_per_core < 0.6 * q4k
             and read_rate_gbps(ty, bw_gbps, cores, scale) < bw_gbps]
 
 
@@ -101,9 +101,9 @@ def cpu_prefill_seconds(matmul_types: dict[tuple[str, bool], int], cores: int, s
     """Seconds of matrix products per prefill token on the CPU: 2 x weights of each type / that type's GFLOPS,
     expert matrices (mul_mat_id, each expert on its share of the batch) at a fraction of it."""
     k = cpu_kernels()
-    default = k["default_prefill_gflops_per_core"]
-    expert_eff = backend("cpu")["prefill_expert_efficiency"]
-    return sum(2 * n / ((k["types"].get(ty) or {}).get("prefill_gflops_per_core", default) * 1e9 * cores * scale
+    expert_eff = backend("cpu").prefill_expert_efficiency
+    rate = {ty: kern.prefill_gflops_per_core for ty, kern in k.types.items()}
+    return sum(2 * n / (rate.get(ty, k.default_prefill_gflops_per_core) * 1e9 * cores * scale
                         * (expert_eff if expert else 1.0))
                for (ty, expert), n in matmul_types.items())
 
@@ -126,30 +126,30 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             typed = read_types.get(CPU, {})
             mem = _cpu_memory_gbps(hw)
             t_decode += cpu_decode_seconds(typed, nbytes - sum(typed.values()), mem, cores, scale) \
-                + nodes.get(CPU, 0) * c["decode_node_us"] / 1e6
+                + nodes.get(CPU, 0) * c.decode_node_us / 1e6
             slow = slow_kernels(typed, mem, cores, scale)
             if slow:
                 notes.append(f"on {cores} CPU core(s) the kernel, not the memory, paces {', '.join(slow)}")
         else:
             g = hw.gpus[d]
             c = backend(g.backend)
-            bw = g.bandwidth_gbps * c["decode_bw_efficiency"]
-            t_decode += nbytes / (bw * 1e9) + layers.get(d, 0) * c["decode_layer_ms"] / 1e3
+            bw = g.bandwidth_gbps * c.decode_bw_efficiency
+            t_decode += nbytes / (bw * 1e9) + layers.get(d, 0) * c.decode_layer_ms / 1e3
     flops_tok = 2 * model.n_matmul_params
     gpu_layers = sum(v for d, v in layers.items() if d != CPU)
     if hw.gpus and (gpu_layers or n_ubatch >= 32):  # op offload: big batches run on the GPU
         g = hw.gpus[0]
-        eff = backend(g.backend)["prefill_flops_efficiency"]
+        eff = backend(g.backend).prefill_flops_efficiency
         tflops = (g.fp16_tflops or 20.0) * eff
         t_pp = flops_tok / (tflops * 1e12)
         host_bytes = read_per_token.get(CPU, 0)
         if host_bytes:
             # op offload streams host weights to the GPU once per ubatch of n_ubatch tokens
-            t_pp += host_bytes / (backends()["op_offload_gbps"] * 1e9) / n_ubatch
+            t_pp += host_bytes / (backends().op_offload_gbps * 1e9) / n_ubatch
             notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
         t_pp = cpu_prefill_seconds(matmul_types, cores, scale) \
-            + sum(nodes.values()) * backend("cpu")["prefill_node_us"] / 1e6
+            + sum(nodes.values()) * backend("cpu").prefill_node_us / 1e6
     if not flash_attn:
         notes.append("flash attention off: long prompts are slower than shown")
     cal = hw.calibration

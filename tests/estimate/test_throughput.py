@@ -80,7 +80,7 @@ def test_many_cores_make_every_type_memory_bound(llama8b):
     # 64 cores outrun 40 GB/s of memory for every kernel: a token's time differs between types only by the
     # bytes they read at the memory's rate (the same graph, the same node cost)
     hw = box(64, 40.0)
-    mem = 40e9 * backend("cpu")["decode_bw_efficiency_measured"]
+    mem = 40e9 * backend("cpu").decode_bw_efficiency_measured
     secs, reads = {}, {}
     for ty in ("IQ1_S", "Q4_K", "Q8_0"):
         m = typed(llama8b, ty)
@@ -91,10 +91,10 @@ def test_many_cores_make_every_type_memory_bound(llama8b):
 
 
 def test_kernel_rates_cover_llama_quantize_types():
-    types = cpu_kernels()["types"]
+    types = cpu_kernels().types
     for ty in ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "IQ4_XS", "IQ4_NL", "Q3_K", "Q2_K",
                "IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M", "MXFP4"):
-        assert types[ty]["decode_gbps_per_core"] > 0 and types[ty]["prefill_gflops_per_core"] > 0, ty
+        assert types[ty].decode_gbps_per_core > 0 and types[ty].prefill_gflops_per_core > 0, ty
 
 
 def test_threads_beyond_the_cores_add_nothing_and_fewer_are_slower(llama8b):
