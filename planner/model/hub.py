@@ -104,8 +104,8 @@ def spec_from_hf_repo(repo: str) -> ModelSpec:
     spec = spec_from_hf_config(_download_config(repo), name=repo, source=f"hf:{repo}")
     n = _param_count(repo)
     if n:
-        spec.notes.append(f"safetensors metadata: {n:,} parameters "
-                          f"(GGUF inventory: {spec.n_params:,})")
+        spec = spec.model_copy(update={"notes": [*spec.notes, f"safetensors metadata: {n:,} parameters "
+                                                                f"(GGUF inventory: {spec.n_params:,})"]})
     return spec
 
 

@@ -47,9 +47,7 @@ def load_model(name: str) -> ModelSpec:
     if ":" in name and "/" not in name:
         blob = ollama_blob(name)
         if blob is not None:
-            spec = load_gguf(blob)
-            spec.name, spec.source = name, f"ollama:{name} ({blob})"
-            return spec
+            return load_gguf(blob).model_copy(update={"name": name, "source": f"ollama:{name} ({blob})"})
     entry = catalog.find_entry(name)
     if entry is not None:
         return catalog.spec_for(entry.id).model_copy(deep=True)

@@ -11,7 +11,7 @@ import re
 from functools import cached_property
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 AttnKind = Literal["full", "swa", "recurrent", "none"]
 
@@ -21,6 +21,8 @@ PREFILL_SKIPS = frozenset({"token_embd.weight", "per_layer_token_embd.weight", "
 
 
 class TensorSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     name: str
     shape: list[int]
     type: str | None = Field(None, description="ggml type name (Q4_K, F16...), None = not decided")
@@ -125,6 +127,10 @@ class RecurrentSpec(BaseModel):
 
 
 class ModelSpec(BaseModel):
+    """A model as llama.cpp would load it. Frozen: a changed model is a copy (with_types, model_copy)."""
+
+    model_config = ConfigDict(frozen=True)
+
     name: str
     source: str = Field(..., description="where the facts came from: catalog, hf:repo, gguf:path")
     architecture: str = Field(..., description="llama.cpp architecture name (general.architecture)")
