@@ -10,9 +10,12 @@ Pinned options stay pinned. Pure: no I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from planner.estimate import RuntimeOptions, estimate, ftype_tensor_types
 from planner.estimate.placement import INPUT_TENSORS
+from planner.estimate.result import Estimate
 from planner.estimate.throughput import cpu_time_per_byte
 from planner.model.spec import ModelSpec
 from planner.optimize.allocate import Allocator
@@ -204,92 +207,155 @@ def _describe(model: ModelSpec, placement: str, e, bpw: float, kld: float, opts:
             f"{e.throughput.decode_tps:.1f} tok/s")
 
 
+@dataclass
+class _Search:
+    """What every candidate of one search shares."""
+    model: ModelSpec
+    hw: HardwareProfile
+    req: PlanRequest
+    ref: ModelSpec  # the model at Q4_K_M: what the memory budget of each configuration is measured with
+    gpu_backend: str  # whose matmuls round the activations
+    time_cost: dict[str, float]
+    pools: dict[str, Allocator] = field(default_factory=dict)
+
+    def estimate(self, m: ModelSpec, o: RuntimeOptions) -> Estimate:
+        return estimate(m, self.hw, o, margin=self.req.margin, depth=self.req.depth)
+
+
 def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_only: bool = False) -> list[PlanOption]:
+    """Every feasible plan over context x KV type x placement x size cap: each configuration's memory budget,
+    the per-tensor types that fill it (or the pinned ftype), then the placement's own fit (-ngl, --n-cpu-moe)."""
+    s = _Search(model, hw, req, model.with_types(ftype_tensor_types(model, "Q4_K_M")),
+                hw.gpus[0].backend if hw.gpus else "cpu", cpu_time_per_byte(hw, req.threads))
     out: list[PlanOption] = []
+    for placement, o in _configurations(s, gpu_only):
+        avail = _budget(s, placement, o)
+        if avail is None:
+            continue
+        tried: list[dict[str, str]] = []  # a cap above what memory allows repeats the uncapped mix
+        for cap, by_time in _caps(s, placement):
+            sized = _sized(s, placement, o, avail, cap, by_time, tried)
+            placed = _placed(s, placement, o, sized) if sized else None
+            if placed is None:
+                continue
+            m, types, oo, e = placed
+            if not e.fits or (req.min_tps and e.throughput.decode_tps < req.min_tps):
+                continue
+            out.append(_option(s, placement, m, types, oo, e))
+            if req.quant:
+                break
+    return out
+
+
+def _configurations(s: _Search, gpu_only: bool) -> Iterator[tuple[str, RuntimeOptions]]:
+    """(placement, options) for each context, KV cache type and placement worth trying."""
+    req = s.req
     kv_list = [(req.cache_type_k or "f16", req.cache_type_v or "f16")]
     if req.cache_type_k is None and req.cache_type_v is None and req.flash_attn is not False:
         kv_list.append(("q8_0", "q8_0"))
-    ref = model.with_types(ftype_tensor_types(model, "Q4_K_M"))
-    pools: dict[str, Allocator] = {}
-    gpu_backend = hw.gpus[0].backend if hw.gpus else "cpu"  # whose matmuls round the activations
-    # on a CPU whose kernels, not its memory, pace some types (few cores), the capped mixes are also sized by
-    # decode time: a byte of IQ3 costs ~3x a byte of Q4_K there (throughput.cpu_time_per_byte)
-    time_cost = cpu_time_per_byte(hw, req.threads)
-    timed = [(cap, True) for cap in BPW_CAPS if cap] if max(time_cost.values()) > 1.05 and not req.quant else []
-    for ctx in _ctx_list(model, req):
+    for ctx in _ctx_list(s.model, req):
         for ctk, ctv in kv_list:
             if ctk != "f16" and ctx < 16384 and len(kv_list) > 1:
                 continue  # a quantized cache only pays at long context
-            for placement in _placements(model, hw, req, gpu_only):
+            for placement in _placements(s.model, s.hw, req, gpu_only):
                 # "cpu" keeps a pinned -ngl (llama.cpp ignores it without a GPU; the estimate says so)
                 ngl = {"gpu": -1, "moe-cpu": -1, "moe-partial": -1, "partial": 0,
                        "cpu": req.n_gpu_layers or 0}.get(placement, req.n_gpu_layers)
-                o = _opts(req, n_ctx=ctx, cache_type_k=ctk, cache_type_v=ctv, n_gpu_layers=ngl,
-                          cpu_moe=placement in ("moe-cpu", "moe-partial"))
-                e0 = estimate(ref, hw, o, margin=req.margin, depth=req.depth)
-                if placement in ("partial", "moe-partial"):
-                    e_full = estimate(ref, hw, o.model_copy(update={"n_gpu_layers": -1}), margin=req.margin, depth=req.depth)
-                    avail = _avail(e_full, req.margin)[:-1] + [_avail(e0, req.margin)[-1]]
-                else:
-                    avail = _avail(e0, req.margin)
-                if min(avail[-1:] + (avail[:-1] if placement in ("gpu", "moe-cpu") else [])) <= 0:
-                    continue
-                tried: list[dict[str, str]] = []  # a cap above what memory allows repeats the uncapped mix
-                for cap, by_time in [(cap, False) for cap in BPW_CAPS] + (timed if placement == "cpu" else []):
-                    cap_bytes = None if cap is None else int(model.n_params * cap / 8)
-                    found = None  # moe-partial: the --n-cpu-moe fit, found while sizing the types
-                    e = None  # the estimate of the last sizing, when it is the final one
-                    if req.quant:
-                        types = ftype_tensor_types(model, req.quant, imatrix=req.imatrix)
-                        m = model.with_types(types)
-                    else:
-                        types = None
-                        for shrink in (1.0, 0.97, 0.93):
-                            a = [int(x * shrink) for x in avail]
-                            types = _allocate_for(model, placement, a, cap_bytes, req, pools, gpu_backend,
-                                                  time_cost if by_time else None)
-                            if types is None:
-                                break
-                            if shrink == 1.0:
-                                if types in tried:
-                                    types = None
-                                    break
-                                tried.append(types)
-                            m = model.with_types(types)
-                            if placement == "moe-partial":
-                                found = _fit_ncmoe(m, hw, o, req.margin)
-                                if found and found[0] < model.n_layers:
-                                    break  # else: fewer bytes, so that some experts fit on the GPU
-                            elif placement in ("partial", "pinned"):
-                                break
-                            else:
-                                e = estimate(m, hw, o, margin=req.margin, depth=req.depth)
-                                if e.fits:
-                                    break
-                        if types is None:
-                            continue
-                    if placement == "partial":
-                        found = _fit_ngl(m, hw, o, req.margin)
-                        if not found or found[0] == 0 or found[0] > model.n_layers:
-                            continue
-                        _, oo, e = found
-                    elif placement == "moe-partial":
-                        found = found or _fit_ncmoe(m, hw, o, req.margin)
-                        if not found or found[0] >= model.n_layers:
-                            continue  # all experts in RAM: that is moe-cpu
-                        _, oo, e = found
-                    else:
-                        oo, e = o, e or estimate(m, hw, o, margin=req.margin, depth=req.depth)
-                    if not e.fits or (req.min_tps and e.throughput.decode_tps < req.min_tps):
-                        continue
-                    kld = predicted_kld(m, req.tensor_errors, "cpu" if placement == "cpu" else gpu_backend)
-                    bpw = 8 * bytes_of(m) / model.n_params
-                    out.append(PlanOption(label=placement, why=_describe(model, placement, e, bpw, kld, oo),
-                                          types=types, options=oo, estimate=e, predicted_kld=round(kld, 5),
-                                          bits_per_weight=round(bpw, 3), placement=placement))
-                    if req.quant:
-                        break
-    return out
+                yield placement, _opts(req, n_ctx=ctx, cache_type_k=ctk, cache_type_v=ctv, n_gpu_layers=ngl,
+                                       cpu_moe=placement in ("moe-cpu", "moe-partial"))
+
+
+def _budget(s: _Search, placement: str, o: RuntimeOptions) -> list[int] | None:
+    """Bytes each device has for weights under this configuration (None: the devices the placement fills have
+    none): a partial placement budgets the GPUs as if they held every layer, the host as with none."""
+    e0 = s.estimate(s.ref, o)
+    if placement in ("partial", "moe-partial"):
+        e_full = s.estimate(s.ref, o.model_copy(update={"n_gpu_layers": -1}))
+        avail = _avail(e_full, s.req.margin)[:-1] + [_avail(e0, s.req.margin)[-1]]
+    else:
+        avail = _avail(e0, s.req.margin)
+    if min(avail[-1:] + (avail[:-1] if placement in ("gpu", "moe-cpu") else [])) <= 0:
+        return None
+    return avail
+
+
+def _caps(s: _Search, placement: str) -> list[tuple[float | None, bool]]:
+    """(bits-per-weight cap, sized by decode time) to try. On a CPU whose kernels, not its memory, pace some
+    types (few cores), the capped mixes are also sized by decode time: a byte of IQ3 costs ~3x a byte of Q4_K
+    there (throughput.cpu_time_per_byte)."""
+    caps = [(cap, False) for cap in BPW_CAPS]
+    if placement == "cpu" and max(s.time_cost.values()) > 1.05 and not s.req.quant:
+        caps += [(cap, True) for cap in BPW_CAPS if cap]
+    return caps
+
+
+@dataclass
+class _Sized:
+    types: dict[str, str]
+    model: ModelSpec
+    found: tuple | None = None  # moe-partial: the --n-cpu-moe fit, found while sizing the types
+    estimate: Estimate | None = None  # the estimate of the last sizing, when it is the final one
+
+
+def _sized(s: _Search, placement: str, o: RuntimeOptions, avail: list[int], cap: float | None, by_time: bool,
+           tried: list[dict[str, str]]) -> _Sized | None:
+    """The per-tensor types for this budget and cap (the pinned ftype with --quant), shrunk by 3% and 7% when
+    the first mix does not fit with its compute buffers; None when no mix is new or fits."""
+    model, req = s.model, s.req
+    if req.quant:
+        types = ftype_tensor_types(model, req.quant, imatrix=req.imatrix)
+        return _Sized(types, model.with_types(types))
+    cap_bytes = None if cap is None else int(model.n_params * cap / 8)
+    sized = None
+    for shrink in (1.0, 0.97, 0.93):
+        types = _allocate_for(model, placement, [int(x * shrink) for x in avail], cap_bytes, req, s.pools,
+                              s.gpu_backend, s.time_cost if by_time else None)
+        if types is None:
+            return None
+        if shrink == 1.0:
+            if types in tried:
+                return None
+            tried.append(types)
+        sized = _Sized(types, model.with_types(types))
+        if placement == "moe-partial":
+            sized.found = _fit_ncmoe(sized.model, s.hw, o, req.margin)
+            if sized.found and sized.found[0] < model.n_layers:
+                break  # else: fewer bytes, so that some experts fit on the GPU
+        elif placement in ("partial", "pinned"):
+            break
+        else:
+            sized.estimate = s.estimate(sized.model, o)
+            if sized.estimate.fits:
+                break
+    return sized
+
+
+def _placed(s: _Search, placement: str, o: RuntimeOptions,
+            sized: _Sized) -> tuple[ModelSpec, dict[str, str], RuntimeOptions, Estimate] | None:
+    """The placement's own fit for the sized model: the most layers on the GPU (partial), the fewest experts in
+    RAM (moe-partial), else the options as they are."""
+    m, n = sized.model, s.model.n_layers
+    if placement == "partial":
+        found = _fit_ngl(m, s.hw, o, s.req.margin)
+        if not found or found[0] == 0 or found[0] > n:
+            return None
+        _, oo, e = found
+    elif placement == "moe-partial":
+        found = sized.found or _fit_ncmoe(m, s.hw, o, s.req.margin)
+        if not found or found[0] >= n:
+            return None  # all experts in RAM: that is moe-cpu
+        _, oo, e = found
+    else:
+        oo, e = o, sized.estimate or s.estimate(m, o)
+    return m, sized.types, oo, e
+
+
+def _option(s: _Search, placement: str, m: ModelSpec, types: dict[str, str], oo: RuntimeOptions,
+            e: Estimate) -> PlanOption:
+    kld = predicted_kld(m, s.req.tensor_errors, "cpu" if placement == "cpu" else s.gpu_backend)
+    bpw = 8 * bytes_of(m) / s.model.n_params
+    return PlanOption(label=placement, why=_describe(s.model, placement, e, bpw, kld, oo), types=types, options=oo,
+                      estimate=e, predicted_kld=round(kld, 5), bits_per_weight=round(bpw, 3), placement=placement)
 
 
 def _score(c: PlanOption, goal: str) -> tuple:
