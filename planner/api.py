@@ -1,4 +1,5 @@
-"""The Python API the CLI and the wizard share: resolve a model and a box, evaluate a config."""
+"""The Python API, and the one entry the CLI and the wizard call: load a model, resolve a box, evaluate a
+config, plan, recommend what runs, verify a plan."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from planner.model import ModelSpec, load_model
 from planner.optimize.search import nearest_quant
 from planner.profile import HardwareProfile
 from planner.profile.targets import resolve_target
-from planner.units import GiB
 
 DEFAULT_QUANT = "Q4_K_M"
 DEFAULT_CTX = 4096
@@ -81,3 +81,47 @@ def resolve_hardware(target: str = "auto", *, vram_gib: str | None = None, ram_g
         from planner.verify.calibration import calibrated
         hw = calibrated(hw)
     return hw
+
+
+def plan(spec: ModelSpec, hw: HardwareProfile, request=None):
+    """make_plan: the best plan for a goal and its alternatives (a PlanResult)."""
+    from planner.optimize import PlanRequest, make_plan
+    return make_plan(spec, hw, request or PlanRequest())
+
+
+class Recommendation(BaseModel):
+    model: str
+    n_params: int
+    kld: float
+    bits_per_weight: float
+    decode_tps: float
+    n_ctx: int
+    why: str
+
+
+def recommend(hw: HardwareProfile, *, use: str | None = None, min_ctx: int | None = None,
+              min_tps: float | None = None) -> list[Recommendation]:
+    """Every catalog model (for a use, when given) with a balanced plan that fits hw, best first: bigger models
+    at the same predicted KLD are better models, so by params, then KLD (those above 0.1 after the rest)."""
+    from planner.model.catalog import search, spec_for
+    from planner.optimize import PlanRequest
+    req = PlanRequest(goal="balanced", min_ctx=min_ctx, min_tps=min_tps)
+    rows = []
+    for entry in search(use):
+        if use and use not in entry.use:
+            continue
+        spec = spec_for(entry.id)
+        best = plan(spec, hw, req).best
+        if best:
+            rows.append(Recommendation(model=entry.id, n_params=spec.n_params, kld=best.predicted_kld,
+                                       bits_per_weight=best.bits_per_weight,
+                                       decode_tps=best.estimate.throughput.decode_tps, n_ctx=best.options.n_ctx,
+                                       why=best.why))
+    return sorted(rows, key=lambda r: (r.kld > 0.1, -r.n_params, r.kld))
+
+
+def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: HardwareProfile, **kw):
+    """planner.verify.run.verify: quantize (or twin) the plan, load and time it with llama.cpp, measure
+    its quality, record the run (a VerifyReport). Needs llama-cpp-python."""
+    from planner.verify.run import verify as run_verify
+    return run_verify(model, types, opts, hw, **kw)

@@ -89,3 +89,13 @@ def test_every_top_level_module_has_a_layer():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_faces_plan_evaluate_and_verify_only_through_the_api():
+    entry = {"make_plan", "verify", "estimate", "evaluate", "recommend"}
+    wrong = []
+    for p in [*ROOT.joinpath("cli").glob("*.py"), *ROOT.joinpath("tui").glob("*.py")]:
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.module != "planner.api":
+                wrong += [f"{p.name}: {a.name} from {n.module}" for a in n.names if a.name in entry]
+    assert not wrong, wrong

@@ -237,9 +237,10 @@ class _Progress:
 def _replanner(spec, types, opts, margin):
     """After a failed load: plan again on this machine with what verify runs measured here."""
     def replan(hw) -> str:
-        from planner.optimize import PlanRequest, make_plan
+        from planner.api import plan
+        from planner.optimize import PlanRequest
         from planner.verify.calibration import calibrated
-        res = make_plan(spec, calibrated(hw), PlanRequest(goal="balanced", margin=max(margin, 0.10)))
+        res = plan(spec, calibrated(hw), PlanRequest(goal="balanced", margin=max(margin, 0.10)))
         if res.best is None:
             return f"nothing fits this machine: {res.nearest}"
         return f"{res.best.why} (plan --model {spec.name} --target auto --emit yaml for the file)"
@@ -247,7 +248,8 @@ def _replanner(spec, types, opts, margin):
 
 
 def _run_verify(a, spec, types, opts, margin, hw) -> int:
-    from planner.verify.run import report_text, verify
+    from planner.api import verify
+    from planner.verify.run import report_text
     rep = verify(spec, types, opts, hw, source=a.source, twin=a.twin, out=a.output, margin=margin,
                  imatrix=a.imatrix_file, pp=a.pp, tg=a.tg, reps=a.reps, depth=a.depth, quality=not a.no_quality,
                  keep=a.keep, record=not a.no_record, step=None if a.json else _Progress(),
@@ -346,33 +348,20 @@ def cmd_wizard(a: argparse.Namespace) -> int:
 
 
 def cmd_recommend(a: argparse.Namespace) -> int:
-    from planner.model.catalog import search, spec_for
-    from planner.optimize import PlanRequest, make_plan
+    from planner.api import recommend
     from planner.profile.targets import resolve_target
     hw = resolve_target(a.target, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus)
-    req = PlanRequest(goal="balanced", min_ctx=a.min_ctx, min_tps=a.min_tps)
-    rows = []
-    for e in search(a.use):
-        if a.use and a.use not in e.use:
-            continue
-        r = make_plan(spec_for(e.id), hw, req)
-        if r.best:
-            b = r.best
-            rows.append({"model": e.id, "n_params": spec_for(e.id).n_params, "kld": b.predicted_kld,
-                         "bits_per_weight": b.bits_per_weight, "decode_tps": b.estimate.throughput.decode_tps,
-                         "n_ctx": b.options.n_ctx, "why": b.why})
-    # bigger models at the same predicted KLD are better models: rank by params, then KLD
-    rows.sort(key=lambda r: (r["kld"] > 0.1, -r["n_params"], r["kld"]))
+    rows = recommend(hw, use=a.use, min_ctx=a.min_ctx, min_tps=a.min_tps)
     if a.json:
-        _json(rows[: a.top])
+        _json([r.model_dump() for r in rows[: a.top]])
         return Exit.OK
     if not rows:
         print(f"nothing in the catalog fits {hw.name} with these constraints")
         return Exit.DOES_NOT_FIT
     print(f"what runs well on {hw.name} (balanced plans, best first):")
     for r in rows[: a.top]:
-        print(f"  {r['model']:30s} {r['n_params'] / 1e9:6.1f}B  {r['bits_per_weight']:5.2f} bpw  KLD {r['kld']:.4f}  "
-              f"{r['decode_tps']:7.1f} tok/s  ctx {r['n_ctx']}")
+        print(f"  {r.model:30s} {r.n_params / 1e9:6.1f}B  {r.bits_per_weight:5.2f} bpw  KLD {r.kld:.4f}  "
+              f"{r.decode_tps:7.1f} tok/s  ctx {r.n_ctx}")
     return Exit.OK
 
 

@@ -125,20 +125,27 @@ class PlannerApp(App):
                       key=e.id)
 
     # ---- hardware ----
-    @work(thread=True, exclusive=True, group="hw")
     def load_hardware(self) -> None:
+        """Read the hardware fields here, on the app's thread; resolve the box in a worker."""
+        vram = self.query_one("#vram", Input).value.strip() or None
+        ram = self.query_one("#ram", Input).value.strip()
+        self._hardware_worker(self.target, vram, ram)
+
+    @work(thread=True, exclusive=True, group="hw")
+    def _hardware_worker(self, target: str, vram: str | None, ram: str) -> None:
         from planner.api import resolve_hardware
         from planner.views import profile_text
         try:
-            vram = self.query_one("#vram", Input).value.strip() or None
-            ram = self.query_one("#ram", Input).value.strip()
-            hw = resolve_hardware(self.target, vram_gib=vram, ram_gib=float(ram) if ram else None)
+            hw = resolve_hardware(target, vram_gib=vram, ram_gib=float(ram) if ram else None)
         except (PlannerError, ValueError) as exc:
             self.call_from_thread(self._error, exc)
             return
+        self.call_from_thread(self._show_hardware, hw, profile_text(hw))
+
+    def _show_hardware(self, hw, text: str) -> None:
         self.hw = hw
-        self.call_from_thread(self.query_one("#hw-text", Static).update, profile_text(hw))
-        self.call_from_thread(self.replan)
+        self.query_one("#hw-text", Static).update(text)
+        self.replan()
 
     @on(Select.Changed, "#target")
     def _target(self, ev: Select.Changed) -> None:
@@ -170,17 +177,20 @@ class PlannerApp(App):
 
     @work(thread=True, exclusive=True, group="model")
     def load_model(self, name: str) -> None:
-        from planner.model import load_model
+        from planner.api import load_model
         from planner.views import model_text
         try:
             spec = load_model(name)
         except Exception as exc:  # noqa: BLE001 - shown in the app
             self.call_from_thread(self._error, exc)
             return
+        self.call_from_thread(self._show_model, spec, model_text(spec))
+
+    def _show_model(self, spec, text: str) -> None:
         self.spec = spec
-        self.call_from_thread(self.query_one("#model-info", Static).update, model_text(spec))
-        self.call_from_thread(self.replan)
-        self.call_from_thread(self.action_tab, "plan")
+        self.query_one("#model-info", Static).update(text)
+        self.replan()
+        self.action_tab("plan")
 
     # ---- goal ----
     @on(Select.Changed, "#goal-sel")
@@ -204,9 +214,9 @@ class PlannerApp(App):
 
     @work(thread=True, exclusive=True, group="plan")
     def _plan_worker(self, req) -> None:
-        from planner.optimize import make_plan
+        from planner.api import plan
         try:
-            res = make_plan(self.spec, self.hw, req)
+            res = plan(self.spec, self.hw, req)
         except Exception as exc:  # noqa: BLE001 - shown in the app
             self.call_from_thread(self._error, exc)
             return
@@ -296,13 +306,15 @@ class PlannerApp(App):
             self.notify("no plan to verify yet", severity="warning")
             return
         self.query_one("#verify-out", Static).update("running…")
-        self._verify_worker(self.query_one("#source", Input).value.strip() or None)
+        # widgets are read here, on the app's thread; the worker only posts updates back
+        self._verify_worker(self.query_one("#source", Input).value.strip() or None,
+                            self.query_one("#progress", ProgressBar), self.query_one("#verify-out", Static))
 
     @work(thread=True, exclusive=True, group="verify")
-    def _verify_worker(self, source: str | None) -> None:
+    def _verify_worker(self, source: str | None, bar: ProgressBar, out: Static) -> None:
+        from planner.api import verify
         from planner.profile.targets import resolve_target
-        from planner.verify.run import report_text, verify
-        bar = self.query_one("#progress", ProgressBar)
+        from planner.verify.run import report_text
         steps = {"twin": (0, 40), "quantize": (0, 40), "load": (40, 80), "quality": (80, 100)}
 
         def step(name: str, done: int, total: int, detail: str) -> None:
@@ -317,7 +329,7 @@ class PlannerApp(App):
             self.call_from_thread(self._error, exc)
             text = f"verify failed: {exc}"
         self.call_from_thread(bar.update, progress=100)
-        self.call_from_thread(self.query_one("#verify-out", Static).update, text)
+        self.call_from_thread(out.update, text)
 
 
 def run(model: str | None = None, target: str = "auto") -> int:
