@@ -138,25 +138,18 @@ def _tensor_errors(a: argparse.Namespace, spec) -> tuple[dict | None, str | None
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
+    """plan --model M: load, measure what can be measured, plan, then verify, emit, or print the plan."""
     from planner.api import plan_model
-    from planner.export import plan_dict, planned_file, render
     from planner.model import load_model, local_gguf
-    from planner.units import gib
-    from planner.views import estimate_text
-    if a.output and not a.emit:
-        raise PlannerError("-o writes the file --emit makes: add --emit yaml (or llama-server, ollama, ...), or "
-                           + ("give the quantized file's path with --model-path" if a.verify else "leave -o out"))
-    if a.output:
-        from planner.fileio import destination
-        destination(a.output, a.force)  # refused now, before the planning it would throw away
+    _check_output(a)
     spec = load_model(a.model)
     if a.imatrix_file:
         if not os.path.isfile(a.imatrix_file):
             raise PlannerError(f"--imatrix-file {a.imatrix_file} does not exist; make one with "
                                "plan imatrix MODEL.gguf --text TEXT -o FILE (or llama-imatrix)")
         a.imatrix = True  # the quantizer will have it: IQ2 types become candidates
-    req = _request(a)
-    req.tensor_errors, partial = _tensor_errors(a, spec)
+    errors, partial = _tensor_errors(a, spec)
+    req = _request(a).model_copy(update={"tensor_errors": errors})
     spec, hw, res = plan_model(spec, a.target, req, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus,
                                calibrate=not a.no_calibration)
     if res.best is None:
@@ -165,41 +158,73 @@ def cmd_plan(a: argparse.Namespace) -> int:
         else:
             print(f"{spec.name} does not fit {hw.name} with these constraints: {res.nearest}")
         return Exit.DOES_NOT_FIT
-    best = res.best
+    basis = _basis(req, a, partial)
+    if a.verify:
+        a.source = a.source_path or local_gguf(spec.source)
+        a.twin = a.source is None
+        a.output = a.model_path
+        return _run_verify(a, spec, res.best.types, res.best.options, res.best.estimate.margin, hw)
+    if a.emit:
+        return _emit(a, spec, hw, res.best, basis)
+    if a.json:
+        return _plan_json(spec, hw, res, basis)
+    return _plan_text(a, spec, hw, res, basis)
+
+
+def _check_output(a: argparse.Namespace) -> None:
+    """-o without --emit, or onto a file that --force does not allow replacing: refused before any planning."""
+    if a.output and not a.emit:
+        raise PlannerError("-o writes the file --emit makes: add --emit yaml (or llama-server, ollama, ...), or "
+                           + ("give the quantized file's path with --model-path" if a.verify else "leave -o out"))
+    if a.output:
+        from planner.fileio import destination
+        destination(a.output, a.force)
+
+
+def _basis(req, a: argparse.Namespace, partial: str | None) -> str:
+    """What the plan's predicted KLD stands on: the priors, or errors measured on the weights."""
     basis = "priors: planner/data/quality.yaml"
     if req.tensor_errors:
         act = any(k[0] == "@" for e in req.tensor_errors.values() for k in e)
         basis = "measured per-tensor errors (ggml quantizer on the weights" + \
             (", weighted by the importance matrix" if a.imatrix_file else "") + \
             (", with the activations' rounding)" if act else ")")
-    if partial:
-        basis += f"; {partial}"
-    if a.verify:
-        a.source = a.source_path or local_gguf(spec.source)
-        a.twin = a.source is None
-        a.output = a.model_path
-        return _run_verify(a, spec, best.types, best.options, best.estimate.margin, hw)
+    return basis + (f"; {partial}" if partial else "")
+
+
+def _emit(a: argparse.Namespace, spec, hw, best, basis: str) -> int:
+    from planner.export import planned_file, render
+    model_path = a.model_path or planned_file(spec, best)[0]
+    text = render(a.emit, best, spec, model_path, threads=a.threads or hw.cpu.cores, src=a.source_path,
+                  basis=basis, imatrix=a.imatrix_file)
+    if a.output:
+        write_text(a.output, text, a.force)
+        print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return Exit.OK
+
+
+def _plan_json(spec, hw, res, basis: str) -> int:
+    from planner.export import plan_dict
+    d = plan_dict(res.best, spec, basis)
+    d.update(target=hw.name, goal=res.goal, considered=res.considered,
+             alternatives=[{"label": o.label, "why": o.why, "quality": {"kld": o.predicted_kld},
+                            "bits_per_weight": o.bits_per_weight, "n_ctx": o.options.n_ctx,
+                            "throughput": o.estimate.throughput.model_dump(), "fits": o.estimate.fits}
+                           for o in res.alternatives])
+    _json(d)
+    return Exit.OK
+
+
+def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str) -> int:
+    from planner.export import planned_file, render
+    from planner.units import gib
+    from planner.views import estimate_text
+    best = res.best
     model_path, as_is = planned_file(spec, best)
     model_path = a.model_path or model_path
     threads = a.threads or hw.cpu.cores
-    if a.emit:
-        text = render(a.emit, best, spec, model_path, threads=threads, src=a.source_path, basis=basis,
-                      imatrix=a.imatrix_file)
-        if a.output:
-            write_text(a.output, text, a.force)
-            print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
-        else:
-            sys.stdout.write(text)
-        return Exit.OK
-    if a.json:
-        d = plan_dict(best, spec, basis)
-        d.update(target=hw.name, goal=res.goal, considered=res.considered,
-                 alternatives=[{"label": o.label, "why": o.why, "quality": {"kld": o.predicted_kld},
-                                "bits_per_weight": o.bits_per_weight, "n_ctx": o.options.n_ctx,
-                                "throughput": o.estimate.throughput.model_dump(), "fits": o.estimate.fits}
-                               for o in res.alternatives])
-        _json(d)
-        return Exit.OK
     head = (f"{spec.name} on {hw.name}, goal {res.goal}: {best.why}\n"
             f"  weights {gib(best.estimate.weights_file_bytes)}: {_type_mix(best, spec)}\n"
             + ("  the file runs as it is: every tensor keeps its type, nothing to quantize\n" if as_is else "")
@@ -381,6 +406,13 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """(the plan parser, the subcommands' parser): `plan --model M ...` plans; `plan SUBCOMMAND ...` the rest."""
+    common, tgt = _shared_parsers()
+    return _plan_parser(common, tgt), _subcommand_parser(common, tgt)
+
+
+def _shared_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Options every command takes (--json, --debug), and those that pick the box (--target and overrides)."""
     common = arg.Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -391,65 +423,105 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     tgt.add_argument("--gpus", type=arg.gpu_list,
                      help="override GPUs: a count (copies of the profile's GPU) or names: rtx3090,rtx3090")
 
+    return common, tgt
+
+
+def _plan_parser(common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> argparse.ArgumentParser:
     main = arg.Parser(prog="plan", parents=[common, tgt],
                                    description="Can I run this model on this box, and how? "
                                                "Subcommands: profile, targets, models, show, recommend, verify, "
                                                "wizard, imatrix.",
                                    epilog="examples: plan --model llama3.1-70b --target rtx4090 | "
                                           "plan show qwen3-30b-a3b | plan profile")
-    main.add_argument("--model", "-m", required=True,
+    for add in (_model_args, _runtime_args, _goal_args, _output_args, _verify_args):
+        add(main)
+    main.set_defaults(func=cmd_plan)
+    return main
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """What to plan: the model and a pinned ftype."""
+    p.add_argument("--model", "-m", required=True,
                       help="catalog name, .gguf path or URL, HF repo (org/name or org/name:Q4_K_M) or Ollama name")
-    main.add_argument("--quant", "-q", help="llama.cpp ftype (Q4_K_M...); default: the GGUF's types, else Q4_K_M")
-    main.add_argument("--ngl", type=arg.gpu_layers, help="-ngl: layers on the GPU, a count or all (default all)")
-    main.add_argument("--ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-c: context length (default 4096)")
-    main.add_argument("--flash-attn", type=arg.on_off, help="on|off (default on, as llama.cpp's auto)")
-    main.add_argument("--cache-type-k", help="f16, q8_0, q4_0... (default f16)")
-    main.add_argument("--cache-type-v", help="f16, q8_0, q4_0... (default f16)")
-    main.add_argument("--ubatch", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-ub (default 512)")
-    main.add_argument("--batch", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-b (default 2048)")
-    main.add_argument("--parallel", type=arg.count(1, arg.MAX_SEQ, " sequences (LLAMA_MAX_SEQ)"),
+    p.add_argument("--quant", "-q", help="llama.cpp ftype (Q4_K_M...); default: the GGUF's types, else Q4_K_M")
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    """llama.cpp's runtime options, by their llama-server names."""
+    p.add_argument("--ngl", type=arg.gpu_layers, help="-ngl: layers on the GPU, a count or all (default all)")
+    p.add_argument("--ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-c: context length (default 4096)")
+    p.add_argument("--flash-attn", type=arg.on_off, help="on|off (default on, as llama.cpp's auto)")
+    p.add_argument("--cache-type-k", help="f16, q8_0, q4_0... (default f16)")
+    p.add_argument("--cache-type-v", help="f16, q8_0, q4_0... (default f16)")
+    p.add_argument("--ubatch", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-ub (default 512)")
+    p.add_argument("--batch", type=arg.count(1, arg.MAX_TOKENS, " tokens"), help="-b (default 2048)")
+    p.add_argument("--parallel", type=arg.count(1, arg.MAX_SEQ, " sequences (LLAMA_MAX_SEQ)"),
                       help="-np parallel sequences (default 1)")
-    main.add_argument("--threads", "-t", type=arg.count(1, 4096, " threads"),
+    p.add_argument("--threads", "-t", type=arg.count(1, 4096, " threads"),
                       help="-t: CPU threads (default: the physical cores)")
-    main.add_argument("--tensor-split", type=arg.shares, help="-ts, e.g. 3,1")
-    main.add_argument("--n-cpu-moe", type=arg.count(0, 100_000, " layers"),
+    p.add_argument("--tensor-split", type=arg.shares, help="-ts, e.g. 3,1")
+    p.add_argument("--n-cpu-moe", type=arg.count(0, 100_000, " layers"),
                       help="--n-cpu-moe: experts of the first N layers on the CPU")
-    main.add_argument("--no-mmap", action="store_true", help="--no-mmap")
-    main.add_argument("--override-tensor", "-ot", action="append", default=[], type=arg.cpu_override,
+    p.add_argument("--no-mmap", action="store_true", help="--no-mmap")
+    p.add_argument("--override-tensor", "-ot", action="append", default=[], type=arg.cpu_override,
                       help="-ot REGEX=CPU: tensors matching REGEX stay in host memory (repeatable)")
-    main.add_argument("--depth", type=arg.count(0, arg.MAX_TOKENS, " tokens"), default=0,
+    p.add_argument("--depth", type=arg.count(0, arg.MAX_TOKENS, " tokens"), default=0,
                       help="decode speed at this many tokens of context")
-    main.add_argument("--margin", type=arg.number(0, 99, " percent"), default=5.0,
+
+
+def _goal_args(p: argparse.ArgumentParser) -> None:
+    """What the plan is for: margin, goal, floors on context and speed."""
+    p.add_argument("--margin", type=arg.number(0, 99, " percent"), default=5.0,
                       help="free memory to keep per device, percent (default 5)")
-    main.add_argument("--goal", choices=("quality", "balanced", "speed", "context"), default="balanced")
-    main.add_argument("--min-ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"),
+    p.add_argument("--goal", choices=("quality", "balanced", "speed", "context"), default="balanced")
+    p.add_argument("--min-ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"),
                       help="smallest context the plan may choose")
-    main.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s", open_low=True),
+    p.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s", open_low=True),
                       help="slowest decode speed to accept, tok/s")
-    main.add_argument("--imatrix", action="store_true", help="an importance matrix will be used: allow IQ2 types")
-    main.add_argument("--emit", choices=KINDS, help="print (or -o write) a launch config or plan file")
-    main.add_argument("-o", "--output", help="write --emit to this file (atomic; never overwrites without --force)")
-    main.add_argument("--force", action="store_true", help="overwrite --output")
-    main.add_argument("--model-path", help="path of the planned GGUF in the emitted configs")
-    main.add_argument("--source-path", help="the F16/BF16 GGUF llama-quantize reads (--emit llama-quantize, --verify)")
-    main.add_argument("--verify", action="store_true",
+    p.add_argument("--imatrix", action="store_true", help="an importance matrix will be used: allow IQ2 types")
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    """What comes out: an export, where it goes, and what it names."""
+    p.add_argument("--emit", choices=KINDS, help="print (or -o write) a launch config or plan file")
+    p.add_argument("-o", "--output", help="write --emit to this file (atomic; never overwrites without --force)")
+    p.add_argument("--force", action="store_true", help="overwrite --output")
+    p.add_argument("--model-path", help="path of the planned GGUF in the emitted configs")
+    p.add_argument("--source-path", help="the F16/BF16 GGUF llama-quantize reads (--emit llama-quantize, --verify)")
+    p.add_argument("--verify", action="store_true",
                       help="then verify the best plan on this machine (quantize --source-path, else a twin)")
-    main.add_argument("--no-calibration", action="store_true", help="ignore what verify runs measured on this machine")
-    main.add_argument("--measure", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--no-calibration", action="store_true", help="ignore what verify runs measured on this machine")
+    p.add_argument("--measure", choices=("auto", "on", "off"), default="auto",
                       help="measure each tensor's quantization error on a local GGUF's weights (auto: files "
                            "up to 4 GiB; cached) instead of priors")
-    _verify_args(main)
-    main.set_defaults(func=cmd_plan)
 
+
+def _subcommand_parser(common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> argparse.ArgumentParser:
     sub = arg.Parser(prog="plan")
     sp = sub.add_subparsers(dest="cmd", required=True)
+    for add in (_sub_profile, _sub_targets, _sub_models, _sub_recommend, _sub_verify, _sub_wizard, _sub_imatrix,
+                _sub_calibration, _sub_show):
+        add(sp, common, tgt)
+    return sub
+
+
+def _sub_profile(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("profile", parents=[common, tgt], help="this machine (or a target) as the planner sees it")
     p.set_defaults(func=cmd_profile)
+
+
+def _sub_targets(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("targets", parents=[common], help="bundled target profiles")
     p.set_defaults(func=cmd_targets)
+
+
+def _sub_models(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("models", parents=[common], help="search the bundled catalog")
     p.add_argument("query", nargs="*")
     p.set_defaults(func=cmd_models)
+
+
+def _sub_recommend(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("recommend", parents=[common, tgt], help="what can I run? catalog models ranked for a box")
     p.add_argument("--use", choices=["chat", "code", "reasoning", "long-context", "vision"],
                    help="only models for this use")
@@ -457,6 +529,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s", open_low=True))
     p.add_argument("--top", type=arg.count(1, 100_000, " models"), default=10)
     p.set_defaults(func=cmd_recommend)
+
+
+def _sub_verify(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("verify", parents=[common], help="quantize a plan, load it here, measure, compare")
     p.add_argument("plan", help="a plan file: plan --model M --emit yaml -o plan.yaml")
     p.add_argument("--source", help="the model as an F16/BF16/F32 GGUF (others work, with a warning)")
@@ -468,10 +543,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                    help="time decode after this many tokens of context")
     _verify_args(p)
     p.set_defaults(func=cmd_verify)
+
+
+def _sub_wizard(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("wizard", parents=[common], help="a terminal wizard: hardware, model, goal, plan, export, verify")
     p.add_argument("--model", "-m", help="start with this model")
     p.add_argument("--target", default="auto", help="start with this target profile")
     p.set_defaults(func=cmd_wizard)
+
+
+def _sub_imatrix(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("imatrix", parents=[common],
                       help="collect an importance matrix of a GGUF over a text (llama-imatrix's format)")
     p.add_argument("model", help="the GGUF (F16/BF16 for the best statistics)")
@@ -485,15 +566,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     p.add_argument("--ngl", type=arg.count(0, 100_000, " layers"), default=0,
                    help="layers on the GPU while collecting (default 0)")
     p.set_defaults(func=cmd_imatrix)
+
+
+def _sub_calibration(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("calibration", parents=[common],
                       help="what verify runs taught this machine (applied to its plans); --reset forgets it")
     p.add_argument("--reset", action="store_true", help="forget this machine's verify runs")
     p.set_defaults(func=cmd_calibration)
+
+
+def _sub_show(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("show", parents=[common], help="a model's architecture and tensors")
     p.add_argument("model")
     p.add_argument("--tensors", action="store_true", help="list every tensor")
     p.set_defaults(func=cmd_show)
-    return main, sub
 
 
 def main(argv: list[str] | None = None) -> int:
