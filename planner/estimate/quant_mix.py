@@ -9,6 +9,7 @@ Checked tensor-by-tensor against real llama_model_quantize output in the tests.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from planner.errors import InvalidOptionError
 from planner.model.ggml_types import block_size
@@ -102,125 +103,174 @@ def _ordinal(st: dict, key: str, t: TensorSpec, n_expert: int, by_name: bool = T
     return _layer(t.name) if by_name and n_expert > 1 else i
 
 
+@dataclass
+class _Q:
+    """One tensor's question to llama_tensor_get_type: the model's shape facts, the ftype, the running counts."""
+    t: TensorSpec
+    new: str  # the ftype's default type for this tensor
+    ftype: str
+    st: dict
+    imatrix: bool
+    n_gqa: int
+    n_expert: int
+    n_layer: int
+    is_70b: bool
+
+
 def _impl(model: ModelSpec, t: TensorSpec, new: str, ftype: str, cat: str, st: dict, imatrix: bool) -> str:
-    n_gqa = model.n_head // max(1, model.n_kv_heads)
-    n_expert = model.moe.n_expert if model.moe else 0
-    n_layer = model.n_layers
-    is_70b = n_layer == 80 and model.architecture in ("llama", "qwen2")
+    """llama-quant.cpp llama_tensor_get_type, one function per tensor category in its order of checks."""
+    q = _Q(t, new, ftype, st, imatrix, n_gqa=model.n_head // max(1, model.n_kv_heads),
+           n_expert=model.moe.n_expert if model.moe else 0, n_layer=model.n_layers,
+           is_70b=model.n_layers == 80 and model.architecture in ("llama", "qwen2"))
     attn_v = cat in ("attn_v", "attn_qkv", "attn_kv_b")
     if cat == "output" or (model.tied_embeddings and cat == "token_embd"):
-        if ftype == "MXFP4_MOE" or t.shape[0] % block_size(new) != 0:
-            return "Q8_0"
-        if ftype in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"):
-            return "Q5_K"
-        return "Q6_K" if new != "Q8_0" else new
+        return _output(q)
     if ftype == "MXFP4_MOE":
         return "MXFP4" if len(t.shape) > 2 and t.shape[2] > 1 else "Q8_0"
     if cat == "token_embd":
-        if ftype in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
-            return "Q2_K"
-        if ftype in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
-            return "IQ3_S"
-        return new
+        return _token_embd(q)
     if ftype in _IQ12:
-        if attn_v:
-            st["i_wv"] += 1
-            if n_gqa >= 4 or n_expert >= 4:
-                return "Q4_K"
-            return "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
-        if n_expert == 8 and cat == "attn_k":
-            return "Q4_K"
-        if cat == "ffn_down":
-            i = _ordinal(st, "i_down", t, n_expert, by_name=False)
-            if i < n_layer // 8:
-                new = "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
-            return new
-        if cat == "attn_output":
-            if n_expert == 8:
-                return "Q5_K"
-            if ftype in ("IQ1_S", "IQ1_M"):
-                return "IQ2_XXS"
-            if ftype in ("IQ2_S", "IQ2_M"):
-                return "IQ3_S"
-        return new
+        return _iq12(q, cat, attn_v)
     if attn_v:
-        i_wv, n_wv = st["i_wv"], st["n_wv"]
-        if ftype == "Q2_K":
-            new = "Q4_K" if n_gqa >= 4 else "Q3_K"
-        elif ftype == "Q2_K_S" and n_gqa >= 4:
-            new = "Q4_K"
-        elif ftype == "IQ3_XXS":
-            new = "Q4_K" if n_gqa >= 4 else ("IQ3_S" if not imatrix else "IQ3_XXS")
-        elif ftype in ("IQ3_XS", "IQ3_S") and n_gqa >= 4:
-            new = "Q4_K"
-        elif ftype == "IQ3_M":
-            new = "Q4_K"
-        elif ftype == "Q3_K_M":
-            new = "Q5_K" if i_wv < 2 else "Q4_K"
-        elif ftype == "Q3_K_L":
-            new = "Q5_K"
-        elif ftype in ("IQ4_NL", "IQ4_XS") and n_gqa >= 4:
-            new = "Q5_K"
-        elif ftype in ("Q4_K_M", "Q5_K_M") and use_more_bits(i_wv, n_wv):
-            new = "Q6_K"
-        elif ftype == "Q4_K_S" and i_wv < 4:
-            new = "Q5_K"
-        if is_70b and new in ("Q3_K", "Q4_K"):
-            new = "Q5_K"
-        if n_expert == 8:
-            new = "Q8_0"
-        st["i_wv"] += 1
-        return new
-    if cat == "attn_k":
-        if n_expert == 8:
-            return "Q8_0"
-        if ftype == "IQ3_XS":
-            return "IQ3_XXS"
-        if ftype == "IQ3_XXS":
-            return "IQ2_S"
-        return new
-    if cat == "attn_q":
-        return {"IQ3_XS": "IQ3_XXS", "IQ3_XXS": "IQ2_S"}.get(ftype, new)
-    if cat == "ffn_down":
-        i = _ordinal(st, "i_down", t, n_expert)
-        if ftype == "Q2_K":
-            return "Q3_K"
-        if ftype == "Q2_K_S":
-            return "Q4_K" if i < n_layer // 8 else new
-        if ftype == "IQ3_XXS" and not imatrix:
-            return "Q4_K" if i < n_layer // 8 else "Q3_K"
-        if ftype == "Q3_K_M":
-            return "Q5_K" if i < n_layer // 16 else "Q4_K"
-        if ftype == "IQ3_M" and (i < n_layer // 8 or (n_expert == 8 and use_more_bits(i, n_layer))):
+        return _attn_v(q)
+    rule = _BY_CATEGORY.get(cat)
+    return rule(q, cat) if rule else new
+
+
+def _output(q: _Q) -> str:
+    if q.ftype == "MXFP4_MOE" or q.t.shape[0] % block_size(q.new) != 0:
+        return "Q8_0"
+    if q.ftype in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"):
+        return "Q5_K"
+    return "Q6_K" if q.new != "Q8_0" else q.new
+
+
+def _token_embd(q: _Q) -> str:
+    if q.ftype in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
+        return "Q2_K"
+    if q.ftype in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
+        return "IQ3_S"
+    return q.new
+
+
+def _iq12(q: _Q, cat: str, attn_v: bool) -> str:
+    """The 1-2 bit i-quants' own rules (llama.cpp checks them before the rest)."""
+    ftype, new = q.ftype, q.new
+    if attn_v:
+        q.st["i_wv"] += 1
+        if q.n_gqa >= 4 or q.n_expert >= 4:
             return "Q4_K"
-        if ftype == "Q3_K_L":
-            return "Q5_K"
-        if ftype == "Q4_K_M":
-            return "Q6_K" if use_more_bits(i, n_layer) else new
-        if i < n_layer // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
-            return "Q5_K"
-        if ftype == "Q5_K_M" and use_more_bits(i, n_layer):
-            return "Q6_K"
-        if ftype == "Q4_K_S" and i < n_layer // 8:
-            return "Q5_K"
-        if ftype in ("Q4_0", "Q5_0") and imatrix and i < n_layer // 8:
-            return "Q4_1" if ftype == "Q4_0" else "Q5_1"
+        return "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
+    if q.n_expert == 8 and cat == "attn_k":
+        return "Q4_K"
+    if cat == "ffn_down":
+        i = _ordinal(q.st, "i_down", q.t, q.n_expert, by_name=False)
+        if i < q.n_layer // 8:
+            new = "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
         return new
     if cat == "attn_output":
-        if n_expert == 8:
-            if ftype in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M",
-                         "IQ3_S", "IQ3_M", "IQ4_XS"):
-                return "Q5_K"
-            return new
-        return {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K",
-                "IQ3_M": "Q4_K"}.get(ftype, new)
-    if cat == "attn_qkv":  # pragma: no cover - attn_qkv is handled as attn_v above, as in llama.cpp
-        return new
-    if cat in ("ffn_gate", "ffn_up"):
-        i = _ordinal(st, "i_" + cat[4:], t, n_expert)
-        if ftype == "IQ3_XS" and n_layer // 8 <= i < 7 * n_layer // 8:
-            return "IQ3_XXS"
+        if q.n_expert == 8:
+            return "Q5_K"
+        if ftype in ("IQ1_S", "IQ1_M"):
+            return "IQ2_XXS"
+        if ftype in ("IQ2_S", "IQ2_M"):
+            return "IQ3_S"
     return new
+
+
+def _attn_v(q: _Q) -> str:
+    ftype, new, n_gqa = q.ftype, q.new, q.n_gqa
+    i_wv, n_wv = q.st["i_wv"], q.st["n_wv"]
+    if ftype == "Q2_K":
+        new = "Q4_K" if n_gqa >= 4 else "Q3_K"
+    elif ftype == "Q2_K_S" and n_gqa >= 4:
+        new = "Q4_K"
+    elif ftype == "IQ3_XXS":
+        new = "Q4_K" if n_gqa >= 4 else ("IQ3_S" if not q.imatrix else "IQ3_XXS")
+    elif ftype in ("IQ3_XS", "IQ3_S") and n_gqa >= 4:
+        new = "Q4_K"
+    elif ftype == "IQ3_M":
+        new = "Q4_K"
+    elif ftype == "Q3_K_M":
+        new = "Q5_K" if i_wv < 2 else "Q4_K"
+    elif ftype == "Q3_K_L":
+        new = "Q5_K"
+    elif ftype in ("IQ4_NL", "IQ4_XS") and n_gqa >= 4:
+        new = "Q5_K"
+    elif ftype in ("Q4_K_M", "Q5_K_M") and use_more_bits(i_wv, n_wv):
+        new = "Q6_K"
+    elif ftype == "Q4_K_S" and i_wv < 4:
+        new = "Q5_K"
+    if q.is_70b and new in ("Q3_K", "Q4_K"):
+        new = "Q5_K"
+    if q.n_expert == 8:
+        new = "Q8_0"
+    q.st["i_wv"] += 1
+    return new
+
+
+def _attn_k(q: _Q, cat: str) -> str:
+    if q.n_expert == 8:
+        return "Q8_0"
+    if q.ftype == "IQ3_XS":
+        return "IQ3_XXS"
+    if q.ftype == "IQ3_XXS":
+        return "IQ2_S"
+    return q.new
+
+
+def _attn_q(q: _Q, cat: str) -> str:
+    return {"IQ3_XS": "IQ3_XXS", "IQ3_XXS": "IQ2_S"}.get(q.ftype, q.new)
+
+
+def _ffn_down(q: _Q, cat: str) -> str:
+    ftype, new, n_layer, imatrix = q.ftype, q.new, q.n_layer, q.imatrix
+    i = _ordinal(q.st, "i_down", q.t, q.n_expert)
+    if ftype == "Q2_K":
+        return "Q3_K"
+    if ftype == "Q2_K_S":
+        return "Q4_K" if i < n_layer // 8 else new
+    if ftype == "IQ3_XXS" and not imatrix:
+        return "Q4_K" if i < n_layer // 8 else "Q3_K"
+    if ftype == "Q3_K_M":
+        return "Q5_K" if i < n_layer // 16 else "Q4_K"
+    if ftype == "IQ3_M" and (i < n_layer // 8 or (q.n_expert == 8 and use_more_bits(i, n_layer))):
+        return "Q4_K"
+    if ftype == "Q3_K_L":
+        return "Q5_K"
+    if ftype == "Q4_K_M":
+        return "Q6_K" if use_more_bits(i, n_layer) else new
+    if i < n_layer // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
+        return "Q5_K"
+    if ftype == "Q5_K_M" and use_more_bits(i, n_layer):
+        return "Q6_K"
+    if ftype == "Q4_K_S" and i < n_layer // 8:
+        return "Q5_K"
+    if ftype in ("Q4_0", "Q5_0") and imatrix and i < n_layer // 8:
+        return "Q4_1" if ftype == "Q4_0" else "Q5_1"
+    return new
+
+
+def _attn_output(q: _Q, cat: str) -> str:
+    if q.n_expert == 8:
+        if q.ftype in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M",
+                       "IQ3_S", "IQ3_M", "IQ4_XS"):
+            return "Q5_K"
+        return q.new
+    return {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K",
+            "IQ3_M": "Q4_K"}.get(q.ftype, q.new)
+
+
+def _ffn_gate_up(q: _Q, cat: str) -> str:
+    i = _ordinal(q.st, "i_" + cat[4:], q.t, q.n_expert)
+    if q.ftype == "IQ3_XS" and q.n_layer // 8 <= i < 7 * q.n_layer // 8:
+        return "IQ3_XXS"
+    return q.new
+
+
+# the remaining categories' rules (attn_qkv is handled as attn_v, as in llama.cpp)
+_BY_CATEGORY = {"attn_k": _attn_k, "attn_q": _attn_q, "ffn_down": _ffn_down, "attn_output": _attn_output,
+                "ffn_gate": _ffn_gate_up, "ffn_up": _ffn_gate_up}
 
 
 def ftype_tensor_types(model: ModelSpec, ftype: str, *, imatrix: bool = False,
