@@ -25,7 +25,14 @@ ALIGN = 32
 
 
 def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
-    a = m.architecture
+    """The hyperparameters llama.cpp's loader reads for this architecture, in the order it reads them, then a
+    minimal vocabulary of the model's size."""
+    for keys in (_dims, _swa, _moe, _mla, _family, _recurrent):
+        keys(w, m, m.architecture, n_ctx_train)
+    _vocab(w, m.n_vocab)
+
+
+def _dims(w: GGUFWriter, m: ModelSpec, a: str, n_ctx_train: int | None) -> None:
     w.add_uint32(f"{a}.block_count", m.n_layers)
     w.add_uint32(f"{a}.context_length", n_ctx_train or m.n_ctx_train)
     w.add_uint32(f"{a}.embedding_length", m.n_embd)
@@ -40,35 +47,50 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
         w.add_uint32(f"{a}.attention.head_count_kv", kv[0])
     else:
         w.add_array(f"{a}.attention.head_count_kv", kv)
-    if not m.mla:  # MLA: the latent's lengths, below
+    if not m.mla:  # MLA: the latent's lengths, in _mla
         w.add_uint32(f"{a}.attention.key_length", m.head_dim_k)
         w.add_uint32(f"{a}.attention.value_length", m.head_dim_v)
     w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-5)
     w.add_float32(f"{a}.attention.layer_norm_epsilon", 1e-5)  # nemotron_h reads both
     w.add_float32(f"{a}.rope.freq_base", 10000.0)
     w.add_uint32(f"{a}.rope.dimension_count", m.mla.rope_dim if m.mla else m.head_dim_k)
+
+
+def _swa(w: GGUFWriter, m: ModelSpec, a: str, n_ctx_train: int | None) -> None:
     swa = [lay.window for lay in m.layers if lay.attn == "swa" and lay.window]
     if swa:
         w.add_uint32(f"{a}.attention.sliding_window", swa[0])
         w.add_array(f"{a}.attention.sliding_window_pattern", [lay.attn == "swa" for lay in m.layers])
-    if m.moe:
-        w.add_uint32(f"{a}.expert_count", m.moe.n_expert)
-        w.add_uint32(f"{a}.expert_used_count", m.moe.n_expert_used)
-        w.add_uint32(f"{a}.expert_feed_forward_length", m.moe.expert_ff)
-        if m.moe.n_shared_expert:
-            w.add_uint32(f"{a}.expert_shared_count", m.moe.n_shared_expert)
-        if m.moe.shared_ff:  # qwen2moe, granite: the shared expert's own width
-            w.add_uint32(f"{a}.expert_shared_feed_forward_length", m.moe.shared_ff)
-        if m.moe.n_dense_lead:
-            w.add_uint32(f"{a}.leading_dense_block_count", m.moe.n_dense_lead)
-    if m.mla:
-        w.add_uint32(f"{a}.attention.kv_lora_rank", m.mla.kv_lora_rank)
-        if m.mla.q_lora_rank:
-            w.add_uint32(f"{a}.attention.q_lora_rank", m.mla.q_lora_rank)
-        w.add_uint32(f"{a}.attention.key_length_mla", m.mla.nope_dim + m.mla.rope_dim)
-        w.add_uint32(f"{a}.attention.value_length_mla", m.mla.v_head_dim)
-        w.add_uint32(f"{a}.attention.key_length", m.mla.kv_lora_rank + m.mla.rope_dim)
-        w.add_uint32(f"{a}.attention.value_length", m.mla.kv_lora_rank)
+
+
+def _moe(w: GGUFWriter, m: ModelSpec, a: str, n_ctx_train: int | None) -> None:
+    if not m.moe:
+        return
+    w.add_uint32(f"{a}.expert_count", m.moe.n_expert)
+    w.add_uint32(f"{a}.expert_used_count", m.moe.n_expert_used)
+    w.add_uint32(f"{a}.expert_feed_forward_length", m.moe.expert_ff)
+    if m.moe.n_shared_expert:
+        w.add_uint32(f"{a}.expert_shared_count", m.moe.n_shared_expert)
+    if m.moe.shared_ff:  # qwen2moe, granite: the shared expert's own width
+        w.add_uint32(f"{a}.expert_shared_feed_forward_length", m.moe.shared_ff)
+    if m.moe.n_dense_lead:
+        w.add_uint32(f"{a}.leading_dense_block_count", m.moe.n_dense_lead)
+
+
+def _mla(w: GGUFWriter, m: ModelSpec, a: str, n_ctx_train: int | None) -> None:
+    if not m.mla:
+        return
+    w.add_uint32(f"{a}.attention.kv_lora_rank", m.mla.kv_lora_rank)
+    if m.mla.q_lora_rank:
+        w.add_uint32(f"{a}.attention.q_lora_rank", m.mla.q_lora_rank)
+    w.add_uint32(f"{a}.attention.key_length_mla", m.mla.nope_dim + m.mla.rope_dim)
+    w.add_uint32(f"{a}.attention.value_length_mla", m.mla.v_head_dim)
+    w.add_uint32(f"{a}.attention.key_length", m.mla.kv_lora_rank + m.mla.rope_dim)
+    w.add_uint32(f"{a}.attention.value_length", m.mla.kv_lora_rank)
+
+
+def _family(w: GGUFWriter, m: ModelSpec, a: str, n_ctx_train: int | None) -> None:
+    """Keys some families' loaders require (their src/models/<arch>.cpp and load_hparams)."""
     swa_dims = {lay.head_dim for lay in m.layers if lay.attn == "swa" and lay.head_dim}
     if swa_dims or a == "gemma4":  # sliding layers' own head width (Gemma 4 requires the keys)
         d = min(swa_dims) if swa_dims else m.head_dim_k
@@ -84,11 +106,16 @@ def _metadata(w: GGUFWriter, m: ModelSpec, n_ctx_train: int | None) -> None:
                                                      m.head_dim_k // 2 - 2 * (m.head_dim_k // 6), 0])
     if a in ("kimi-linear", "minimax-m2"):
         w.add_uint32(f"{a}.expert_gating_func", 2)  # sigmoid, as their converters write it; the graph needs it
+
+
+def _recurrent(w: GGUFWriter, m: ModelSpec, a: str, n_ctx_train: int | None) -> None:
     if m.recurrent:
         for key, v in m.recurrent.gguf.items():  # {arch}.ssm.*, wkv.*: the recurrent state's shape
             w.add_uint32(f"{a}.{key}", v)
-    # minimal SentencePiece vocabulary: specials, 256 byte tokens, then filler pieces
-    n = m.n_vocab
+
+
+def _vocab(w: GGUFWriter, n: int) -> None:
+    """A minimal SentencePiece vocabulary: specials, 256 byte tokens, then filler pieces."""
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
     tokens += [f"\u2581t{i}" for i in range(n - len(tokens))]
     types = [2, 3, 3] + [6] * 256 + [1] * (n - 259)
