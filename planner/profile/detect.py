@@ -33,10 +33,10 @@ def _probe(notes: list[str], what: str, fn: Callable[[], T], default: T) -> T:
         return default
 
 
-def _cpu() -> CPU:
+def _cpu(cpuinfo: str = "/proc/cpuinfo") -> CPU:
     name, flags = platform.processor() or "unknown CPU", set()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+    if os.path.exists(cpuinfo):
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip()

@@ -17,17 +17,18 @@ def test_a_failing_gpu_probe_becomes_a_note_not_a_crash(monkeypatch):
     assert any("driver exploded" in n for n in p.notes)
 
 
-def test_ram_bandwidth_is_measured_quickly():
-    import time
-    t = time.perf_counter()
-    bw = detect.measure_ram_bandwidth_gbps(0.2)
-    assert time.perf_counter() - t < 1.0
-    assert 0.5 < bw < 2000
+def test_ram_bandwidth_is_measured():
+    # how long it takes is bench/speed.py's business; here: a plausible figure
+    assert 0.5 < detect.measure_ram_bandwidth_gbps(0.2) < 2000
 
 
-def test_cpu_flags_are_only_the_ones_llama_cpp_cares_about():
-    p = detect_hardware(measure_bandwidth=False)
-    assert set(p.cpu.flags) <= set(detect._FLAGS)
+def test_cpu_flags_keep_only_the_ones_llama_cpp_cares_about(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu vme sse4_2 avx avx2 fma f16c "
+                    "avx512f avx512_vnni amx_int8 made_up_flag\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
+    cpu = detect._cpu(str(info))
+    assert cpu.model == "Some Xeon"
+    assert cpu.flags == ["amx_int8", "avx", "avx2", "avx512_vnni", "avx512f", "f16c", "fma"]
 
 
 def test_amd_gpu_from_sysfs(tmp_path):
