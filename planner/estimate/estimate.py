@@ -5,7 +5,7 @@ from __future__ import annotations
 from planner.estimate.memory import matmul_types, memory_breakdown
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU
-from planner.estimate.result import DeviceEstimate, Estimate, MemoryParts
+from planner.estimate.result import GPU_BUFFER_PREFIX, DeviceEstimate, Estimate, MemoryParts
 from planner.estimate.throughput import throughput
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
@@ -22,7 +22,7 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
     for g, gpu in enumerate(hw.gpus):
         mem = MemoryParts(weights_bytes=b.weights.get(g, 0), kv_bytes=b.kv.get(g, 0) + b.rs.get(g, 0),
                           compute_bytes=b.compute.get(g, 0), overhead_bytes=b.overhead.get(g, 0))
-        prefix = {"cuda": "CUDA", "metal": "MTL", "rocm": "ROCm", "vulkan": "Vulkan"}.get(gpu.backend, "GPU")
+        prefix = GPU_BUFFER_PREFIX[gpu.backend]
         bufs = {f"{prefix}{g} model": mem.weights_bytes / MiB, f"{prefix}{g} KV": b.kv.get(g, 0) / MiB,
                 f"{prefix}{g} compute": mem.compute_bytes / MiB}
         if b.rs.get(g):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -59,3 +60,16 @@ class Estimate(BaseModel):
             dev["memory"]["total_bytes"] = src.memory.total_bytes
             dev["free_bytes"] = src.free_bytes
         return d
+
+
+# What llama.cpp names each backend's device buffers ("CUDA0 model", "MTL0 KV", ...): the estimate names its
+# buffers so, and verify groups llama.cpp's log lines by them (ggml-cuda.cu GGML_CUDA_NAME, ggml-metal's
+# "MTL", ggml-vulkan's "Vulkan", ggml-sycl's "SYCL", ROCm builds of ggml-cuda "ROCm"); older Metal logs say Metal
+GPU_BUFFER_PREFIX = {"cuda": "CUDA", "metal": "MTL", "rocm": "ROCm", "vulkan": "Vulkan", "sycl": "SYCL"}
+_GPU_BUFFER = re.compile(r"^(" + "|".join([*GPU_BUFFER_PREFIX.values(), "Metal"]) + r")(\d*)$")
+
+
+def gpu_buffer_index(buffer: str) -> int | None:
+    """The GPU index of a llama.cpp buffer name ('CUDA1' -> 1, 'MTL' -> 0), None for a host buffer."""
+    m = _GPU_BUFFER.match(buffer)
+    return int(m.group(2) or 0) if m else None

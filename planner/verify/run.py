@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from planner.errors import PlannerError
 from planner.estimate import RuntimeOptions, estimate
-from planner.estimate.result import Estimate
+from planner.estimate.result import Estimate, gpu_buffer_index
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import HardwareProfile
 from planner.units import GiB, MiB
@@ -35,7 +35,6 @@ from planner.verify.twin import twin_bytes, write_twin
 
 TEXT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "eval-text.txt")
 Step = Callable[[str, int, int, str], None]  # (step, done, total, detail)
-_GPU_BUF = re.compile(r"^(CUDA|ROCm|Vulkan|SYCL|MTL|Metal)(\d*)$")
 
 
 class PlanFile(BaseModel):
@@ -152,9 +151,7 @@ def measured_devices(e: Estimate, r: dict[str, Any]) -> list[DeviceFigures]:
     resident memory before loading (interpreter and libraries: the process baseline)."""
     per: dict[int | None, dict[str, float]] = {}
     for key, mib in r.get("bufs_mib", {}).items():
-        buf, kind = key.rsplit(" ", 1)
-        m = _GPU_BUF.match(buf)
-        per.setdefault(int(m.group(2) or 0) if m else None, {})[key] = mib
+        per.setdefault(gpu_buffer_index(key.rsplit(" ", 1)[0]), {})[key] = mib
     out = []
     for d in e.devices:
         bufs = per.get(d.index if d.kind == "gpu" else None, {})
