@@ -10,7 +10,7 @@ import os
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.widgets import (
     Button,
     Checkbox,
@@ -18,7 +18,6 @@ from textual.widgets import (
     Footer,
     Header,
     Input,
-    Label,
     ProgressBar,
     Select,
     Static,
@@ -27,10 +26,9 @@ from textual.widgets import (
 )
 
 from planner.errors import PlannerError
-from planner.export import KINDS, file_name
+from planner.export import file_name
+from planner.tui.panes import PANES, TABS
 from planner.views import layer_map, memory_bar
-
-TABS = ("hardware", "model", "goal", "plan", "export", "verify")
 
 
 class PlannerApp(App):
@@ -47,52 +45,13 @@ class PlannerApp(App):
         self.result = None
         self.choice = None  # the PlanOption shown
 
-    # ---- layout ----
+    # ---- layout: one pane per tab (planner/tui/panes.py), styles in app.tcss ----
     def compose(self) -> ComposeResult:
-        from planner.profile.targets import list_targets
         yield Header()
         with TabbedContent(initial="hardware", id="tabs"):
-            with TabPane("1 Hardware", id="hardware"), VerticalScroll():
-                yield Select([("this machine (detected)", "auto")] + [(f"{n}: {t}", n) for n, t in list_targets()],
-                             value=self.target, allow_blank=False, id="target")
-                with Horizontal(classes="row"):
-                    yield Label("VRAM GiB per GPU")
-                    yield Input(placeholder="as detected / as in the profile (e.g. 24 or 24,12)", id="vram")
-                with Horizontal(classes="row"):
-                    yield Label("RAM GiB")
-                    yield Input(placeholder="as detected / as in the profile", id="ram")
-                yield Static(id="hw-text")
-            with TabPane("2 Model", id="model"), VerticalScroll():
-                yield Input(placeholder="search the catalog (llama 70b, qwen coder...) or a .gguf path, "
-                                        "HF repo, Ollama name + Enter", id="model-q")
-                yield DataTable(id="models", cursor_type="row")
-                yield Static(id="model-info")
-            with TabPane("3 Goal", id="goal"), VerticalScroll():
-                yield Select([(g, g) for g in ("balanced", "quality", "speed", "context")], value="balanced",
-                             allow_blank=False, id="goal-sel")
-                with Horizontal(classes="row"):
-                    yield Label("context tokens")
-                    yield Input(placeholder="free (the optimizer picks)", id="ctx", type="integer")
-                with Horizontal(classes="row"):
-                    yield Label("min tok/s")
-                    yield Input(placeholder="none", id="min-tps", type="number")
-            with TabPane("4 Plan", id="plan"), VerticalScroll():
-                yield Static("pick a model (F2)", id="plan-body")
-                yield DataTable(id="alts", cursor_type="row")
-            with TabPane("5 Export", id="export"), VerticalScroll():
-                yield Select([(k, k) for k in KINDS], value="llama-server", allow_blank=False, id="kind")
-                yield Static(id="export-text")
-                with Horizontal(classes="row"):
-                    yield Input(placeholder="file to write", id="path")
-                    yield Checkbox("overwrite", id="force")
-                with Horizontal(classes="row"):
-                    yield Button("Save", id="save", variant="primary")
-                    yield Button("Copy", id="copy")
-            with TabPane("6 Verify", id="verify"), VerticalScroll():
-                yield Input(placeholder="source F16/BF16 GGUF (blank: a shape twin, memory and speed only)", id="source")
-                yield Button("Run verify", id="run-verify", variant="primary")
-                yield ProgressBar(total=100, id="progress", show_eta=False)
-                yield Static(id="verify-out")
+            for tab_id, title, pane in PANES:
+                with TabPane(title, id=tab_id), VerticalScroll():
+                    yield from pane(self)
         yield Footer()
 
     def on_mount(self) -> None:
