@@ -217,7 +217,7 @@ def _mix(m, types) -> str:
 
 def write_doc(path: str) -> None:
     from planner.optimize.quality import priors
-    fac = priors()["measured"]
+    fac = priors().measured.model_dump()
     out = ["# Quality: stock llama.cpp ftypes vs the planner's per-tensor mixes", "",
            "Written by `python -m bench.quality --write docs/quality.md` (figures from one run per model on a "
            "2-core CPU, kept in `bench/data/quality-<model>.json`).", "",
@@ -316,7 +316,7 @@ def _probes_section(key: str) -> list[str]:
     for r in rows:
         if r["weights_only"] and "class" in r:
             dp = sum((r["parts"].get(k, 0.0) - base["parts"].get(k, 0.0)) * f
-                     for k, f in (("weights", 1.0), ("output", priors()["measured"]["output_factor"])))
+                     for k, f in (("weights", 1.0), ("output", priors().measured.output_factor)))
             if dp > 0:
                 ratio[r["class"]] = (r["kld"] - base["kld"]) / dp
     if ratio:

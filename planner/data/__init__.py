@@ -6,6 +6,7 @@ from importlib import resources
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster at start-up
 
@@ -32,3 +33,8 @@ def data_json(name: str) -> Any:
     """A JSON table shipped in planner/data."""
     import json
     return json.loads(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
+
+
+class Table(BaseModel):
+    """A data table's typed form: a key missing, misspelt or unknown fails at load, naming it."""
+    model_config = ConfigDict(extra="forbid", frozen=True)

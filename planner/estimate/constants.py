@@ -6,17 +6,11 @@ from __future__ import annotations
 
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict
-
-from planner.data import data_yaml
+from planner.data import Table, data_yaml
 from planner.errors import InvalidOptionError
 
 
-class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Backend(_Table):
+class Backend(Table):
     """One backend's runtime overhead and speed constants."""
     overhead_mib: int
     overhead_source: str
@@ -32,7 +26,7 @@ class Backend(_Table):
     prefill_expert_efficiency: float | None = None
 
 
-class GraphNodes(_Table):
+class GraphNodes(Table):
     """Nodes of llama.cpp's one-token graph per layer (estimate/graph.py)."""
     per_layer: float
     per_tensor: float
@@ -43,7 +37,7 @@ class GraphNodes(_Table):
     source: str
 
 
-class Backends(_Table):
+class Backends(Table):
     cuda: Backend
     metal: Backend
     rocm: Backend
@@ -55,12 +49,12 @@ class Backends(_Table):
     graph_nodes: GraphNodes
 
 
-class Kernel(_Table):
+class Kernel(Table):
     decode_gbps_per_core: float
     prefill_gflops_per_core: float
 
 
-class CPUKernels(_Table):
+class CPUKernels(Table):
     """Each ggml type's CPU kernel rates per core (bench/cpu_decode.py --fit)."""
     source: str
     default_prefill_gflops_per_core: float

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
-from planner.data import data_yaml
+from planner.data import Table, data_yaml
 from planner.estimate.quant_mix import allows_quantization, source_type
 from planner.model.ggml_types import bits_per_weight, block_size, tensor_bytes
 from planner.model.spec import ModelSpec, TensorSpec
@@ -14,9 +13,30 @@ LADDER_256 = ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "IQ4_XS", "Q3_K", "IQ3_S", "IQ3_XX
 LADDER_32 = ("Q8_0", "Q5_1", "Q5_0", "IQ4_NL", "Q4_0")
 
 
+class MeasuredFactors(Table):
+    """How measured per-tensor errors become predicted KLD (bench/quality.py --fit)."""
+    kld_per_rel_error: float
+    activation_factor: float
+    output_factor: float
+    output_factor_source: str
+    source: str
+
+
+class QualityPriors(Table):
+    """planner/data/quality.yaml: KLD per ggml type, role sensitivities, and the measured factors."""
+    source: str
+    kld: dict[str, float]
+    role_sensitivity: dict[str, float]
+    role_sensitivity_measured: dict[str, float]
+    depth_factor_ends: float
+    needs_imatrix: list[str]
+    measured: MeasuredFactors
+    activations: dict[str, dict[str, str | None]]
+
+
 @cache
-def priors() -> dict[str, Any]:
-    return data_yaml("quality.yaml")
+def priors() -> QualityPriors:
+    return QualityPriors(**data_yaml("quality.yaml"))
 
 
 def role(t: TensorSpec, tied: bool) -> str:
@@ -33,11 +53,11 @@ def tensor_weight(t: TensorSpec, n_layers: int, tied: bool, measured: bool = Fal
 @cache
 def _role_depth(role: str, il: int | None, n_layers: int, measured: bool = False) -> float:
     p = priors()
-    table = p["role_sensitivity"]
+    table = p.role_sensitivity
     if measured:
-        table = {**table, **p["role_sensitivity_measured"]}
+        table = {**table, **p.role_sensitivity_measured}
     s = table.get(role, table["default"])
-    d = p["depth_factor_ends"] if il is not None and (il < n_layers // 8 or il >= 7 * n_layers // 8) else 1.0
+    d = p.depth_factor_ends if il is not None and (il < n_layers // 8 or il >= 7 * n_layers // 8) else 1.0
     return s * d
 
 
@@ -60,19 +80,19 @@ def _below(origin: str, row: int, imatrix: bool) -> tuple[str, ...]:
 
 @cache
 def _ladder(row: int, imatrix: bool) -> tuple[str, ...]:
-    needs = set(priors()["needs_imatrix"])
+    needs = set(priors().needs_imatrix)
     ladder = LADDER_256 if row % 256 == 0 else LADDER_32
     return ("F16", *(q for q in ladder if row % block_size(q) == 0 and (imatrix or q not in needs)))
 
 
 def kld_of(t_type: str) -> float:
-    return float(priors()["kld"].get(t_type, 1.0))
+    return float(priors().kld.get(t_type, 1.0))
 
 
 def act_format(ty: str, backend: str) -> str | None:
     """The format `backend` converts activations to for weights of type ty (quality.yaml
     `activations`); None where it keeps them in F32 or is not described there."""
-    table = priors()["activations"].get(backend)
+    table = priors().activations.get(backend)
     if table is None:
         return None
     return table.get(ty, table["default"])
@@ -103,9 +123,9 @@ def loss_parts(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | Non
 def combine(parts: dict[str, float]) -> float:
     """Predicted KLD from loss parts: kld_per_rel_error x (weights + activation_factor x activations
     + output_factor x output) + prior."""
-    m = priors()["measured"]
-    return m["kld_per_rel_error"] * (parts.get("weights", 0.0) + m["activation_factor"] * parts.get("activations", 0.0)
-                                     + m["output_factor"] * parts.get("output", 0.0)) + parts.get("prior", 0.0)
+    m = priors().measured
+    return m.kld_per_rel_error * (parts.get("weights", 0.0) + m.activation_factor * parts.get("activations", 0.0)
+                                  + m.output_factor * parts.get("output", 0.0)) + parts.get("prior", 0.0)
 
 
 def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | None, tied: bool,
@@ -141,7 +161,7 @@ def _prior_parts(model: ModelSpec) -> dict[str, float]:
             (i, tensor_weight(t, model.n_layers, model.tied_embeddings)) for i, t in enumerate(model.tensors)
             if allows_quantization(t)]
     tensors = model.tensors
-    kld = priors()["kld"]
+    kld = priors().kld
     num = den = 0.0
     lossy = False  # as predicted_parts: no "prior" part when every tensor kept the type it came in
     for i, w in weights:

@@ -8,8 +8,8 @@ from planner.model.spec import TensorSpec
 from planner.optimize.allocate import allocate
 from planner.optimize.quality import act_format, priors, tensor_loss
 
-K = priors()["measured"]["kld_per_rel_error"]
-A = priors()["measured"]["activation_factor"]
+K = priors().measured.kld_per_rel_error
+A = priors().measured.activation_factor
 DOWN = TensorSpec(name="blk.3.ffn_down.weight", shape=[2048, 640])
 # measured-style table: weights' errors per type, and the activations' rounding per format
 ERR = {DOWN.name: {"F16": 0.0, "Q8_0": 1e-5, "Q6_K": 4e-5, "Q5_K": 2e-3, "Q4_K": 8e-3, "IQ4_XS": 1e-2, "Q3_K": 4e-2,
@@ -46,7 +46,10 @@ def test_where_activations_round_badly_the_allocator_cuts_elsewhere(monkeypatch)
     drops, as the weights' errors alone would have it. (The shipped factor is 0, see quality.yaml;
     the mechanism is checked at 1.)"""
     from planner.model.ggml_types import tensor_bytes
-    monkeypatch.setitem(priors()["measured"], "activation_factor", 1.0)
+    from planner.optimize import quality
+    shipped = priors()
+    at_1 = shipped.model_copy(update={"measured": shipped.measured.model_copy(update={"activation_factor": 1.0})})
+    monkeypatch.setattr(quality, "priors", lambda: at_1)
     up = TensorSpec(name="blk.3.ffn_up.weight", shape=[640, 2048])
     err = {**ERR, up.name: {"F16": 0.0, "Q8_0": 1e-5, "Q5_1": 1e-4, "Q5_0": 2e-3, "IQ4_NL": 8e-3, "Q4_0": 1e-2,
                             "@f16": 1e-7, "@bf16": 4e-6, "@q8_0": 3e-5}}
@@ -71,9 +74,9 @@ def test_a_models_predicted_kld_is_its_weighted_parts_combined():
     parts = predicted_parts(m, err)
     assert set(parts) == {"weights", "activations", "output", "prior"}
     assert predicted_kld(m, err) == pytest.approx(combine(parts))
-    f = priors()["measured"]
+    f = priors().measured
     assert combine({"weights": 1.0, "activations": 1.0, "output": 1.0, "prior": 0.5}) == \
-        pytest.approx(K * (1 + f["activation_factor"] + f["output_factor"]) + 0.5)
+        pytest.approx(K * (1 + f.activation_factor + f.output_factor) + 0.5)
 
 
 def test_measured_errors_take_the_calibrated_role_sensitivities():
