@@ -39,7 +39,7 @@ def test_plan_and_plan_model_agree():
 
 
 def test_recommend_ranks_what_fits_bigger_models_first_at_low_kld():
-    rows = api.recommend(load_target("rtx4090"), use="code")
+    rows = api.recommend(load_target("rtx4090"), use="long-context")
     assert rows and all(r.n_params > 0 and r.decode_tps > 0 for r in rows)
     good = [r for r in rows if r.kld <= 0.1]
     assert [r.n_params for r in good] == sorted((r.n_params for r in good), reverse=True)

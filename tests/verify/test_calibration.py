@@ -64,7 +64,7 @@ def _record(path: str, i: int) -> None:
 
 
 def test_concurrent_recordings_all_keep_theirs(hw, tmp_path):
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # separate processes (the lock is per open file), started fast
     procs = [ctx.Process(target=_record, args=(str(tmp_path), i)) for i in range(calibration.KEEP)]
     for p in procs:
         p.start()
