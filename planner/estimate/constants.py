@@ -72,7 +72,8 @@ def cpu_kernels() -> CPUKernels:
     return CPUKernels(**data_yaml("cpu_kernels.yaml"))
 
 
-BACKENDS = ("cuda", "metal", "rocm", "vulkan", "sycl", "cpu")
+# the backends with constants: the fields of Backends that hold one (not written twice)
+BACKENDS = tuple(name for name, f in Backends.model_fields.items() if f.annotation is Backend)
 
 
 def backend(name: str) -> Backend:
