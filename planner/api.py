@@ -72,6 +72,87 @@ def plan_model(model: str | ModelSpec, target: str | HardwareProfile = "auto", r
     return spec, hw, make_plan(spec, hw, request or PlanRequest())
 
 
+class RunnablePlan(BaseModel):
+    """A plan a user can follow: the best published files for the box and goal (download and run), the custom
+    per-tensor mix beside them with what it gains, and, where nothing fits, the nearest things that do."""
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    published: list = []  # optimize.published.PublishedPlan, best first
+    custom: object  # optimize.plan.PlanResult: the per-tensor search
+    upgrade: object | None = None  # optimize.published.Upgrade: the custom mix against the best published file
+    nearest: list[str] = []  # nothing fits: the smallest published file's needs, smaller models that fit
+
+
+def catalog_id(spec: ModelSpec) -> str | None:
+    """The catalog entry a spec was made from (published files are known per entry), else None."""
+    from planner.model.catalog import find_entry
+    if not spec.source.startswith("catalog"):
+        return None
+    e = find_entry(spec.name)
+    return e.id if e else None
+
+
+def plan_runnable(spec: ModelSpec, hw: HardwareProfile, request=None, custom=None) -> RunnablePlan:
+    """The published files' plans and the custom plan for one goal (custom: a PlanResult already made)."""
+    from planner.model.published import published_files
+    from planner.optimize import PlanRequest
+    from planner.optimize.published import plan_files, upgrade
+    req = request or PlanRequest()
+    custom = custom or plan(spec, hw, req)
+    files = published_files(catalog_id(spec)) if req.quant is None else []
+    fitting = plan_files(spec, hw, req, files) if files else []
+    pub = [p for p in fitting if usable(p.option)]
+    up = upgrade(_with_imatrix(spec, hw, req, custom.best), pub[0].option, req.goal) if pub and custom.best else None
+    near = nearest_runnable(spec, hw, req, files, [p for p in fitting if not usable(p.option)]) \
+        if custom.best is None and not pub else []
+    return RunnablePlan(published=pub[:3], custom=custom, upgrade=up, nearest=near)
+
+
+def usable(opt) -> bool:
+    """A published file is the default answer only within the loss the speed goal accepts (a pure Q2_K's, KLD 0.6:
+    optimize.search.KLD_CAP); past it the file fits but is barely usable, and it is named among the nearest."""
+    from planner.optimize.search import KLD_CAP
+    return opt.predicted_kld <= KLD_CAP["speed"]
+
+
+def _with_imatrix(spec: ModelSpec, hw: HardwareProfile, req, best):
+    """The custom plan's predicted KLD as its steps make it (with an importance matrix), to weigh it against a
+    published file made with one."""
+    from planner.optimize.quality import predicted_kld
+    backend = "cpu" if best.placement == "cpu" or not hw.gpus else hw.gpus[0].backend
+    kld = predicted_kld(spec.with_types(best.types), req.tensor_errors, backend, imatrix=True)
+    return best.model_copy(update={"predicted_kld": round(kld, 5)})
+
+
+def nearest_runnable(spec: ModelSpec, hw: HardwareProfile, req, files, poor=()) -> list[str]:
+    """Where nothing fits: what the smallest published file needs, and the biggest smaller catalog models of the
+    same family (else any) with a published file that fits this box, as lines a user can run."""
+    from planner.model.catalog import catalog, spec_for
+    from planner.model.published import published_files
+    from planner.optimize.published import plan_files, smallest_need
+    from planner.units import GiB
+    from planner.export.launch import llama_server
+    threads = hw.cpu.cores
+    out = [f"{p.file.label} fits but is barely usable: {p.option.why}\n      "
+           f"{llama_server(p.option, spec, p.file.ref, threads)}" for p in poor[:1]]
+    small = smallest_need(spec, hw, req, files) if not poor else None
+    if small:
+        f, need, have = small
+        out.append(f"the smallest published file, {f.label}, needs about {need / GiB:.1f} GiB of memory in all at "
+                   f"{req.n_ctx or 2048} context; this box has {have / GiB:.1f} GiB usable")
+    me = next((e for e in catalog() if e.id == catalog_id(spec)), None)
+    smaller = sorted((e for e in catalog() if spec_for(e.id).n_params < spec.n_params and published_files(e.id)),
+                     key=lambda e: (me is None or e.family != me.family, -spec_for(e.id).n_params))
+    for e in smaller:
+        other = spec_for(e.id)
+        pub = [p for p in plan_files(other, hw, req, published_files(e.id)) if usable(p.option)]
+        if pub:
+            p = pub[0]
+            out.append(f"{e.id} ({p.file.label}): {p.option.why}\n      {llama_server(p.option, other, p.file.ref, threads)}")
+            if len(out) >= 4:
+                break
+    return out
+
+
 def resolve_hardware(target: str = "auto", *, vram_gib: str | None = None, ram_gib: float | None = None,
                      gpus: str | None = None, calibrate: bool = True) -> HardwareProfile:
     """resolve_target, plus this machine's calibration (from `plan verify` runs) when the target

@@ -11,6 +11,7 @@ import traceback
 from planner.cli import args as arg
 from planner.errors import Exit, PlannerError
 from planner.export import KINDS
+from planner.export.launch import NEEDS
 from planner.fileio import write_text
 from planner.units import MiB
 
@@ -99,7 +100,13 @@ def _request(a: argparse.Namespace):
                        threads=a.threads,
                        tensor_split=ts, n_cpu_moe=a.n_cpu_moe, override_tensor=a.override_tensor,
                        mmap=not a.no_mmap, margin=a.margin / 100, min_tps=a.min_tps, imatrix=a.imatrix,
-                       depth=a.depth)
+                       depth=a.depth, program=_program(a.emit))
+
+
+def _program(kind: str | None) -> str:
+    """The program a plan is estimated for: the one the export is for, else llama-server's defaults."""
+    from planner.estimate.programs import DEFAULT_PROGRAM, PROGRAMS
+    return kind if kind in PROGRAMS else DEFAULT_PROGRAM
 
 
 def _type_mix(opt, model) -> str:
@@ -138,8 +145,9 @@ def _tensor_errors(a: argparse.Namespace, spec) -> tuple[dict | None, str | None
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
-    """plan --model M: load, measure what can be measured, plan, then verify, emit, or print the plan."""
-    from planner.api import plan_model
+    """plan --model M: load, measure what can be measured, plan (published files and a mix of one's own), then
+    verify, emit, or print the plan."""
+    from planner.api import plan_model, plan_runnable
     from planner.model import load_model, local_gguf
     _check_output(a)
     spec = load_model(a.model)
@@ -152,23 +160,34 @@ def cmd_plan(a: argparse.Namespace) -> int:
     req = _request(a).model_copy(update={"tensor_errors": errors})
     spec, hw, res = plan_model(spec, a.target, req, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus,
                                calibrate=not a.no_calibration)
-    if res.best is None:
-        if a.json:
-            _json({"model": spec.name, "target": hw.name, "fits": False, "nearest": res.nearest})
-        else:
-            print(f"{spec.name} does not fit {hw.name} with these constraints: {res.nearest}")
-        return Exit.DOES_NOT_FIT
+    run = plan_runnable(spec, hw, req, res) if not (a.own_mix or a.verify or a.emit == "llama-quantize") else None
     basis = _basis(req, a, partial)
+    if res.best is None and not (run and run.published):
+        return _does_not_fit(a, spec, hw, res, run)
     if a.verify:
         a.source = a.source_path or local_gguf(spec.source)
         a.twin = a.source is None
         a.output = a.model_path
         return _run_verify(a, spec, res.best.types, res.best.options, res.best.estimate.margin, hw)
     if a.emit:
-        return _emit(a, spec, hw, res.best, basis)
+        return _emit(a, spec, hw, res.best, basis, run)
     if a.json:
-        return _plan_json(spec, hw, res, basis)
-    return _plan_text(a, spec, hw, res, basis)
+        return _plan_json(spec, hw, res, basis, run)
+    return _plan_text(a, spec, hw, res, basis, run)
+
+
+def _does_not_fit(a: argparse.Namespace, spec, hw, res, run) -> int:
+    near = (run.nearest if run else []) or [res.nearest]
+    if a.json:
+        _json({"model": spec.name, "target": hw.name, "fits": False, "nearest": res.nearest,
+               "nearest_runnable": run.nearest if run else []})
+    else:
+        print(f"{spec.name} does not fit {hw.name} with these constraints: {res.nearest}")
+        if run and run.nearest:
+            print("  the nearest things that do:")
+            for line in run.nearest:
+                print(f"    {line}")
+    return Exit.DOES_NOT_FIT
 
 
 def _check_output(a: argparse.Namespace) -> None:
@@ -192,11 +211,19 @@ def _basis(req, a: argparse.Namespace, partial: str | None) -> str:
     return basis + (f"; {partial}" if partial else "")
 
 
-def _emit(a: argparse.Namespace, spec, hw, best, basis: str) -> int:
+def _emit(a: argparse.Namespace, spec, hw, best, basis: str, run=None) -> int:
     from planner.export import planned_file, render
-    model_path = a.model_path or planned_file(spec, best)[0]
+    pub = run.published[0] if run and run.published else None
+    if pub and not a.model_path:
+        best, model_path = pub.option, pub.file.ref
+    else:
+        if best is None:
+            raise PlannerError(f"no mix of your own fits {hw.name}: leave --own-mix out for a published file")
+        model_path = a.model_path or planned_file(spec, best)[0]
     text = render(a.emit, best, spec, model_path, threads=a.threads or hw.cpu.cores, src=a.source_path,
-                  basis=basis, imatrix=a.imatrix_file)
+                  basis=basis, imatrix=a.imatrix_file, legacy=a.legacy_flags)
+    if a.emit in ("llama-server", "llama-cli"):
+        text = f"# {NEEDS['legacy' if a.legacy_flags else 'current']}\n" + text
     if a.output:
         write_text(a.output, text, a.force)
         print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
@@ -205,38 +232,112 @@ def _emit(a: argparse.Namespace, spec, hw, best, basis: str) -> int:
     return Exit.OK
 
 
-def _plan_json(spec, hw, res, basis: str) -> int:
+def _plan_json(spec, hw, res, basis: str, run=None) -> int:
     from planner.export import plan_dict
-    d = plan_dict(res.best, spec, basis)
+    d = plan_dict(res.best, spec, basis) if res.best else {"model": spec.name, "fits": True}
     d.update(target=hw.name, goal=res.goal, considered=res.considered,
              alternatives=[{"label": o.label, "why": o.why, "quality": {"kld": o.predicted_kld},
                             "bits_per_weight": o.bits_per_weight, "n_ctx": o.options.n_ctx,
                             "throughput": o.estimate.throughput.model_dump(), "fits": o.estimate.fits}
                            for o in res.alternatives])
+    if run is not None:
+        d["published"] = [_published_json(p, spec, hw) for p in run.published]
+        d["upgrade"] = run.upgrade.model_dump() if run.upgrade else None
+        d["own_mix_steps"] = _steps(spec, hw, res.best, run) if res.best else []
     _json(d)
     return Exit.OK
 
 
-def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str) -> int:
+def _published_json(p, spec, hw) -> dict:
+    from planner.export import render
+    from planner.export.launch import llama_server
+    o = p.option
+    return {"file": p.file.model_dump(), "ref": p.file.ref, "why": o.why, "label": o.label,
+            "quality": {"kld": o.predicted_kld, "basis": "priors with the publisher's recipe"},
+            "bits_per_weight": o.bits_per_weight, "options": o.options.model_dump(),
+            "memory": o.estimate.to_json()["devices"], "throughput": o.estimate.throughput.model_dump(),
+            "run": {"llama-server": llama_server(o, spec, p.file.ref, hw.cpu.cores),
+                    "ollama": _ollama_run(p.file.ref), "modelfile": render("ollama", o, spec, p.file.ref,
+                                                                           threads=hw.cpu.cores)}}
+
+
+def _ollama_run(ref: str) -> str:
+    return f"ollama run {ref}"
+
+
+def _steps(spec, hw, best, run) -> list[str]:
+    from planner.api import catalog_id
+    from planner.export.recipe import steps
+    from planner.model.catalog import catalog
+    cid = catalog_id(spec)
+    repo = next((e.repo for e in catalog() if e.id == cid), None)
+    cap = sum(int(d.capacity_bytes) for d in best.estimate.devices)
+    pub_repo = next((p.file.repo for p in run.published if not p.file.tag), None) if run else None
+    return steps(spec, repo, best, cap, hw.cpu.cores, pub_repo)
+
+
+def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> int:
     from planner.export import planned_file, render
     from planner.units import gib
     from planner.views import estimate_text
     best = res.best
+    threads = a.threads or hw.cpu.cores
+    legacy = a.legacy_flags
+    if run and run.published:
+        p = run.published[0]
+        o = p.option
+        head = (f"{spec.name} on {hw.name}, goal {res.goal}: the published file {p.file.label}"
+                f"{' (imatrix)' if p.file.imatrix else ''}\n  {o.why}\n"
+                f"  weights {gib(o.estimate.weights_file_bytes)}: {_type_mix(o, spec)}\n"
+                f"  run:  {render('llama-server', o, spec, p.file.ref, threads=threads, legacy=legacy).strip()}\n"
+                f"        (llama-server -hf downloads the file; needs {NEEDS['legacy' if legacy else 'current']})\n"
+                f"  or:   {_ollama_run(p.file.ref)}   (--emit ollama: a Modelfile that pins the context and layers)")
+        print(estimate_text(o.estimate, head))
+        if len(run.published) > 1:
+            print("\n  other published files:")
+            for q in run.published[1:]:
+                print(f"    {q.file.label:48s} {q.option.why}")
+        _print_own_mix(spec, hw, res, run, threads)
+        print(f"\n  predicted KLD uses {basis} (published files: their ftype's rules and the publisher's imatrix); "
+              "files: --emit llama-server|llama-cli|ollama|llama-cpp-python|yaml|json [-o FILE]")
+        return Exit.OK
     model_path, as_is = planned_file(spec, best)
     model_path = a.model_path or model_path
-    threads = a.threads or hw.cpu.cores
     head = (f"{spec.name} on {hw.name}, goal {res.goal}: {best.why}\n"
             f"  weights {gib(best.estimate.weights_file_bytes)}: {_type_mix(best, spec)}\n"
             + ("  the file runs as it is: every tensor keeps its type, nothing to quantize\n" if as_is else "")
-            + f"  run:  {render('llama-server', best, spec, model_path, threads=threads).strip()}")
+            + f"  run:  {render('llama-server', best, spec, model_path, threads=threads, legacy=legacy).strip()}\n"
+            + f"        (needs {NEEDS['legacy' if legacy else 'current']})")
     print(estimate_text(best.estimate, head))
     if res.alternatives:
         print("\n  alternatives:")
         for o in res.alternatives:
             print(f"    {o.label:15s} {o.why}")
+    if not as_is and not local_file(spec):
+        print("\n  no published file of this model is known to the catalog; to make this one:")
+        for i, line in enumerate(_steps(spec, hw, best, run), 1):
+            print(f"    {i}. {line}")
     print(f"\n  predicted KLD uses {basis}; files: --emit "
-          "llama-quantize|llama-server|ollama|llama-cpp-python|yaml|json [-o FILE]")
+          "llama-quantize|llama-server|llama-cli|ollama|llama-cpp-python|yaml|json [-o FILE]")
     return Exit.OK
+
+
+def local_file(spec) -> bool:
+    from planner.model import local_gguf
+    return local_gguf(spec.source) is not None
+
+
+def _print_own_mix(spec, hw, res, run, threads: int) -> None:
+    best, up = res.best, run.upgrade
+    if best is None or up is None:
+        return
+    print(f"\n  your own mix ({best.label}): {best.why}")
+    if not up.worth_it:
+        print(f"    {up.why}")
+        return
+    print(f"    worth making: {up.why}. The steps (--own-mix prints its plan and exports):")
+    for i, line in enumerate(_steps(spec, hw, best, run), 1):
+        print(f"    {i}. {line}")
 
 
 class _Progress:
@@ -487,6 +588,11 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="write --emit to this file (atomic; never overwrites without --force)")
     p.add_argument("--force", action="store_true", help="overwrite --output")
     p.add_argument("--model-path", help="path of the planned GGUF in the emitted configs")
+    p.add_argument("--own-mix", action="store_true",
+                   help="plan and emit your own per-tensor mix, not the best published file (the default where the "
+                        "catalog knows published files)")
+    p.add_argument("--legacy-flags", action="store_true",
+                   help="launch lines older llama.cpp builds take (-ngl 999, --no-mmap/--mlock, not --load-mode)")
     p.add_argument("--source-path", help="the F16/BF16 GGUF llama-quantize reads (--emit llama-quantize, --verify)")
     p.add_argument("--verify", action="store_true",
                       help="then verify the best plan on this machine (quantize --source-path, else a twin)")

@@ -93,6 +93,7 @@ class _Graph:
     mask: int  # one attention mask's bytes: f16 with flash attention
     n_masks: int  # iSWA models (full and sliding layers) carry a second one
     widths: dict[str, int]
+    outputs: int  # rows the output layer computes: u, or fewer where the program reserves fewer outputs
 
     def bytes(self, per_token_values: float) -> int:
         """f32 bytes of that many values per token of the micro-batch."""
@@ -103,7 +104,8 @@ class _Graph:
         return any(lay.attn in ("full", "swa") for lay in self.model.layers)
 
 
-def _graph(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int) -> _Graph:
+def _graph(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
+           n_outputs: int | None = None) -> _Graph:
     u = min(n_ubatch, n_ctx)
     n_kv = _n_kv_attn(model, n_ctx, swa_cells)
     heads = model.n_head * model.head_dim_k
@@ -113,15 +115,16 @@ def _graph(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
                   mask=n_kv * u * (2 if flash_attn else F32),
                   n_masks=2 if {"full", "swa"} <= {lay.attn for lay in model.layers} else 1,
                   widths={"embd": model.n_embd, "q_dim": max(model.n_embd, heads), "heads": heads,
-                          "n_ff": model.n_ff, "d_inner": d_inner})
+                          "n_ff": model.n_ff, "d_inner": d_inner},
+                  outputs=u if n_outputs is None else max(1, min(u, n_outputs)))
 
 
 def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
-           n_seq: int = 1, whole_graph: bool = True) -> dict[str, int]:
+           n_seq: int = 1, whole_graph: bool = True, n_outputs: int | None = None) -> dict[str, int]:
     """Bytes live at each phase's peak; whole_graph=False: one split's own (a GPU's share of the layers
     under pipeline parallelism), without the graph inputs that a whole graph keeps under its FFN phase.
     The family's constants are its compute_rules entry; what depends on the model's shape is here."""
-    g = _graph(model, n_ctx, n_ubatch, flash_attn, swa_cells)
+    g = _graph(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_outputs)
     ssm = ssm_bytes(model, g.u, n_seq)
     attn = _attention(g) if g.has_attention or not ssm else 0  # no attention layer: no scores, no mask
     ffn = _ffn(g, whole_graph, has_ssm=bool(ssm))
@@ -138,14 +141,16 @@ def phases(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_ce
 
 
 def _logits(g: _Graph) -> int:
-    """The logits (n_vocab per token) beside the hidden states still alive: 2, 3 for a Mamba model, or the
-    family's own count."""
+    """The logits (n_vocab per output row) beside the hidden states still alive: 2, 3 for a Mamba model, or the
+    family's own count. The graph keeps only the output rows from the last layer on (inp_out_ids), so a program
+    that reserves fewer outputs than the ubatch's tokens (llama-server: one per slot, n_outputs_max) has a
+    logits phase that many rows tall (llama-context.cpp sched_reserve: n_outputs = min(n_tokens, n_outputs_max))."""
     r, model = g.rule, g.model
     mamba = bool(model.recurrent and model.recurrent.gguf.get("ssm.inner_size"))
     n_hidden = r.hidden_beside_logits if r.hidden_beside_logits is not None else 3 if mamba else 2
     if not g.flash_attn and r.hidden_beside_logits_no_fa is not None:
         n_hidden = r.hidden_beside_logits_no_fa
-    return g.bytes(model.n_vocab + n_hidden * g.widths["embd"])
+    return int((model.n_vocab + n_hidden * g.widths["embd"]) * g.outputs * F32)
 
 
 def _attention(g: _Graph) -> int:
@@ -260,7 +265,8 @@ def _per_layer_inputs(g: _Graph, p: dict[str, int]) -> None:
 
 def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
                      holds_output: list[bool], masks_used: list[set[str]], copies: int,
-                     n_seq: int = 1, ends_recurrent: list[bool] | None = None) -> tuple[list[int], int]:
+                     n_seq: int = 1, ends_recurrent: list[bool] | None = None,
+                     n_outputs: int | None = None) -> tuple[list[int], int]:
     """(each GPU's compute bytes, host compute bytes) with pipeline parallelism: every layer on
     one of several GPUs (llama-context.cpp turns it on then), the graph runs as one split per
     device and ggml_backend_sched keeps `copies` (GGML_SCHED_MAX_COPIES, 4) copies of each
@@ -272,7 +278,7 @@ def pipeline_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bo
     the first GPU of a Llama-3.2-1B split holds 92.04 MiB at 4K context, ubatch 512 and flash
     attention (the single-GPU rule, multiplied by the copies, said 1018); the last 286.55.
     """
-    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_seq, whole_graph=False)
+    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_seq, whole_graph=False, n_outputs=n_outputs)
     u = min(n_ubatch, n_ctx)
     hidden = model.n_embd * u * F32
     masks = _masks(model, n_ctx, u, flash_attn, swa_cells)
@@ -324,14 +330,15 @@ def _masks(model: ModelSpec, n_ctx: int, u: int, flash_attn: bool, swa_cells: in
 
 
 def compute_buffers(model: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, swa_cells: int,
-                    gpu_holds_layers: bool, staged: dict[str, int] | None = None, n_seq: int = 1) -> tuple[int, int]:
+                    gpu_holds_layers: bool, staged: dict[str, int] | None = None, n_seq: int = 1,
+                    n_outputs: int | None = None) -> tuple[int, int]:
     """(device compute bytes, host compute bytes) for a device holding the repeating layers;
     for CPU-only runs the first is the CPU buffer and the second 0.
 
     staged: bytes of host weights copied into the GPU's buffer during a phase (op offload):
     the output matrix in the logits phase, one host layer's attention or FFN weights.
     """
-    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_seq)
+    p = phases(model, n_ctx, n_ubatch, flash_attn, swa_cells, n_seq, n_outputs=n_outputs)
     for k, v in (staged or {}).items():
         p[k] += v
     peak = max(p.values())

@@ -417,12 +417,12 @@ def _compute(b: Breakdown, model: ModelSpec, opts: RuntimeOptions, lay: _Layout,
     per_stream_full = b.cells_full // (1 if opts.kv_unified else opts.n_seq)
     args = (model, per_stream_full, opts.n_ubatch, opts.flash_attn, per_stream_swa)
     if n_gpus == 0:
-        b.compute[CPU], _ = compute_buffers(*args, False, n_seq=opts.n_seq)
+        b.compute[CPU], _ = compute_buffers(*args, False, n_seq=opts.n_seq, n_outputs=opts.n_outputs)
         return
     layer_dev, out_dev = lay.layer_dev, lay.out_dev
     logits = host.by_name.get("output.weight") or host.by_name.get("token_embd.weight")
     staged = staged_host_weights(logits.nbytes if logits and out_dev == CPU else 0, host.staged_layer)
-    dev_buf, host_buf = compute_buffers(*args, True, staged, n_seq=opts.n_seq)
+    dev_buf, host_buf = compute_buffers(*args, True, staged, n_seq=opts.n_seq, n_outputs=opts.n_outputs)
     # pipeline parallelism (llama-context.cpp): several GPUs, every layer and the output on them, KV
     # with its layers, no tensor overrides
     pipeline = (n_gpus > 1 and CPU not in layer_dev and out_dev != CPU and opts.offload_kqv
@@ -431,7 +431,7 @@ def _compute(b: Breakdown, model: ModelSpec, opts: RuntimeOptions, lay: _Layout,
         kinds = [{la.attn for la, d in zip(model.layers, layer_dev, strict=True) if d == g} & {"full", "swa"}
                  for g in range(n_gpus)]
         devs, b.compute[CPU] = pipeline_buffers(*args, [g == out_dev for g in range(n_gpus)],
-                                                kinds, PIPELINE_COPIES, n_seq=opts.n_seq,
+                                                kinds, PIPELINE_COPIES, n_seq=opts.n_seq, n_outputs=opts.n_outputs,
                                                 ends_recurrent=_mamba_splits(model, layer_dev, n_gpus))
         for g in range(n_gpus):
             b.compute[g] = devs[g]
@@ -439,7 +439,7 @@ def _compute(b: Breakdown, model: ModelSpec, opts: RuntimeOptions, lay: _Layout,
     # every GPU gets a compute buffer: big batches run host weights there too (op offload)
     for g in range(n_gpus):
         b.compute[g] = dev_buf
-    host_full, _ = compute_buffers(*args, False, n_seq=opts.n_seq)
+    host_full, _ = compute_buffers(*args, False, n_seq=opts.n_seq, n_outputs=opts.n_outputs)
     b.compute[CPU] = host_full if CPU in layer_dev else host_buf
 
 

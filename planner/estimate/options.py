@@ -20,6 +20,9 @@ class RuntimeOptions(BaseModel):
     n_ubatch: int = 512
     n_seq: int = Field(1, description="-np parallel sequences")
     kv_unified: bool = False
+    n_outputs: int | None = Field(None, description="outputs the context reserves per graph (n_outputs_max): "
+                                                   "None = n_batch (llama.h's default, llama-cpp-python); "
+                                                   "llama-server and llama-cli reserve one per slot")
     flash_attn: bool = True
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"

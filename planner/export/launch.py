@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import yaml
 
+from planner.errors import PlannerError
 from planner.estimate.memory import SKIPS_MTP
 from planner.estimate.placement import CPU, tensor_devices
 from planner.estimate.quant_mix import allows_quantization
@@ -30,19 +31,58 @@ def file_name(kind: str) -> str:
 OLLAMA_KV = ("f16", "q8_0", "q4_0")  # what OLLAMA_KV_CACHE_TYPE accepts
 
 
-def _ngl(opt: PlanOption, model: ModelSpec) -> str:
+# The build each form of the launch line needs. The vendored llama.cpp (llama-cpp-python 0.3.36) is
+# ggml-org/llama.cpp@0c1e57098; --load-mode replaced --mlock/--no-mmap in PR #20834 (in build 10114,
+# 2026-07-24: ggml-org/llama.cpp#26110); -fa takes on|off|auto since 2025-08 (ggml-org/llama.cpp#15746
+# adds its numeric aliases, 2025-09-02). The legacy form (--legacy-flags) uses --no-mmap/--mlock and
+# -ngl 999, which builds before #20834 accept.
+NEEDS = {"current": "llama.cpp b10114 or newer (2026-07-24: --load-mode); --legacy-flags prints the form older "
+                    "builds take",
+         "legacy": "llama.cpp from 2025-09 on (-fa on|off); builds after b10114 still take --mlock/--no-mmap, "
+                   "with a deprecation warning (#20834)"}
+
+
+def hf_ref(model_path: str) -> tuple[str, str] | None:
+    """(ORG/REPO, QUANT) for a published file named hf.co/ORG/REPO:QUANT, else None (a local path)."""
+    if not model_path.startswith("hf.co/") or ":" not in model_path:
+        return None
+    repo, quant = model_path.removeprefix("hf.co/").rsplit(":", 1)
+    return repo, quant
+
+
+def _model_args(model_path: str) -> list[str]:
+    ref = hf_ref(model_path)
+    return ["-hf", f"{ref[0]}:{ref[1]}"] if ref else ["-m", model_path]
+
+
+def _ngl(opt: PlanOption, model: ModelSpec, legacy: bool = False) -> str:
     n = opt.options.n_gpu_layers
-    return "all" if n < 0 or n > model.n_layers else str(n)
+    if n < 0 or n > model.n_layers:
+        return "999" if legacy else "all"
+    return str(n)
+
+
+def _load_mode(o, legacy: bool) -> list[str]:
+    if legacy:
+        return (["--no-mmap"] if not o.mmap else []) + (["--mlock"] if o.mlock else [])
+    return ["--load-mode", "mlock" if o.mlock and not o.mmap else "mmap+mlock" if o.mlock else "mmap" if o.mmap
+            else "none"]
 
 
 def llama_server(opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None,
-                 binary: str = "llama-server") -> str:
+                 binary: str = "llama-server", legacy: bool = False) -> str:
+    """The launch line, with every setting that changes memory pinned: -c is llama.cpp's whole context (all
+    slots together), -np the slots (llama-server's default is 4 with a unified cache: estimate/programs.py)."""
     o = opt.options
-    args = [binary, "-m", model_path, "-c", str(o.n_ctx * o.n_seq), "-ngl", _ngl(opt, model),
+    args = [binary, *_model_args(model_path), "-c", str(o.n_ctx), "-ngl", _ngl(opt, model, legacy),
             "-fa", "on" if o.flash_attn else "off", "-ctk", o.cache_type_k, "-ctv", o.cache_type_v,
             "-b", str(o.n_batch), "-ub", str(o.n_ubatch)]
-    if o.n_seq > 1:
+    if binary == "llama-server" or o.n_seq > 1:
         args += ["-np", str(o.n_seq)]
+    if o.n_seq > 1:
+        args += ["--kv-unified" if o.kv_unified else "--no-kv-unified"]
+    if o.swa_full:
+        args += ["--swa-full"]
     if o.tensor_split:
         args += ["-ts", ",".join(f"{x:g}" for x in o.tensor_split)]
     if o.cpu_moe:
@@ -55,7 +95,7 @@ def llama_server(opt: PlanOption, model: ModelSpec, model_path: str, threads: in
         args += ["-t", str(threads)]
     if not o.repack:
         args += ["--no-repack"]
-    args += ["--load-mode", "mlock" if o.mlock and not o.mmap else "mmap+mlock" if o.mlock else "mmap" if o.mmap else "none"]
+    args += _load_mode(o, legacy)
     return shlex.join(args)
 
 
@@ -111,35 +151,68 @@ def llama_quantize(opt: PlanOption, model: ModelSpec, src: str, dst: str, imatri
 
 
 def ollama(opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None) -> str:
+    """A Modelfile. Ollama's runner sets n_ubatch = num_batch, n_batch = num_batch x slots, one KV type for K and
+    V, and a context of num_ctx per slot (estimate/programs.py); a plan for Ollama is estimated that way."""
     o = opt.options
     n = o.n_gpu_layers
-    lines = [f"# Plan for {model.name}: {opt.why}", f"FROM {model_path}",
-             f"PARAMETER num_ctx {o.n_ctx}", f"PARAMETER num_gpu {model.n_layers + 1 if n < 0 else n}",
+    ref = hf_ref(model_path)
+    lines = [f"# Plan for {model.name}: {opt.why}",
+             f"FROM {model_path}" + ("   # Ollama downloads it from Hugging Face" if ref else ""),
+             f"PARAMETER num_ctx {max(1, o.n_ctx // o.n_seq)}",
+             f"PARAMETER num_gpu {model.n_layers + 1 if n < 0 else n}",
              f"PARAMETER num_batch {o.n_ubatch}"]
     if threads:
         lines.append(f"PARAMETER num_thread {threads}")
     env = [f"OLLAMA_FLASH_ATTENTION={1 if o.flash_attn else 0}"]
-    kv = o.cache_type_k if o.cache_type_k in OLLAMA_KV else "f16"
-    if kv != "f16":
-        env.append(f"OLLAMA_KV_CACHE_TYPE={kv}")
+    if o.cache_type_k != "f16":
+        env.append(f"OLLAMA_KV_CACHE_TYPE={o.cache_type_k}")
+    if o.n_seq > 1:
+        env.append(f"OLLAMA_NUM_PARALLEL={o.n_seq}")
     lines.append("# Ollama reads these from the server's environment, not the Modelfile:")
     lines.append("#   " + " ".join(env) + " ollama serve")
-    if o.cpu_moe or o.n_cpu_moe or o.override_tensor or o.tensor_split:
-        lines.append("# This plan keeps experts/tensors on the CPU or splits GPUs, which a Modelfile cannot "
-                     "say: run llama-server with the plan's command instead.")
+    if o.tensor_split:
+        lines.append("# A Modelfile cannot set a tensor split: Ollama splits over the GPUs by itself, so the per-GPU "
+                     "figures of this plan may differ")
+    if o.cpu_moe or o.n_cpu_moe or o.override_tensor:
+        raise PlannerError("this plan keeps tensors on the CPU by pattern (--n-cpu-moe/-ot), which a Modelfile cannot "
+                           "say: plan with --emit ollama (it plans without them) or run the llama-server line")
+    if o.cache_type_v != o.cache_type_k:
+        raise PlannerError(f"Ollama uses one KV cache type for K and V; this plan has {o.cache_type_k}/"
+                           f"{o.cache_type_v}: plan with --emit ollama")
     return "\n".join(lines) + "\n"
 
 
-def llama_cpp_python(opt: PlanOption, model: ModelSpec, model_path: str) -> dict:
+def llama_cpp_python(opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None) -> dict:
+    """Llama() kwargs for the plan; llama-cpp-python cannot keep tensors on the CPU by pattern (no
+    tensor_buft_overrides in 0.3.36), so such a plan is refused with the reason."""
     o = opt.options
+    if o.cpu_moe or o.n_cpu_moe or o.override_tensor:
+        raise PlannerError("llama-cpp-python 0.3.36 cannot keep tensors on the CPU by pattern (--n-cpu-moe/-ot): "
+                           "plan with --emit llama-cpp-python (it plans without them) or run the llama-server line")
     kw = {"model_path": model_path, "n_ctx": o.n_ctx, "n_gpu_layers": o.n_gpu_layers, "flash_attn": o.flash_attn,
           "n_batch": o.n_batch, "n_ubatch": o.n_ubatch, "use_mmap": o.mmap, "use_mlock": o.mlock,
           "swa_full": o.swa_full,
           "type_k": type_id(o.cache_type_k),
           "type_v": type_id(o.cache_type_v)}
+    if threads:
+        kw["n_threads"] = threads
+    if o.n_seq > 1:
+        kw["n_seq_max"] = o.n_seq
+        kw["kv_unified"] = o.kv_unified
     if o.tensor_split:
         kw["tensor_split"] = o.tensor_split
     return kw
+
+
+def _python_source(kw: dict) -> str:
+    ref = hf_ref(kw["model_path"])
+    if ref:
+        rest = {k: v for k, v in kw.items() if k != "model_path"}
+        body = f"    repo_id={ref[0]!r},\n    filename={'*' + ref[1] + '*.gguf'!r},\n"
+        body += "".join(f"    {k}={v!r},\n" for k, v in rest.items())
+        return f"from llama_cpp import Llama\n\nllm = Llama.from_pretrained(\n{body})\n"
+    body = "".join(f"    {k}={v!r},\n" for k, v in kw.items())
+    return f"from llama_cpp import Llama\n\nllm = Llama(\n{body})\n"
 
 
 def plan_dict(opt: PlanOption, model: ModelSpec, basis: str = "priors: planner/data/quality.yaml") -> dict:
@@ -163,9 +236,10 @@ def plan_dict(opt: PlanOption, model: ModelSpec, basis: str = "priors: planner/d
 
 
 def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None,
-           src: str | None = None, basis: str = "priors: planner/data/quality.yaml", imatrix: str | None = None) -> str:
+           src: str | None = None, basis: str = "priors: planner/data/quality.yaml", imatrix: str | None = None,
+           legacy: bool = False) -> str:
     if kind in ("llama-server", "llama-cli"):
-        return llama_server(opt, model, model_path, threads, binary=kind) + "\n"
+        return llama_server(opt, model, model_path, threads, binary=kind, legacy=legacy) + "\n"
     if kind == "llama-quantize":
         src = src or local_gguf(model.source) or model_path.replace(".gguf", "-F16.gguf")
         if os.path.abspath(src) == os.path.abspath(model_path):
@@ -175,9 +249,7 @@ def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, thread
     if kind == "ollama":
         return ollama(opt, model, model_path, threads)
     if kind == "llama-cpp-python":
-        kw = llama_cpp_python(opt, model, model_path)
-        body = "".join(f"    {k}={v!r},\n" for k, v in kw.items())
-        return f"from llama_cpp import Llama\n\nllm = Llama(\n{body})\n"
+        return _python_source(llama_cpp_python(opt, model, model_path, threads))
     if kind == "json":
         return json.dumps(plan_dict(opt, model, basis), indent=1) + "\n"
     if kind == "yaml":

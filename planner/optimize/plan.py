@@ -34,6 +34,10 @@ class PlanRequest(BaseModel):
     min_tps: float | None = None
     imatrix: bool = False
     depth: int = Field(0, description="decode speed measured at this many tokens of context")
+    program: str = Field("llama-server", description="what runs the plan: llama-server, llama-cli, llama-cpp-python, "
+                                                     "ollama (estimate/programs.py: each sets the context its own way)")
+    type_overrides: dict[str, str] = Field(default_factory=dict, description="with quant: tensors whose type the "
+                                           "file sets apart from the ftype (a published _L file's Q8_0 embeddings)")
     tensor_errors: dict[str, dict[str, float]] | None = Field(
         None, exclude=True, description="measured per-tensor errors (planner/verify/tensor_error.py); None = priors")
 
@@ -43,6 +47,13 @@ class PlanRequest(BaseModel):
         if not 0 <= v < 1:
             raise InvalidOptionError(f"--margin is the percent of each device to keep free, 0 to 99; got {v * 100:g}")
         return v
+
+    @model_validator(mode="after")
+    def _program_carries_pins(self) -> PlanRequest:
+        from planner.estimate.programs import check_pins, program
+        check_pins(program(self.program), n_cpu_moe=self.n_cpu_moe, override_tensor=self.override_tensor,
+                   tensor_split=self.tensor_split, cache_type_k=self.cache_type_k, cache_type_v=self.cache_type_v)
+        return self
 
     @model_validator(mode="after")
     def _depth_in_context(self) -> PlanRequest:

@@ -30,6 +30,7 @@ class QualityPriors(Table):
     role_sensitivity_measured: dict[str, float]
     depth_factor_ends: float
     needs_imatrix: list[str]
+    imatrix_factor: dict[str, float]
     measured: MeasuredFactors
     activations: dict[str, dict[str, str | None]]
 
@@ -136,10 +137,10 @@ def tensor_loss(t: TensorSpec, ty: str, errors: dict[str, dict[str, float]] | No
 
 
 def predicted_parts(model: ModelSpec, errors: dict[str, dict[str, float]] | None = None,
-                    backend: str = "cpu") -> dict[str, float]:
+                    backend: str = "cpu", imatrix: bool = False) -> dict[str, float]:
     """The weighted mean of each loss part over the model's tensors (their types set)."""
     if not errors:
-        return _prior_parts(model)
+        return _prior_parts(model, imatrix)
     num: dict[str, float] = {}
     den = 0.0
     for t in model.tensors:
@@ -152,7 +153,7 @@ def predicted_parts(model: ModelSpec, errors: dict[str, dict[str, float]] | None
     return {k: v / den for k, v in num.items()} if den else {}
 
 
-def _prior_parts(model: ModelSpec) -> dict[str, float]:
+def _prior_parts(model: ModelSpec, imatrix: bool = False) -> dict[str, float]:
     """predicted_parts with nothing measured: each tensor's type prior (loss_parts), weighted. The weights are
     facts of names and shapes, kept in ModelSpec.shape_memo for the optimizer's re-typed copies."""
     weights = model.shape_memo.get("quality_weights")
@@ -162,23 +163,25 @@ def _prior_parts(model: ModelSpec) -> dict[str, float]:
             if allows_quantization(t)]
     tensors = model.tensors
     kld = priors().kld
+    factor = priors().imatrix_factor if imatrix else {}
     num = den = 0.0
     lossy = False  # as predicted_parts: no "prior" part when every tensor kept the type it came in
     for i, w in weights:
         t = tensors[i]
         ty = t.type or "F16"
         if ty != t.origin:
-            num += w * float(kld.get(ty, 1.0))
+            num += w * float(kld.get(ty, 1.0)) * factor.get(ty, 1.0)
             lossy = True
         den += w
     return {"prior": num / den} if lossy else {}
 
 
 def predicted_kld(model: ModelSpec, errors: dict[str, dict[str, float]] | None = None,
-                  backend: str = "cpu") -> float:
+                  backend: str = "cpu", imatrix: bool = False) -> float:
     """Weighted mean of per-tensor predicted KLD over the model's tensors (their types set), the
-    activations rounded as `backend` does."""
-    return combine(predicted_parts(model, errors, backend))
+    activations rounded as `backend` does; imatrix: quantized with an importance matrix (the priors'
+    imatrix_factor per type, where nothing was measured)."""
+    return combine(predicted_parts(model, errors, backend, imatrix))
 
 
 def bytes_of(model: ModelSpec) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from planner.estimate import RuntimeOptions, estimate, ftype_tensor_types
 from planner.estimate.placement import INPUT_TENSORS
+from planner.estimate.programs import for_program, program
 from planner.estimate.result import Estimate
 from planner.estimate.throughput import cpu_time_per_byte
 from planner.model.spec import ModelSpec
@@ -49,7 +50,7 @@ def _opts(req: PlanRequest, **kw) -> RuntimeOptions:
     if req.n_cpu_moe is not None:
         base["n_cpu_moe"] = req.n_cpu_moe
     base.update(kw)
-    return RuntimeOptions(**base)
+    return for_program(RuntimeOptions(**base), program(req.program))
 
 
 def _avail(e, margin: float) -> list[int]:
@@ -74,7 +75,7 @@ def _placements(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
     if req.n_gpu_layers is not None or not hw.gpus:
         return [] if gpu_only else ["pinned" if hw.gpus else "cpu"]
     out = ["gpu"] if gpu_only else ["gpu", "partial"]
-    if model.moe and req.n_cpu_moe is None:
+    if model.moe and req.n_cpu_moe is None and program(req.program).tensor_overrides:
         out.append("moe-cpu")
         if not gpu_only:
             out.append("moe-partial")  # --n-cpu-moe N: the GPU keeps attention and as many experts as fit
@@ -303,7 +304,7 @@ def _sized(s: _Search, placement: str, o: RuntimeOptions, avail: list[int], cap:
     the first mix does not fit with its compute buffers; None when no mix is new or fits."""
     model, req = s.model, s.req
     if req.quant:
-        types = ftype_tensor_types(model, req.quant, imatrix=req.imatrix)
+        types = {**ftype_tensor_types(model, req.quant, imatrix=req.imatrix), **req.type_overrides}
         return _Sized(types, model.with_types(types))
     cap_bytes = None if cap is None else int(model.n_params * cap / 8)
     sized = None
@@ -352,7 +353,7 @@ def _placed(s: _Search, placement: str, o: RuntimeOptions,
 
 def _option(s: _Search, placement: str, m: ModelSpec, types: dict[str, str], oo: RuntimeOptions,
             e: Estimate) -> PlanOption:
-    kld = predicted_kld(m, s.req.tensor_errors, "cpu" if placement == "cpu" else s.gpu_backend)
+    kld = predicted_kld(m, s.req.tensor_errors, "cpu" if placement == "cpu" else s.gpu_backend, s.req.imatrix)
     bpw = 8 * bytes_of(m) / s.model.n_params
     return PlanOption(label=placement, why=_describe(s.model, placement, e, bpw, kld, oo), types=types, options=oo,
                       estimate=e, predicted_kld=round(kld, 5), bits_per_weight=round(bpw, 3), placement=placement)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from planner.cli.main import main
+from planner.errors import PlannerError
 from planner.export import render
 from planner.model import load_gguf, load_model
 from planner.optimize import PlanRequest, make_plan
@@ -20,18 +21,20 @@ OLLAMA_PARAMS = {"num_ctx", "num_gpu", "num_thread", "num_batch", "num_keep", "n
                  "top_p", "min_p", "seed", "stop", "repeat_last_n", "repeat_penalty", "main_gpu", "use_mmap"}
 
 
-def _plans():
+CASES = (("llama3.1-8b", "rtx4090", {}), ("qwen3-30b-a3b", "rtx4060", {}),
+         ("llama3.1-70b", "2x-rtx3090", {"goal": "quality"}), ("llama3.1-70b", "rtx4090", {"goal": "speed"}))
+
+
+def _plans(program="llama-server"):
     out = []
-    for name, target, req in (("llama3.1-8b", "rtx4090", PlanRequest()),
-                              ("qwen3-30b-a3b", "rtx4060", PlanRequest()),
-                              ("llama3.1-70b", "2x-rtx3090", PlanRequest(goal="quality")),
-                              ("llama3.1-70b", "rtx4090", PlanRequest(goal="speed"))):
+    for name, target, kw in CASES:
         m = load_model(name)
-        out.append((m, make_plan(m, load_target(target), req).best))
+        out.append((m, make_plan(m, load_target(target), PlanRequest(program=program, **kw)).best))
     return out
 
 
 PLANS = _plans()
+OLLAMA_PLANS = _plans("ollama")
 
 
 @pytest.mark.parametrize("m,opt", PLANS)
@@ -54,7 +57,7 @@ def test_llama_quantize_flags_exist_and_cover_every_tensor(m, opt):
             assert len(hits) == 1, (t.name, len(hits))
 
 
-@pytest.mark.parametrize("m,opt", PLANS)
+@pytest.mark.parametrize("m,opt", OLLAMA_PLANS)
 def test_modelfile_uses_only_documented_instructions_and_parameters(m, opt):
     text = render("ollama", opt, m, "./model.gguf", threads=8)
     for line in text.splitlines():
@@ -64,6 +67,35 @@ def test_modelfile_uses_only_documented_instructions_and_parameters(m, opt):
         assert instr in OLLAMA_INSTR
         if instr == "PARAMETER":
             assert rest[0] in OLLAMA_PARAMS
+
+
+def test_a_plan_with_experts_on_the_cpu_is_refused_where_the_program_cannot_say_so():
+    m, opt = PLANS[1]  # Qwen3-30B-A3B on an 8 GB card: --n-cpu-moe
+    assert opt.options.n_cpu_moe or opt.options.cpu_moe
+    for kind in ("ollama", "llama-cpp-python"):
+        with pytest.raises(PlannerError, match="cannot"):
+            render(kind, opt, m, "x.gguf")
+    m, ours = OLLAMA_PLANS[1]  # planned for Ollama: no pattern overrides, and it still fits
+    assert not (ours.options.n_cpu_moe or ours.options.cpu_moe or ours.options.override_tensor)
+    assert ours.estimate.fits and ours.options.cache_type_k == ours.options.cache_type_v
+    assert ours.options.n_batch == ours.options.n_ubatch * ours.options.n_seq  # Ollama's runner
+
+
+def test_server_line_pins_the_context_and_slots_it_was_estimated_with():
+    m = load_model("llama3.1-8b")
+    opt = make_plan(m, load_target("rtx4090"), PlanRequest(n_ctx=8192, n_seq=4)).best
+    args = shlex.split(render("llama-server", opt, m, "x.gguf"))
+    assert args[args.index("-c") + 1] == "8192" and args[args.index("-np") + 1] == "4"
+    assert "--no-kv-unified" in args and opt.options.n_outputs == 4
+    one = make_plan(m, load_target("rtx4090"), PlanRequest(n_ctx=8192)).best
+    args = shlex.split(render("llama-server", one, m, "x.gguf"))
+    assert args[args.index("-np") + 1] == "1"  # llama-server's own default is 4 slots
+
+
+def test_legacy_flags_for_older_builds():
+    m, opt = PLANS[0]
+    args = shlex.split(render("llama-server", opt, m, "x.gguf", legacy=True))
+    assert "--load-mode" not in args and args[args.index("-ngl") + 1] == "999"
 
 
 def test_yaml_and_json_plans_carry_the_keys(tmp_path):
