@@ -100,13 +100,16 @@ def _request(a: argparse.Namespace):
                        threads=a.threads,
                        tensor_split=ts, n_cpu_moe=a.n_cpu_moe, override_tensor=a.override_tensor,
                        mmap=not a.no_mmap, margin=a.margin / 100, min_tps=a.min_tps, imatrix=a.imatrix,
-                       depth=a.depth, program=_program(a.emit))
+                       depth=a.depth, program=_program(a))
 
 
-def _program(kind: str | None) -> str:
-    """The program a plan is estimated for: the one the export is for, else llama-server's defaults."""
+def _program(a: argparse.Namespace) -> str:
+    """The program a plan is estimated for: --program, else the one the export is for, else llama-server."""
     from planner.estimate.programs import DEFAULT_PROGRAM, PROGRAMS
-    return kind if kind in PROGRAMS else DEFAULT_PROGRAM
+    if a.program and a.emit in PROGRAMS and a.emit != a.program:
+        raise PlannerError(f"--program {a.program} and --emit {a.emit} name two programs: the plan is estimated for "
+                           "the one that runs it; leave --program out")
+    return a.program or (a.emit if a.emit in PROGRAMS else DEFAULT_PROGRAM)
 
 
 def _type_mix(opt, model) -> str:
@@ -588,6 +591,9 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="write --emit to this file (atomic; never overwrites without --force)")
     p.add_argument("--force", action="store_true", help="overwrite --output")
     p.add_argument("--model-path", help="path of the planned GGUF in the emitted configs")
+    p.add_argument("--program", choices=("llama-server", "llama-cli", "llama-cpp-python", "ollama"),
+                   help="what will run the plan: each sets llama.cpp's context its own way (default: the --emit "
+                        "kind's, else llama-server)")
     p.add_argument("--own-mix", action="store_true",
                    help="plan and emit your own per-tensor mix, not the best published file (the default where the "
                         "catalog knows published files)")

@@ -43,7 +43,10 @@ class PlannerApp(App):
         self.spec = None
         self.hw = None
         self.result = None
+        self.run_plan = None  # api.RunnablePlan: published files and the own mix
         self.choice = None  # the PlanOption shown
+        self.choice_ref = None  # its published file (hf.co/ORG/REPO:QUANT or an Ollama tag), None for the own mix
+        self.last_kind = "llama-server"
 
     # ---- layout: one pane per tab (planner/tui/panes.py), styles in app.tcss ----
     def compose(self) -> ComposeResult:
@@ -58,6 +61,7 @@ class PlannerApp(App):
         t = self.query_one("#models", DataTable)
         t.add_columns("model", "params", "arch", "context", "use")
         self._fill_models("")
+        self.query_one("#target").focus()  # the first tab's first field takes keys at once
         self.load_hardware()
         if self.model_name:
             self.load_model(self.model_name)
@@ -70,9 +74,19 @@ class PlannerApp(App):
         self.query_one("#tabs", TabbedContent).active = tab
         self.query_one(self.FOCUS[tab]).focus()
 
+    # what a message's CLI flags are called here
+    FLAG_NAMES = (("add --force", "tick 'overwrite'"), ("--force", "'overwrite'"), ("--min-tps", "the min tok/s field"),
+                  ("--min-ctx", "the context field"), ("--ctx", "the context field"), ("--quant", "the quant field"),
+                  ("--target", "the box (F1)"), ("--vram", "the VRAM field"), ("--ram", "the RAM field"),
+                  ("--source-path", "the source file field"), ("--model-path", "the model file field"),
+                  ("--emit", "the export kind"), ("--own-mix", "your own mix in the plan's list"))
+
     def _error(self, exc: BaseException) -> None:
         msg = str(exc) if isinstance(exc, PlannerError) else f"{type(exc).__name__}: {exc}"
-        self.notify(msg, severity="error", timeout=8)
+        for flag, here in self.FLAG_NAMES:
+            msg = msg.replace(flag, here)
+        from rich.markup import escape
+        self.notify(escape(msg), severity="error", timeout=8)
 
     def _fill_models(self, q: str) -> None:
         from planner.model.catalog import search, spec_for
@@ -153,18 +167,23 @@ class PlannerApp(App):
 
     # ---- goal ----
     @on(Select.Changed, "#goal-sel")
+    @on(Select.Changed, "#quant")
     @on(Input.Changed, "#ctx")
     @on(Input.Changed, "#min-tps")
     def _goal(self) -> None:
         self.replan()
 
     def _request(self):
+        from planner.estimate.programs import PROGRAMS
         from planner.optimize import PlanRequest
         ctx = self.query_one("#ctx", Input).value.strip()
         tps = self.query_one("#min-tps", Input).value.strip()
+        quant = str(self.query_one("#quant", Select).value or "")
+        kind = str(self.query_one("#kind", Select).value)
         return PlanRequest(goal=str(self.query_one("#goal-sel", Select).value),
                            n_ctx=int(ctx) if ctx.isdigit() and int(ctx) >= 256 else None,
-                           min_tps=float(tps) if tps.replace(".", "", 1).isdigit() else None)
+                           min_tps=float(tps) if tps.replace(".", "", 1).isdigit() else None,
+                           quant=quant or None, program=kind if kind in PROGRAMS else "llama-server")
 
     # ---- plan ----
     def replan(self) -> None:
@@ -173,34 +192,50 @@ class PlannerApp(App):
 
     @work(thread=True, exclusive=True, group="plan")
     def _plan_worker(self, req) -> None:
-        from planner.api import plan
+        from planner.api import plan, plan_runnable
         try:
             res = plan(self.spec, self.hw, req)
+            run = plan_runnable(self.spec, self.hw, req, res)
         except Exception as exc:  # noqa: BLE001 - shown in the app
             self.call_from_thread(self._error, exc)
             return
-        self.call_from_thread(self._show_plan, res)
+        self.call_from_thread(self._show_plan, res, run)
 
-    def _show_plan(self, res) -> None:
-        self.result = res
+    def _rows(self) -> list[tuple]:
+        """(option, published file ref or None, where it comes from): the published files first, then the own mix."""
+        rows = [(p.option, p.file.ref, "published") for p in self.run_plan.published] if self.run_plan else []
+        if self.result and self.result.best:
+            rows += [(o, None, "own mix") for o in [self.result.best, *self.result.alternatives]]
+        return rows
+
+    def _show_plan(self, res, run=None) -> None:
+        self.result, self.run_plan = res, run
         body = self.query_one("#plan-body", Static)
         alts = self.query_one("#alts", DataTable)
         alts.clear(columns=True)
-        if res.best is None:
-            self.choice = None
-            body.update(f"{self.spec.name} does not fit {self.hw.name}: {res.nearest}")
+        rows = self._rows()
+        if not rows:
+            self.choice = self.choice_ref = None
+            near = "\n  ".join(run.nearest) if run and run.nearest else ""
+            body.update(f"{self.spec.name} does not fit {self.hw.name}: {res.nearest}"
+                        + (f"\nthe nearest things that do:\n  {near}" if near else ""))
             self._show_export()
             return
-        alts.add_columns("option", "bits/w", "context", "tok/s", "KLD", "placement")
-        for i, o in enumerate([res.best, *res.alternatives]):
-            alts.add_row(o.label, f"{o.bits_per_weight:.2f}", f"{o.options.n_ctx:,}",
-                         f"{o.estimate.throughput.decode_tps:.1f}", f"{o.predicted_kld:.4f}", o.placement, key=str(i))
-        self._select(res.best)
+        alts.add_columns("option", "file", "bits/w", "context", "tok/s", "KLD")
+        for i, (o, ref, kind) in enumerate(rows):
+            alts.add_row(o.label if kind == "own mix" else kind, (ref or "your own mix")[-44:],
+                         f"{o.bits_per_weight:.2f}", f"{o.options.n_ctx:,}", f"{o.estimate.throughput.decode_tps:.1f}",
+                         f"{o.predicted_kld:.4f}", key=str(i))
+        self._select(*rows[0][:2])
 
-    def _select(self, opt) -> None:
-        self.choice = opt
+    def _select(self, opt, ref: str | None = None) -> None:
+        self.choice, self.choice_ref = opt, ref
         e = opt.estimate
-        lines = [f"{self.spec.name} on {self.hw.name} — {opt.label}", opt.why, "",
+        up = self.run_plan.upgrade if self.run_plan and ref is None and self.run_plan.published else None
+        lines = [f"{self.spec.name} on {self.hw.name} — {ref or 'your own mix: ' + opt.label}", opt.why]
+        if up is not None:
+            lines.append(("worth making: " if up.worth_it else "") + up.why)
+        lines += ["",
                  "memory   █ weights ▓ KV ▒ compute ░ overhead · free"]
         lines += [memory_bar(d) for d in e.devices]
         lines += ["", f"decode {e.throughput.decode_tps:.1f} tok/s   prefill {e.throughput.prefill_tps:.0f} tok/s   "
@@ -211,27 +246,49 @@ class PlannerApp(App):
 
     @on(DataTable.RowSelected, "#alts")
     def _alt(self, ev: DataTable.RowSelected) -> None:
-        opts = [self.result.best, *self.result.alternatives]
-        self._select(opts[int(str(ev.row_key.value))])
+        self._select(*self._rows()[int(str(ev.row_key.value))][:2])
 
     # ---- export ----
     def _export_text(self) -> str | None:
+        """The export of the chosen row: a published file's lines name it; llama-quantize makes the own mix only."""
         if self.choice is None:
             return None
         from planner.export import planned_file, render
         kind = str(self.query_one("#kind", Select).value)
-        path, _ = planned_file(self.spec, self.choice)
-        return render(kind, self.choice, self.spec, path, threads=self.hw.cpu.cores)
+        path = self.query_one("#model-path", Input).value.strip()
+        src = self.query_one("#source-path", Input).value.strip() or None
+        if self.choice_ref and kind == "llama-quantize":
+            return ("# a published file is downloaded as it is, nothing to quantize: pick your own mix in the plan's "
+                    "list (F4) for its llama-quantize line\n")
+        path = path or self.choice_ref or planned_file(self.spec, self.choice)[0]
+        try:
+            return render(kind, self.choice, self.spec, path, threads=self.hw.cpu.cores, src=src)
+        except PlannerError as exc:
+            msg = str(exc)
+            for flag, here in self.FLAG_NAMES:
+                msg = msg.replace(flag, here)
+            return f"# {msg}\n"
 
     @on(Select.Changed, "#kind")
+    def _kind(self) -> None:
+        """A new kind re-plans for its program (estimate/programs.py) and takes its own default file name."""
+        kind = str(self.query_one("#kind", Select).value)
+        p = self.query_one("#path", Input)
+        if not p.value or p.value == file_name(self.last_kind):
+            p.value = file_name(kind)
+        self.last_kind = kind
+        self._show_export()
+        self.replan()
+
+    @on(Input.Changed, "#model-path")
+    @on(Input.Changed, "#source-path")
     def _show_export(self) -> None:
         text = self._export_text()
         self.query_one("#export-text", Static).update(text if text is not None else "no plan yet")
         if text is not None:
-            kind = str(self.query_one("#kind", Select).value)
             p = self.query_one("#path", Input)
             if not p.value:
-                p.value = file_name(kind)
+                p.value = file_name(str(self.query_one("#kind", Select).value))
 
     def action_save(self) -> None:
         from planner.fileio import write_text
@@ -271,7 +328,15 @@ class PlannerApp(App):
 
     @work(thread=True, exclusive=True, group="verify")
     def _verify_worker(self, source: str | None, bar: ProgressBar, out: Static) -> None:
+        import importlib.util
+
         from planner.api import verify
+        if importlib.util.find_spec("llama_cpp") is None:
+            msg = 'verify loads the plan with llama.cpp: install it with pip install "planner[verify]" (in the ' \
+                  'source folder: pip install ".[verify]"), then run verify again'
+            self.call_from_thread(self._error, PlannerError(msg))
+            self.call_from_thread(out.update, msg)
+            return
         from planner.profile.targets import resolve_target
         from planner.verify.run import report_text
         steps = {"twin": (0, 40), "quantize": (0, 40), "load": (40, 80), "quality": (80, 100)}

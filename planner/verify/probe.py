@@ -66,6 +66,8 @@ def dry_run(cfg: dict[str, Any]) -> dict[str, Any]:
     cp.n_ctx, cp.n_batch, cp.n_ubatch = int(cfg.get("ctx", 4096)), int(cfg.get("n_batch", 2048)), int(cfg.get("n_ubatch", 512))
     cp.n_seq_max = int(cfg.get("n_seq", 1))
     cp.flash_attn_type = {None: -1, True: 1, False: 0}[cfg.get("fa")]
+    if cfg.get("n_outputs"):  # llama-server's reserve: one output per slot (estimate/programs.py)
+        cp.n_outputs_max = int(cfg["n_outputs"])
     if cfg.get("ctk") is not None:
         cp.type_k = int(cfg["ctk"])
     if cfg.get("ctv") is not None:
@@ -188,8 +190,13 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
         kwargs["tensor_split"] = cfg["tensor_split"]
     if cfg.get("kwargs"):
         kwargs.update(cfg["kwargs"])
+    ctx_fields: dict[str, Any] = {}
     if cfg.get("n_seq", 1) != 1 or cfg.get("kv_unified"):  # llama.cpp's defaults: 1 sequence, split KV
-        set_context_defaults(n_seq_max=int(cfg.get("n_seq", 1)), kv_unified=bool(cfg.get("kv_unified", False)))
+        ctx_fields.update(n_seq_max=int(cfg.get("n_seq", 1)), kv_unified=bool(cfg.get("kv_unified", False)))
+    if cfg.get("n_outputs"):  # the outputs llama-server reserves (one per slot), for the memory it allocates
+        ctx_fields["n_outputs_max"] = int(cfg["n_outputs"])
+    if ctx_fields:
+        set_context_defaults(**ctx_fields)
     gpu0, rss0 = _gpu_used(), _rss()
     t0 = time.perf_counter()
     llm = llama_cpp.Llama(**kwargs)

@@ -121,7 +121,8 @@ def probe_config(path: str, o: RuntimeOptions, *, pp: int, tg: int, reps: int, d
     cfg: dict[str, Any] = dict(model=path, ngl=_ngl(o), ctx=o.n_ctx, n_seq=o.n_seq, kv_unified=o.kv_unified,
                                n_batch=o.n_batch, n_ubatch=o.n_ubatch, fa=o.flash_attn, mmap=o.mmap, repack=o.repack,
                                ctk=_kv_int(o.cache_type_k), ctv=_kv_int(o.cache_type_v), swa_full=o.swa_full,
-                               threads=o.threads, speed=bool(pp or tg), pp=pp, tg=tg, reps=reps, depth=depth)
+                               threads=o.threads, speed=bool(pp or tg), pp=pp, tg=tg, reps=reps, depth=depth,
+                               n_outputs=o.n_outputs)
     if o.tensor_split:
         cfg["tensor_split"] = o.tensor_split
     return cfg

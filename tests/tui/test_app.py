@@ -47,7 +47,9 @@ async def test_whole_flow_search_plan_goal_export(tmp_path, monkeypatch):
         # export: preview and save, never a silent overwrite
         await pilot.press("f5")
         await _settle(app, pilot)
-        assert "llama-server -m" in _text(app, "#export-text") and "-c 32768" in _text(app, "#export-text")
+        # the published file comes first, by the name llama.cpp's downloader takes
+        text = _text(app, "#export-text")
+        assert "llama-server -hf bartowski/" in text and "-c 32768" in text, text
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert (tmp_path / "llama-server.sh").read_text().startswith("llama-server")
@@ -55,6 +57,31 @@ async def test_whole_flow_search_plan_goal_export(tmp_path, monkeypatch):
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert (tmp_path / "llama-server.sh").read_text() == "mine"
+        assert any("overwrite" in n.message and "--force" not in n.message for n in app._notifications)
+        # another kind takes its own file name; the own mix (a row of the plan's list) has a llama-quantize line
+        app.query_one("#kind").value = "ollama"
+        await _settle(app, pilot)
+        assert app.query_one("#path").value == "Modelfile" and "FROM hf.co/bartowski/" in _text(app, "#export-text")
+        own = next(i for i, r in enumerate(app._rows()) if r[1] is None)
+        app._select(*app._rows()[own][:2])
+        app.query_one("#kind").value = "llama-quantize"
+        await _settle(app, pilot)
+        app._select(*next(r for r in app._rows() if r[1] is None)[:2])
+        assert app.query_one("#path").value == "llama-quantize.sh"
+        assert _text(app, "#export-text").startswith("llama-quantize")
+
+
+@pytest.mark.asyncio
+async def test_the_first_field_takes_keys_and_a_quant_can_be_pinned():
+    app = PlannerApp(target="rtx4090", model="llama3.1-8b")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(app, pilot)
+        assert app.focused is not None and app.focused.id in ("target", "alts")
+        app.query_one("#quant").value = "Q4_K_M"
+        await _settle(app, pilot)
+        rows = app._rows()
+        assert rows and all(ref is None for _, ref, _ in rows)  # a pinned quant: the own mix at that ftype
+        assert "Q4_K" in str(app.choice.types.values())
 
 
 @pytest.mark.asyncio
@@ -84,3 +111,18 @@ async def test_verify_tab_runs_a_twin(tmp_path, monkeypatch):
         await _settle(app, pilot)
         out = _text(app, "#verify-out")
         assert "verify smollm2-135m" in out and "decode tok/s" in out, out
+
+
+@pytest.mark.asyncio
+async def test_verify_without_llama_cpp_python_says_how_to_install_it(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    app = PlannerApp(model="smollm2-135m", target="laptop-16gb")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await _settle(app, pilot)
+        await pilot.press("f6")
+        await pilot.click("#run-verify")
+        await _settle(app, pilot)
+        out = _text(app, "#verify-out")
+        assert 'pip install ".[verify]"' in out and "Traceback" not in out
