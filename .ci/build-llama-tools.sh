@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build llama.cpp's programs the export tests run (llama-server, llama-cli, llama-fit-params, llama-quantize) from
 # the llama.cpp that llama-cpp-python 0.3.36 vendors, and print their folder. Cached by source: a second run on
-# the same machine reuses the build (LLAMA_TOOLS_CACHE, default ~/.cache/planner-ci).
+# the same machine reuses the build (LLAMA_TOOLS_CACHE, default .llama-tools in the checkout; .ci/run keeps it
+# in ~/.cache/planner-ci between CI runs).
 # The source: the trimmed copy in ../shared/device when the checkout has it, else llama-cpp-python's sdist from
 # the package index (pip download). The server's web UI is replaced by a one-page stub (no npm build).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-cache="${LLAMA_TOOLS_CACHE:-$HOME/.cache/planner-ci}/llama-cpp-python-0.3.36"
+cache="${LLAMA_TOOLS_CACHE:-$here/.llama-tools}/llama-cpp-python-0.3.36"
 targets=(llama-server llama-cli llama-fit-params llama-quantize)
 bin="$cache/build/bin"
 built() { for t in "${targets[@]}"; do [ -x "$bin/$t" ] || return 1; done; }

@@ -35,15 +35,26 @@ def plan_case(model: str, target: str) -> dict[str, str]:
     from planner.optimize import PlanRequest, make_plan
     from planner.optimize.plan import Goal
     from planner.profile.targets import load_target
+    from planner.api import plan_runnable
+    from planner.errors import PlannerError
     spec, hw = load_model(model), load_target(target)
     out = {}
     for goal in get_args(Goal):
-        res = make_plan(spec, hw, PlanRequest(goal=goal))
+        req = PlanRequest(goal=goal)
+        res = make_plan(spec, hw, req)
         out[f"plan/{model}/{target}/{goal}"] = res.model_dump_json()
         if res.best is not None:
             for kind in KINDS:
-                out[f"export/{model}/{target}/{goal}/{kind}"] = render(
-                    kind, res.best, spec, f"/models/{model}.gguf", src=f"/models/{model}-F16.gguf")
+                try:
+                    out[f"export/{model}/{target}/{goal}/{kind}"] = render(
+                        kind, res.best, spec, f"/models/{model}.gguf", src=f"/models/{model}-F16.gguf")
+                except PlannerError as exc:  # a program that cannot carry the plan (-ot in a Modelfile)
+                    out[f"export/{model}/{target}/{goal}/{kind}"] = f"refused: {exc}"
+        if goal == "balanced":  # the published files' plans and the own mix against them
+            run = plan_runnable(spec, hw, req, res)
+            out[f"published/{model}/{target}"] = "\n".join(
+                [p.model_dump_json() for p in run.published]
+                + [run.upgrade.model_dump_json() if run.upgrade else "", *run.nearest])
     ev = evaluate(spec, hw, quant="Q4_K_M")
     out[f"evaluate/{model}/{target}"] = ev.estimate.model_dump_json() + "\n" + str(ev.nearest_fit)
     return out
@@ -92,7 +103,7 @@ def groups(digests: dict[str, str]) -> dict[str, str]:
     lines: dict[str, list[str]] = {}
     for key, d in sorted(digests.items()):
         kind, *rest = key.split("/")
-        group = "/".join(["pair", *rest[:2]]) if kind in ("plan", "export", "evaluate") else key
+        group = "/".join(["pair", *rest[:2]]) if kind in ("plan", "export", "evaluate", "published") else key
         lines.setdefault(group, []).append(f"{key}={d}")
     return {g: _digest("\n".join(ls)) for g, ls in lines.items()}
 

@@ -32,6 +32,8 @@ def load_model(name: str) -> ModelSpec:
     name = name.strip()
     if not name:
         raise ModelNotFoundError("no model given: pass --model NAME (see 'plan models')")
+    if name.startswith("hf.co/") and name.count("/") >= 2:  # the name Ollama and the plans' lines give a Hub GGUF
+        name = name.removeprefix("hf.co/")
     p = Path(name).expanduser()
     if p.is_file():
         return load_gguf(p)
