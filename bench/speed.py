@@ -3,7 +3,9 @@
 Usage: python -m bench.speed
 Goals (exit 1 when missed): one estimate of a 70B under 10 ms; a full plan (the optimizer, all
 options free) of llama3.1-70b on rtx4090 under 0.3 s warm and, end to end in a fresh process
-(`plan --model llama3.1-70b --target rtx4090`), under 1 s. Prints p50/p95 of the warm plan
+(`plan --model llama3.1-70b --target rtx4090`, published files and the own mix), under 1 s; the
+published files' plans with the own mix (api.plan_runnable) on four boxes under 1 s each, warm (the one
+that fits nothing includes the search for the nearest runnable models). Prints p50/p95 of the warm plan
 over the whole catalog too.
 """
 
@@ -48,6 +50,15 @@ def main() -> int:
     print(f"full plan (optimizer) over {len(pt)} catalog models, warm: p50 {statistics.median(pt):.2f} s, "
           f"p95 {pt[int(0.95 * (len(pt) - 1))]:.2f} s, max {pt[-1]:.2f} s ({max(plans)[1]}); "
           f"llama3.1-70b {plan70:.2f} s")
+    from planner.api import plan_runnable
+    m70 = load_model("llama3.1-70b")
+    runnable = []
+    for target in ("rtx4090", "rtx4060", "m3-max-128gb", "laptop-16gb"):
+        t = time.perf_counter()
+        plan_runnable(m70, load_target(target), PlanRequest())
+        runnable.append((time.perf_counter() - t, target))
+    worst = max(runnable)
+    print("published files + own mix for llama3.1-70b, warm: " + ", ".join(f"{n} {x:.2f} s" for x, n in runnable))
     cli = []
     for _ in range(5):
         t = time.perf_counter()
@@ -57,8 +68,9 @@ def main() -> int:
     cli.sort()
     print(f"plan --model llama3.1-70b --target rtx4090 (fresh process): p50 {statistics.median(cli):.2f} s, "
           f"max {cli[-1]:.2f} s")
-    ok = seventy < 0.010 and plan70 < 0.3 and statistics.median(cli) < 1.0
-    print("goals met" if ok else "GOAL MISSED (70B estimate < 10 ms, 70B plan < 0.3 s warm, CLI < 1 s)")
+    ok = seventy < 0.010 and plan70 < 0.3 and worst[0] < 1.0 and statistics.median(cli) < 1.0
+    print("goals met" if ok else "GOAL MISSED (70B estimate < 10 ms, 70B plan < 0.3 s warm, the published files' "
+          "plans < 1 s, CLI < 1 s)")
     return 0 if ok else 1
 
 

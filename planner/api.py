@@ -80,6 +80,7 @@ class RunnablePlan(BaseModel):
     custom: object  # optimize.plan.PlanResult: the per-tensor search
     upgrade: object | None = None  # optimize.published.Upgrade: the custom mix against the best published file
     nearest: list[str] = []  # nothing fits: the smallest published file's needs, smaller models that fit
+    known_files: int = 0  # published files the catalog knows for the model
 
 
 def catalog_id(spec: ModelSpec) -> str | None:
@@ -104,7 +105,7 @@ def plan_runnable(spec: ModelSpec, hw: HardwareProfile, request=None, custom=Non
     up = upgrade(_with_imatrix(spec, hw, req, custom.best), pub[0].option, req.goal) if pub and custom.best else None
     near = nearest_runnable(spec, hw, req, files, [p for p in fitting if not usable(p.option)]) \
         if custom.best is None and not pub else []
-    return RunnablePlan(published=pub[:3], custom=custom, upgrade=up, nearest=near)
+    return RunnablePlan(published=pub[:3], custom=custom, upgrade=up, nearest=near, known_files=len(files))
 
 
 def usable(opt) -> bool:

@@ -317,7 +317,9 @@ def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> in
         for o in res.alternatives:
             print(f"    {o.label:15s} {o.why}")
     if not as_is and not local_file(spec):
-        print("\n  no published file of this model is known to the catalog; to make this one:")
+        known = "none of its published files fits" if run and run.known_files else \
+            "no published file of this model is known to the catalog"
+        print(f"\n  {known}; to make this one:")
         for i, line in enumerate(_steps(spec, hw, best, run), 1):
             print(f"    {i}. {line}")
     print(f"\n  predicted KLD uses {basis}; files: --emit "

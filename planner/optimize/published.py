@@ -14,10 +14,12 @@ from planner.optimize.search import _score, make_plan
 from planner.profile.hardware import HardwareProfile
 
 # a mix of one's own is worth its steps (original weights, convert, imatrix, quantize) when it is
-# predicted this much better than the best published file at no lower speed, or this much faster at no
-# worse quality
+# predicted this much better than the best published file giving up little speed, or this much faster
+# giving up little quality
 WORTH_KLD = 0.15
 WORTH_SPEED = 0.10
+GIVE_SPEED = 0.10  # at most this much slower for its quality
+GIVE_KLD = 0.10  # at most this much higher KLD for its speed
 
 
 class PublishedPlan(BaseModel):
@@ -33,18 +35,63 @@ class Upgrade(BaseModel):
     why: str
 
 
-def plan_files(model: ModelSpec, hw: HardwareProfile, req: PlanRequest,
-               files: list[PublishedFile]) -> list[PublishedPlan]:
-    """Each published file's best plan for the goal (those that fit), best first."""
+def plan_files(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, files: list[PublishedFile],
+               top: int = 3) -> list[PublishedPlan]:
+    """The `top` published files' best plans for the goal (those that fit), best first.
+
+    Branch and bound: a file's predicted KLD is fixed by its types, and no plan of it decodes faster than all
+    of it on the GPU at the shortest context, nor holds more context than the longest tried; the goal's score
+    is monotone in each, so that ceiling bounds the file's best score. Files are planned best bound first, and
+    the search stops once `top` plans score better than the next file's bound (the same answer as planning
+    every file, in a fraction of the time)."""
+    ceilings = ((_ceiling(model, hw, req, f), i, f) for i, f in enumerate(files))
+    bounded = sorted((c for c in ceilings if c[0] is not None), key=lambda x: x[:2])
     names = {t.name for t in model.tensors}
-    out = []
-    for f in files:
+    out: list[PublishedPlan] = []
+    for bound, _, f in bounded:
+        if len(out) >= top and _score(out[top - 1].option, req.goal) <= bound:
+            break
         r = req.model_copy(update={"quant": f.ftype, "imatrix": f.imatrix, "type_overrides": f.type_overrides(names),
                                    "tensor_errors": None})
         best = make_plan(model, hw, r).best
         if best is not None:
             out.append(PublishedPlan(file=f, option=best.model_copy(update={"label": f.label})))
-    return sorted(out, key=lambda p: _score(p.option, req.goal))
+            out.sort(key=lambda p: _score(p.option, req.goal))
+    return out[:top]
+
+
+def _ceiling(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, f: PublishedFile) -> tuple | None:
+    """The best score any plan of this file could have (see plan_files); None when no plan of it can fit: its
+    weights and KV cache at the shortest context alone exceed all the memory the box's devices have."""
+    from types import SimpleNamespace
+
+    from planner.estimate import estimate, ftype_tensor_types
+    from planner.optimize.quality import predicted_kld
+    from planner.optimize.search import _ctx_list, _opts
+    m = model.with_types({**ftype_tensor_types(model, f.ftype, imatrix=f.imatrix),
+                          **f.type_overrides({t.name for t in model.tensors})})
+    ctxs = _ctx_list(model, req)
+    o = _opts(req, n_ctx=min(ctxs), n_gpu_layers=-1 if hw.gpus else 0)
+    e = estimate(m, hw, o, margin=req.margin, depth=req.depth)
+    if not hw.unified:
+        least = sum(d.memory.weights_bytes + d.memory.kv_bytes for d in e.devices)
+        if least > sum(int(d.capacity_bytes * (1 - req.margin)) for d in e.devices):
+            return None
+    tps = e.throughput.decode_tps * 1.05
+    gpu_room = sum(int(d.capacity_bytes * (1 - req.margin)) for d in e.devices if d.kind == "gpu")
+    if hw.gpus and e.weights_file_bytes > gpu_room and not hw.unified:
+        # at most gpu_room of the weights on the GPUs: at best the time per token of all-GPU and all-CPU mixed in
+        # that share (the rest of each device's memory only lowers the share), with a slack for what the share
+        # leaves out (1.2; 1.5 for MoE, whose experts on the CPU cost less than their bytes' share: 1.2 missed a
+        # third-best Qwen3-30B-A3B file on 2 of 720 model x box x goal cases, 1.5 none)
+        cpu = estimate(m, hw, o.model_copy(update={"n_gpu_layers": 0}), margin=req.margin, depth=req.depth)
+        share = gpu_room / e.weights_file_bytes
+        t = share / max(e.throughput.decode_tps, 1e-9) + (1 - share) / max(cpu.throughput.decode_tps, 1e-9)
+        tps = min(tps, (1.5 if model.moe else 1.2) / t)
+    ceiling = SimpleNamespace(predicted_kld=round(predicted_kld(m, None, "cpu", f.imatrix), 5),
+                              estimate=SimpleNamespace(throughput=SimpleNamespace(decode_tps=tps)),
+                              options=SimpleNamespace(n_ctx=max(ctxs)))
+    return _score(ceiling, req.goal)
 
 
 def smallest_need(model: ModelSpec, hw: HardwareProfile, req: PlanRequest,
@@ -76,11 +123,12 @@ def upgrade(custom: PlanOption, published: PlanOption, goal: str) -> Upgrade:
     tc, tp = custom.estimate.throughput.decode_tps, max(published.estimate.throughput.decode_tps, 1e-9)
     kld_gain, speed_gain = 1 - kc / kp, tc / tp - 1
     better = _score(custom, goal) < _score(published, goal)
-    worth = better and (kld_gain >= WORTH_KLD or speed_gain >= WORTH_SPEED)
+    worth = better and ((kld_gain >= WORTH_KLD and speed_gain >= -GIVE_SPEED)
+                        or (speed_gain >= WORTH_SPEED and kld_gain >= -GIVE_KLD))
     if worth:
-        why = (f"predicted KLD {kc:.4f} against the published file's {kp:.4f} ({abs(kld_gain):.0%} "
+        why = (f"made with an importance matrix, predicted KLD {kc:.4f} against the published file's {kp:.4f} ({abs(kld_gain):.0%} "
                f"{'lower' if kld_gain >= 0 else 'higher'}), {tc:.1f} against {tp:.1f} tok/s")
     else:
-        why = (f"a mix of your own is predicted at KLD {kc:.4f} and {tc:.1f} tok/s against {kp:.4f} and {tp:.1f}: "
+        why = (f"made with an importance matrix, a mix of your own is predicted at KLD {kc:.4f} and {tc:.1f} tok/s against {kp:.4f} and {tp:.1f}: "
                f"not enough better for the {goal} goal to be worth making")
     return Upgrade(worth_it=worth, kld_gain=round(kld_gain, 4), speed_gain=round(speed_gain, 4), why=why)

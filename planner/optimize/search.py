@@ -218,6 +218,7 @@ class _Search:
     gpu_backend: str  # whose matmuls round the activations
     time_cost: dict[str, float]
     pools: dict[str, Allocator] = field(default_factory=dict)
+    pinned: _Sized | None = None  # with --quant: the model at that ftype
 
     def estimate(self, m: ModelSpec, o: RuntimeOptions) -> Estimate:
         return estimate(m, self.hw, o, margin=self.req.margin, depth=self.req.depth)
@@ -230,7 +231,8 @@ def _candidates(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
                 hw.gpus[0].backend if hw.gpus else "cpu", cpu_time_per_byte(hw, req.threads))
     out: list[PlanOption] = []
     for placement, o in _configurations(s, gpu_only):
-        avail = _budget(s, placement, o)
+        # a pinned ftype needs no budget for its types: the placement's own fit says whether it fits
+        avail = _budget(s, placement, o) if not req.quant else []
         if avail is None:
             continue
         tried: list[dict[str, str]] = []  # a cap above what memory allows repeats the uncapped mix
@@ -303,9 +305,11 @@ def _sized(s: _Search, placement: str, o: RuntimeOptions, avail: list[int], cap:
     """The per-tensor types for this budget and cap (the pinned ftype with --quant), shrunk by 3% and 7% when
     the first mix does not fit with its compute buffers; None when no mix is new or fits."""
     model, req = s.model, s.req
-    if req.quant:
-        types = {**ftype_tensor_types(model, req.quant, imatrix=req.imatrix), **req.type_overrides}
-        return _Sized(types, model.with_types(types))
+    if req.quant:  # one typed model per search: every configuration shares it
+        if s.pinned is None:
+            types = {**ftype_tensor_types(model, req.quant, imatrix=req.imatrix), **req.type_overrides}
+            s.pinned = _Sized(types, model.with_types(types))
+        return _Sized(s.pinned.types, s.pinned.model)
     cap_bytes = None if cap is None else int(model.n_params * cap / 8)
     sized = None
     for shrink in (1.0, 0.97, 0.93):
