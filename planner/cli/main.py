@@ -301,7 +301,9 @@ def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> in
             for q in run.published[1:]:
                 print(f"    {q.file.label:48s} {q.option.why}")
         _print_own_mix(spec, hw, res, run, threads)
-        print(f"\n  predicted KLD uses {basis} (published files: their ftype's rules and the publisher's imatrix); "
+        print(f"\n  published files' sizes and per-tensor types: llama.cpp's ftype rules with the publisher's recipe "
+              f"(offline); `plan --model {p.file.ref}` reads the file's own header instead, which is exact")
+        print(f"  predicted KLD uses {basis} (published files: with the publisher's imatrix); "
               "files: --emit llama-server|llama-cli|ollama|llama-cpp-python|yaml|json [-o FILE]")
         return Exit.OK
     model_path, as_is = planned_file(spec, best)

@@ -262,7 +262,8 @@ class PlannerApp(App):
                     "list (F4) for its llama-quantize line\n")
         path = path or self.choice_ref or planned_file(self.spec, self.choice)[0]
         try:
-            return render(kind, self.choice, self.spec, path, threads=self.hw.cpu.cores, src=src)
+            legacy = self.query_one("#legacy", Checkbox).value  # -ngl 999, --no-mmap/--mlock: builds before b10114
+            return render(kind, self.choice, self.spec, path, threads=self.hw.cpu.cores, src=src, legacy=legacy)
         except PlannerError as exc:
             msg = str(exc)
             for flag, here in self.FLAG_NAMES:
@@ -282,6 +283,7 @@ class PlannerApp(App):
 
     @on(Input.Changed, "#model-path")
     @on(Input.Changed, "#source-path")
+    @on(Checkbox.Changed, "#legacy")
     def _show_export(self) -> None:
         text = self._export_text()
         self.query_one("#export-text", Static).update(text if text is not None else "no plan yet")

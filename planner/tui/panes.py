@@ -56,7 +56,8 @@ def export(app: Any) -> Pane:
                                                "<model>-plan.gguf)", id="model-path"))
     yield _row("source file", Input(placeholder="the F16/BF16 GGUF llama-quantize reads", id="source-path"))
     yield Static(id="export-text", markup=False)
-    yield Horizontal(Input(placeholder="file to write", id="path"), Checkbox("overwrite", id="force"), classes="row")
+    yield Horizontal(Input(placeholder="file to write", id="path"), Checkbox("overwrite", id="force"),
+                     Checkbox("older llama.cpp", id="legacy"), classes="row")
     yield Horizontal(Button("Save", id="save", variant="primary"), Button("Copy", id="copy"), classes="row")
 
 

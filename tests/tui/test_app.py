@@ -62,6 +62,10 @@ async def test_whole_flow_search_plan_goal_export(tmp_path, monkeypatch):
         app.query_one("#kind").value = "ollama"
         await _settle(app, pilot)
         assert app.query_one("#path").value == "Modelfile" and "FROM hf.co/bartowski/" in _text(app, "#export-text")
+        app.query_one("#kind").value = "llama-server"
+        app.query_one("#legacy").value = True
+        await _settle(app, pilot)
+        assert "--load-mode" not in _text(app, "#export-text") and "-ngl 999" in _text(app, "#export-text")
         own = next(i for i, r in enumerate(app._rows()) if r[1] is None)
         app._select(*app._rows()[own][:2])
         app.query_one("#kind").value = "llama-quantize"
