@@ -250,8 +250,8 @@ def render(kind: str, opt: PlanOption, model: ModelSpec, model_path: str, thread
         return ollama(opt, model, model_path, threads)
     if kind == "llama-cpp-python":
         return _python_source(llama_cpp_python(opt, model, model_path, threads))
-    if kind == "json":
-        return json.dumps(plan_dict(opt, model, basis), indent=1) + "\n"
-    if kind == "yaml":
-        return yaml.safe_dump(plan_dict(opt, model, basis), sort_keys=False)
+    if kind in ("json", "yaml"):
+        d = plan_dict(opt, model, basis)
+        d["file"] = model_path  # the GGUF the plan runs: a published file (hf.co/ORG/REPO:QUANT) or the one to make
+        return json.dumps(d, indent=1) + "\n" if kind == "json" else yaml.safe_dump(d, sort_keys=False)
     raise ValueError(kind)
