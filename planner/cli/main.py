@@ -294,7 +294,8 @@ def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> in
                 f"  weights {gib(o.estimate.weights_file_bytes)}: {_type_mix(o, spec)}\n"
                 f"  run:  {render('llama-server', o, spec, p.file.ref, threads=threads, legacy=legacy).strip()}\n"
                 f"        (llama-server -hf downloads the file; needs {NEEDS['legacy' if legacy else 'current']})\n"
-                f"  or:   {_ollama_run(p.file.ref)}   (--emit ollama: a Modelfile that pins the context and layers)")
+                f"  or:   {_ollama_run(p.file.ref)}   (Ollama then sets the context and layers itself; "
+                f"--emit ollama -o Modelfile plans them for Ollama, then ollama create NAME -f Modelfile)")
         print(estimate_text(o.estimate, head))
         if len(run.published) > 1:
             print("\n  other published files:")

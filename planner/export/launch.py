@@ -157,7 +157,8 @@ def ollama(opt: PlanOption, model: ModelSpec, model_path: str, threads: int | No
     n = o.n_gpu_layers
     ref = hf_ref(model_path)
     lines = [f"# Plan for {model.name}: {opt.why}",
-             f"FROM {model_path}" + ("   # Ollama downloads it from Hugging Face" if ref else ""),
+             *(["# FROM hf.co/...: Ollama downloads the file from Hugging Face"] if ref else []),
+             f"FROM {model_path}",
              f"PARAMETER num_ctx {max(1, o.n_ctx // o.n_seq)}",
              f"PARAMETER num_gpu {model.n_layers + 1 if n < 0 else n}",
              f"PARAMETER num_batch {o.n_ubatch}"]
@@ -208,7 +209,8 @@ def _python_source(kw: dict) -> str:
     ref = hf_ref(kw["model_path"])
     if ref:
         rest = {k: v for k, v in kw.items() if k != "model_path"}
-        body = f"    repo_id={ref[0]!r},\n    filename={'*' + ref[1] + '*.gguf'!r},\n"
+        # fnmatch over the repository's files, one match or Llama.from_pretrained raises: '*-Q6_K.gguf' is not Q6_K_L's
+        body = f"    repo_id={ref[0]!r},\n    filename={'*-' + ref[1] + '.gguf'!r},\n"
         body += "".join(f"    {k}={v!r},\n" for k, v in rest.items())
         return f"from llama_cpp import Llama\n\nllm = Llama.from_pretrained(\n{body})\n"
     body = "".join(f"    {k}={v!r},\n" for k, v in kw.items())

@@ -92,6 +92,18 @@ def test_server_line_pins_the_context_and_slots_it_was_estimated_with():
     assert args[args.index("-np") + 1] == "1"  # llama-server's own default is 4 slots
 
 
+def test_published_files_are_named_for_the_downloaders():
+    m, opt = PLANS[0]
+    args = shlex.split(render("llama-server", opt, m, "hf.co/bartowski/X-GGUF:Q4_K_M"))
+    assert args[1:3] == ["-hf", "bartowski/X-GGUF:Q4_K_M"] and "-m" not in args
+    m, opt = OLLAMA_PLANS[0]
+    froms = [x for x in render("ollama", opt, m, "hf.co/bartowski/X-GGUF:Q4_K_M").splitlines() if x.startswith("FROM")]
+    assert froms == ["FROM hf.co/bartowski/X-GGUF:Q4_K_M"]  # nothing after the name: Ollama would read it as one
+    m, opt = _plans("llama-cpp-python")[0]
+    code = render("llama-cpp-python", opt, m, "hf.co/bartowski/X-GGUF:Q4_K_M")
+    assert "Llama.from_pretrained(" in code and "repo_id='bartowski/X-GGUF'" in code and "'*-Q4_K_M.gguf'" in code
+
+
 def test_legacy_flags_for_older_builds():
     m, opt = PLANS[0]
     args = shlex.split(render("llama-server", opt, m, "x.gguf", legacy=True))
