@@ -105,7 +105,13 @@ def plan_runnable(spec: ModelSpec, hw: HardwareProfile, request=None, custom=Non
     up = upgrade(_with_imatrix(spec, hw, req, custom.best), pub[0].option, req.goal) if pub and custom.best else None
     near = nearest_runnable(spec, hw, req, files, [p for p in fitting if not usable(p.option)]) \
         if custom.best is None and not pub else []
+    top = pub[0].option if pub else custom.best
+    if top is not None and top.estimate.throughput.decode_tps < SLOW_TPS:
+        near = nearest_runnable(spec, hw, req, [], [])  # it runs, but slowly: smaller models that run faster
     return RunnablePlan(published=pub[:3], custom=custom, upgrade=up, nearest=near, known_files=len(files))
+
+
+SLOW_TPS = 1.0  # below a token a second a plan runs but is barely usable: the nearest faster models are named too
 
 
 def usable(opt) -> bool:

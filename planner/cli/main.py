@@ -247,6 +247,7 @@ def _plan_json(spec, hw, res, basis: str, run=None) -> int:
         d["published"] = [_published_json(p, spec, hw) for p in run.published]
         d["upgrade"] = run.upgrade.model_dump() if run.upgrade else None
         d["own_mix_steps"] = _steps(spec, hw, res.best, run) if res.best else []
+        d["nearest_runnable"] = run.nearest  # a plan under a token a second: smaller models that run faster
     _json(d)
     return Exit.OK
 
@@ -302,6 +303,7 @@ def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> in
             for q in run.published[1:]:
                 print(f"    {q.file.label:48s} {q.option.why}")
         _print_own_mix(spec, hw, res, run, threads)
+        _print_faster(run)
         print(f"\n  published files' sizes and per-tensor types: llama.cpp's ftype rules with the publisher's recipe "
               f"(offline); `plan --model {p.file.ref}` reads the file's own header instead, which is exact")
         print(f"  predicted KLD uses {basis} (published files: with the publisher's imatrix); "
@@ -319,6 +321,7 @@ def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> in
         print("\n  alternatives:")
         for o in res.alternatives:
             print(f"    {o.label:15s} {o.why}")
+    _print_faster(run)
     if not as_is and not local_file(spec):
         known = "none of its published files fits" if run and run.known_files else \
             "no published file of this model is known to the catalog"
@@ -333,6 +336,14 @@ def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> in
 def local_file(spec) -> bool:
     from planner.model import local_gguf
     return local_gguf(spec.source) is not None
+
+
+def _print_faster(run) -> None:
+    """A plan that runs below a token a second: the smaller models that run faster, as lines to run."""
+    if run and run.nearest:
+        print("\n  this runs, but under a token a second; smaller models that run faster:")
+        for line in run.nearest:
+            print(f"    {line}")
 
 
 def _print_own_mix(spec, hw, res, run, threads: int) -> None:

@@ -51,3 +51,13 @@ def test_a_pinned_quant_plans_no_published_file():
     m, hw = load_model("llama3.1-8b"), load_target("rtx4090")
     run = plan_runnable(m, hw, PlanRequest(quant="Q4_K_M"))
     assert run.published == [] and run.custom.best is not None
+
+
+def test_a_plan_under_a_token_a_second_names_faster_models():
+    from planner.profile.targets import resolve_target
+    m = load_model("llama3.1-70b")
+    hw = resolve_target("laptop-16gb", ram_gib=25)  # a 2-bit 70B fits in RAM, and crawls on 4 cores
+    run = plan_runnable(m, hw, PlanRequest())
+    top = run.published[0].option if run.published else run.custom.best
+    assert top is not None and top.estimate.throughput.decode_tps < 1.0
+    assert run.nearest and all("llama-server -hf " in line for line in run.nearest)
