@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict
 
 from planner.estimate import Estimate, RuntimeOptions, estimate, ftype_tensor_types
 from planner.model import ModelSpec, load_model
+from planner.optimize.plan import PlanResult
+from planner.optimize.published import SLOW_TPS, PublishedPlan, Upgrade, usable
 from planner.optimize.search import nearest_quant
 from planner.profile import HardwareProfile
 from planner.profile.targets import resolve_target
@@ -75,20 +77,22 @@ def plan_model(model: str | ModelSpec, target: str | HardwareProfile = "auto", r
 class RunnablePlan(BaseModel):
     """A plan a user can follow: the best published files for the box and goal (download and run), the custom
     per-tensor mix beside them with what it gains, and, where nothing fits, the nearest things that do."""
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-    published: list = []  # optimize.published.PublishedPlan, best first
-    custom: object  # optimize.plan.PlanResult: the per-tensor search
-    upgrade: object | None = None  # optimize.published.Upgrade: the custom mix against the best published file
-    nearest: list[str] = []  # nothing fits: the smallest published file's needs, smaller models that fit
+    published: list[PublishedPlan] = []  # best first
+    custom: PlanResult  # the per-tensor search
+    upgrade: Upgrade | None = None  # the custom mix against the best published file
+    nearest: list[str] = []  # nothing fits, or it crawls: the smallest published file's needs, smaller models
     known_files: int = 0  # published files the catalog knows for the model
 
 
-def catalog_id(spec: ModelSpec) -> str | None:
-    """The catalog entry a spec was made from (published files are known per entry), else None."""
+def catalog_entry(spec: ModelSpec):
+    """The catalog entry a spec was made from (published files and the original repository are known per entry),
+    else None."""
     from planner.model.catalog import find_entry
-    if not spec.source.startswith("catalog"):
-        return None
-    e = find_entry(spec.name)
+    return find_entry(spec.name) if spec.source.startswith("catalog") else None
+
+
+def catalog_id(spec: ModelSpec) -> str | None:
+    e = catalog_entry(spec)
     return e.id if e else None
 
 
@@ -103,22 +107,14 @@ def plan_runnable(spec: ModelSpec, hw: HardwareProfile, request=None, custom=Non
     fitting = plan_files(spec, hw, req, files) if files else []
     pub = [p for p in fitting if usable(p.option)]
     up = upgrade(_with_imatrix(spec, hw, req, custom.best), pub[0].option, req.goal) if pub and custom.best else None
-    near = nearest_runnable(spec, hw, req, files, [p for p in fitting if not usable(p.option)]) \
-        if custom.best is None and not pub else []
     top = pub[0].option if pub else custom.best
-    if top is not None and top.estimate.throughput.decode_tps < SLOW_TPS:
+    if top is None:
+        near = nearest_runnable(spec, hw, req, files, [p for p in fitting if not usable(p.option)])
+    elif top.estimate.throughput.decode_tps < SLOW_TPS:
         near = nearest_runnable(spec, hw, req, [], [])  # it runs, but slowly: smaller models that run faster
+    else:
+        near = []
     return RunnablePlan(published=pub[:3], custom=custom, upgrade=up, nearest=near, known_files=len(files))
-
-
-SLOW_TPS = 1.0  # below a token a second a plan runs but is barely usable: the nearest faster models are named too
-
-
-def usable(opt) -> bool:
-    """A published file is the default answer only within the loss the speed goal accepts (a pure Q2_K's, KLD 0.6:
-    optimize.search.KLD_CAP); past it the file fits but is barely usable, and it is named among the nearest."""
-    from planner.optimize.search import KLD_CAP
-    return opt.predicted_kld <= KLD_CAP["speed"]
 
 
 def _with_imatrix(spec: ModelSpec, hw: HardwareProfile, req, best):
@@ -136,8 +132,8 @@ def nearest_runnable(spec: ModelSpec, hw: HardwareProfile, req, files, poor=()) 
     from planner.model.catalog import catalog, spec_for
     from planner.model.published import published_files
     from planner.optimize.published import plan_files, smallest_need
-    from planner.units import GiB
     from planner.export.launch import llama_server
+    from planner.units import GiB
     threads = hw.cpu.cores
     out = [f"{p.file.label} fits but is barely usable: {p.option.why}\n      "
            f"{llama_server(p.option, spec, p.file.ref, threads)}" for p in poor[:1]]
@@ -146,7 +142,7 @@ def nearest_runnable(spec: ModelSpec, hw: HardwareProfile, req, files, poor=()) 
         f, need, have = small
         out.append(f"the smallest published file, {f.label}, needs about {need / GiB:.1f} GiB of memory in all at "
                    f"{req.n_ctx or 2048} context; this box has {have / GiB:.1f} GiB usable")
-    me = next((e for e in catalog() if e.id == catalog_id(spec)), None)
+    me = catalog_entry(spec)
     smaller = sorted((e for e in catalog() if spec_for(e.id).n_params < spec.n_params and published_files(e.id)),
                      key=lambda e: (me is None or e.family != me.family, -spec_for(e.id).n_params))
     for e in smaller:
@@ -154,7 +150,8 @@ def nearest_runnable(spec: ModelSpec, hw: HardwareProfile, req, files, poor=()) 
         pub = [p for p in plan_files(other, hw, req, published_files(e.id)) if usable(p.option)]
         if pub:
             p = pub[0]
-            out.append(f"{e.id} ({p.file.label}): {p.option.why}\n      {llama_server(p.option, other, p.file.ref, threads)}")
+            line = llama_server(p.option, other, p.file.ref, threads)
+            out.append(f"{e.id} ({p.file.label}): {p.option.why}\n      {line}")
             if len(out) >= 4:
                 break
     return out

@@ -11,7 +11,7 @@ import traceback
 from planner.cli import args as arg
 from planner.errors import Exit, PlannerError
 from planner.export import KINDS
-from planner.export.launch import NEEDS
+from planner.export.launch import needs
 from planner.fileio import write_text
 from planner.units import MiB
 
@@ -226,7 +226,7 @@ def _emit(a: argparse.Namespace, spec, hw, best, basis: str, run=None) -> int:
     text = render(a.emit, best, spec, model_path, threads=a.threads or hw.cpu.cores, src=a.source_path,
                   basis=basis, imatrix=a.imatrix_file, legacy=a.legacy_flags)
     if a.emit in ("llama-server", "llama-cli"):
-        text = f"# {NEEDS['legacy' if a.legacy_flags else 'current']}\n" + text
+        text = f"# {needs(a.legacy_flags)}\n" + text
     if a.output:
         write_text(a.output, text, a.force)
         print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
@@ -270,11 +270,10 @@ def _ollama_run(ref: str) -> str:
 
 
 def _steps(spec, hw, best, run) -> list[str]:
-    from planner.api import catalog_id
+    from planner.api import catalog_entry
     from planner.export.recipe import steps
-    from planner.model.catalog import catalog
-    cid = catalog_id(spec)
-    repo = next((e.repo for e in catalog() if e.id == cid), None)
+    entry = catalog_entry(spec)
+    repo = entry.repo if entry else None
     cap = sum(int(d.capacity_bytes) for d in best.estimate.devices)
     pub_repo = next((p.file.repo for p in run.published if not p.file.tag), None) if run else None
     return steps(spec, repo, best, cap, hw.cpu.cores, pub_repo)
@@ -282,6 +281,7 @@ def _steps(spec, hw, best, run) -> list[str]:
 
 def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> int:
     from planner.export import planned_file, render
+    from planner.model import local_gguf
     from planner.units import gib
     from planner.views import estimate_text
     best = res.best
@@ -294,7 +294,7 @@ def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> in
                 f"{' (imatrix)' if p.file.imatrix else ''}\n  {o.why}\n"
                 f"  weights {gib(o.estimate.weights_file_bytes)}: {_type_mix(o, spec)}\n"
                 f"  run:  {render('llama-server', o, spec, p.file.ref, threads=threads, legacy=legacy).strip()}\n"
-                f"        (llama-server -hf downloads the file; needs {NEEDS['legacy' if legacy else 'current']})\n"
+                f"        (llama-server -hf downloads the file; needs {needs(legacy)})\n"
                 f"  or:   {_ollama_run(p.file.ref)}   (Ollama then sets the context and layers itself; "
                 f"--emit ollama -o Modelfile plans them for Ollama, then ollama create NAME -f Modelfile)")
         print(estimate_text(o.estimate, head))
@@ -315,14 +315,14 @@ def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> in
             f"  weights {gib(best.estimate.weights_file_bytes)}: {_type_mix(best, spec)}\n"
             + ("  the file runs as it is: every tensor keeps its type, nothing to quantize\n" if as_is else "")
             + f"  run:  {render('llama-server', best, spec, model_path, threads=threads, legacy=legacy).strip()}\n"
-            + f"        (needs {NEEDS['legacy' if legacy else 'current']})")
+            + f"        (needs {needs(legacy)})")
     print(estimate_text(best.estimate, head))
     if res.alternatives:
         print("\n  alternatives:")
         for o in res.alternatives:
             print(f"    {o.label:15s} {o.why}")
     _print_faster(run)
-    if not as_is and not local_file(spec):
+    if not as_is and not local_gguf(spec.source):
         known = "none of its published files fits" if run and run.known_files else \
             "no published file of this model is known to the catalog"
         print(f"\n  {known}; to make this one:")
@@ -331,11 +331,6 @@ def _plan_text(a: argparse.Namespace, spec, hw, res, basis: str, run=None) -> in
     print(f"\n  predicted KLD uses {basis}; files: --emit "
           "llama-quantize|llama-server|llama-cli|ollama|llama-cpp-python|yaml|json [-o FILE]")
     return Exit.OK
-
-
-def local_file(spec) -> bool:
-    from planner.model import local_gguf
-    return local_gguf(spec.source) is not None
 
 
 def _print_faster(run) -> None:

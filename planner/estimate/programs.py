@@ -30,20 +30,21 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
     Program(name="llama-server", outputs_per_slot=True, tensor_overrides=True, tensor_split=True, one_kv_type=False,
             kv_types=None, batch_is_ubatch=False,
             source="tools/server/server-context.cpp load_model: n_outputs_max = server_output_limits() = n_parallel x "
-                   "(1 + draft tokens); server.cpp: -np auto is 4 slots with a unified KV cache, so the export pins -np "
-                   "and --kv-unified/--no-kv-unified"),
+                   "(1 + draft tokens); server.cpp: -np auto is 4 slots with a unified KV cache, so the export "
+                   "pins -np and --kv-unified/--no-kv-unified"),
     Program(name="llama-cli", outputs_per_slot=True, tensor_overrides=True, tensor_split=True, one_kv_type=False,
             kv_types=None, batch_is_ubatch=False,
-            source="tools/cli/cli-server.h: llama-cli runs llama-server in a thread with the same params (-np default 1)"),
+            source="tools/cli/cli-server.h: llama-cli runs llama-server in a thread with the same params "
+                   "(-np default 1)"),
     Program(name="llama-cpp-python", outputs_per_slot=False, tensor_overrides=False, tensor_split=True,
             one_kv_type=False, kv_types=None, batch_is_ubatch=False,
             source="llama_cpp/llama.py 0.3.36: Llama() has no tensor_buft_overrides (the field is marked unused) and "
                    "leaves n_outputs_max at 0 (= n_batch, llama-context.cpp)"),
     Program(name="ollama", outputs_per_slot=False, tensor_overrides=False, tensor_split=False, one_kv_type=True,
             kv_types=("f16", "q8_0", "q4_0"), batch_is_ubatch=True,
-            source="ollama/ollama llama/llama.go NewContextParams: n_batch = num_batch x parallel, n_ubatch = num_batch, "
-                   "type_k = type_v = OLLAMA_KV_CACHE_TYPE (f16, q8_0, q4_0); the Modelfile has no tensor override or "
-                   "split (Ollama splits over GPUs itself)"),
+            source="ollama/ollama llama/llama.go NewContextParams: n_batch = num_batch x parallel, "
+                   "n_ubatch = num_batch, type_k = type_v = OLLAMA_KV_CACHE_TYPE (f16, q8_0, q4_0); the Modelfile "
+                   "has no tensor override or split (Ollama splits over GPUs itself)"),
 )}
 DEFAULT_PROGRAM = "llama-server"
 

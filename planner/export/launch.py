@@ -15,6 +15,7 @@ import yaml
 from planner.errors import PlannerError
 from planner.estimate.memory import SKIPS_MTP
 from planner.estimate.placement import CPU, tensor_devices
+from planner.estimate.programs import program
 from planner.estimate.quant_mix import allows_quantization
 from planner.model.ggml_types import type_id
 from planner.model.resolve import local_gguf
@@ -36,10 +37,15 @@ OLLAMA_KV = ("f16", "q8_0", "q4_0")  # what OLLAMA_KV_CACHE_TYPE accepts
 # 2026-07-24: ggml-org/llama.cpp#26110); -fa takes on|off|auto since 2025-08 (ggml-org/llama.cpp#15746
 # adds its numeric aliases, 2025-09-02). The legacy form (--legacy-flags) uses --no-mmap/--mlock and
 # -ngl 999, which builds before #20834 accept.
-NEEDS = {"current": "llama.cpp b10114 or newer (2026-07-24: --load-mode); --legacy-flags prints the form older "
+_NEEDS = {"current": "llama.cpp b10114 or newer (2026-07-24: --load-mode); --legacy-flags prints the form older "
                     "builds take",
          "legacy": "llama.cpp from 2025-09 on (-fa on|off); builds after b10114 still take --mlock/--no-mmap, "
                    "with a deprecation warning (#20834)"}
+
+
+def needs(legacy: bool = False) -> str:
+    """The llama.cpp build a launch line's form needs."""
+    return _NEEDS["legacy" if legacy else "current"]
 
 
 def hf_ref(model_path: str) -> tuple[str, str] | None:
@@ -174,22 +180,29 @@ def ollama(opt: PlanOption, model: ModelSpec, model_path: str, threads: int | No
     if o.tensor_split:
         lines.append("# A Modelfile cannot set a tensor split: Ollama splits over the GPUs by itself, so the per-GPU "
                      "figures of this plan may differ")
-    if o.cpu_moe or o.n_cpu_moe or o.override_tensor:
-        raise PlannerError("this plan keeps tensors on the CPU by pattern (--n-cpu-moe/-ot), which a Modelfile cannot "
-                           "say: plan with --emit ollama (it plans without them) or run the llama-server line")
-    if o.cache_type_v != o.cache_type_k:
-        raise PlannerError(f"Ollama uses one KV cache type for K and V; this plan has {o.cache_type_k}/"
-                           f"{o.cache_type_v}: plan with --emit ollama")
+    _carried("ollama", opt, "this plan keeps tensors on the CPU by pattern (--n-cpu-moe/-ot), which a Modelfile "
+                            "cannot say: plan with --emit ollama (it plans without them) or run the llama-server line")
     return "\n".join(lines) + "\n"
+
+
+def _carried(kind: str, opt: PlanOption, overrides: str) -> None:
+    """Refuse, with the reason, a plan the program cannot run as estimated (estimate/programs.py says what each
+    can carry): tensors kept on the CPU by pattern (`overrides` says why not), two KV types where it takes one."""
+    p, o = program(kind), opt.options
+    if not p.tensor_overrides and (o.cpu_moe or o.n_cpu_moe or o.override_tensor):
+        raise PlannerError(overrides)
+    if p.one_kv_type and o.cache_type_v != o.cache_type_k:
+        raise PlannerError(f"Ollama uses one KV cache type for K and V; this plan has {o.cache_type_k}/"
+                           f"{o.cache_type_v}: plan with --emit {kind}")
 
 
 def llama_cpp_python(opt: PlanOption, model: ModelSpec, model_path: str, threads: int | None = None) -> dict:
     """Llama() kwargs for the plan; llama-cpp-python cannot keep tensors on the CPU by pattern (no
     tensor_buft_overrides in 0.3.36), so such a plan is refused with the reason."""
     o = opt.options
-    if o.cpu_moe or o.n_cpu_moe or o.override_tensor:
-        raise PlannerError("llama-cpp-python 0.3.36 cannot keep tensors on the CPU by pattern (--n-cpu-moe/-ot): "
-                           "plan with --emit llama-cpp-python (it plans without them) or run the llama-server line")
+    _carried("llama-cpp-python", opt, "llama-cpp-python 0.3.36 cannot keep tensors on the CPU by pattern "
+                                      "(--n-cpu-moe/-ot): plan with --emit llama-cpp-python (it plans without them) "
+                                      "or run the llama-server line")
     kw = {"model_path": model_path, "n_ctx": o.n_ctx, "n_gpu_layers": o.n_gpu_layers, "flash_attn": o.flash_attn,
           "n_batch": o.n_batch, "n_ubatch": o.n_ubatch, "use_mmap": o.mmap, "use_mlock": o.mlock,
           "swa_full": o.swa_full,

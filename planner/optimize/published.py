@@ -10,7 +10,9 @@ from pydantic import BaseModel
 from planner.model.published import PublishedFile
 from planner.model.spec import ModelSpec
 from planner.optimize.plan import PlanOption, PlanRequest
-from planner.optimize.search import _score, make_plan
+from planner.estimate import estimate, ftype_tensor_types
+from planner.optimize.quality import predicted_kld
+from planner.optimize.search import KLD_CAP, ctx_list, least_ctx, make_plan, run_options, score, score_of
 from planner.profile.hardware import HardwareProfile
 
 # a mix of one's own is worth its steps (original weights, convert, imatrix, quantize) when it is
@@ -20,6 +22,19 @@ WORTH_KLD = 0.15
 WORTH_SPEED = 0.10
 GIVE_SPEED = 0.10  # at most this much slower for its quality
 GIVE_KLD = 0.10  # at most this much higher KLD for its speed
+SLOW_TPS = 1.0  # below a token a second a plan runs but is barely usable: the nearest faster models are named too
+
+
+def usable(opt: PlanOption) -> bool:
+    """A published file is the default answer only within the loss the speed goal accepts (a pure Q2_K's, KLD 0.6:
+    search.KLD_CAP); past it the file fits but is barely usable, and it is named among the nearest."""
+    return opt.predicted_kld <= KLD_CAP["speed"]
+
+
+def typed(model: ModelSpec, f: PublishedFile) -> ModelSpec:
+    """The model as the published file holds it: its ftype's per-tensor types, its publisher's recipe."""
+    return model.with_types({**ftype_tensor_types(model, f.ftype, imatrix=f.imatrix),
+                             **f.type_overrides({t.name for t in model.tensors})})
 
 
 class PublishedPlan(BaseModel):
@@ -49,29 +64,23 @@ def plan_files(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, files: l
     names = {t.name for t in model.tensors}
     out: list[PublishedPlan] = []
     for bound, _, f in bounded:
-        if len(out) >= top and _score(out[top - 1].option, req.goal) <= bound:
+        if len(out) >= top and score(out[top - 1].option, req.goal) <= bound:
             break
         r = req.model_copy(update={"quant": f.ftype, "imatrix": f.imatrix, "type_overrides": f.type_overrides(names),
                                    "tensor_errors": None})
         best = make_plan(model, hw, r).best
         if best is not None:
             out.append(PublishedPlan(file=f, option=best.model_copy(update={"label": f.label})))
-            out.sort(key=lambda p: _score(p.option, req.goal))
+            out.sort(key=lambda p: score(p.option, req.goal))
     return out[:top]
 
 
 def _ceiling(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, f: PublishedFile) -> tuple | None:
     """The best score any plan of this file could have (see plan_files); None when no plan of it can fit: its
     weights and KV cache at the shortest context alone exceed all the memory the box's devices have."""
-    from types import SimpleNamespace
-
-    from planner.estimate import estimate, ftype_tensor_types
-    from planner.optimize.quality import predicted_kld
-    from planner.optimize.search import _ctx_list, _opts
-    m = model.with_types({**ftype_tensor_types(model, f.ftype, imatrix=f.imatrix),
-                          **f.type_overrides({t.name for t in model.tensors})})
-    ctxs = _ctx_list(model, req)
-    o = _opts(req, n_ctx=min(ctxs), n_gpu_layers=-1 if hw.gpus else 0)
+    m = typed(model, f)
+    ctxs = ctx_list(model, req)
+    o = run_options(req, n_ctx=min(ctxs), n_gpu_layers=-1 if hw.gpus else 0)
     e = estimate(m, hw, o, margin=req.margin, depth=req.depth)
     if not hw.unified:
         least = sum(d.memory.weights_bytes + d.memory.kv_bytes for d in e.devices)
@@ -88,10 +97,7 @@ def _ceiling(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, f: Publish
         share = gpu_room / e.weights_file_bytes
         t = share / max(e.throughput.decode_tps, 1e-9) + (1 - share) / max(cpu.throughput.decode_tps, 1e-9)
         tps = min(tps, (1.5 if model.moe else 1.2) / t)
-    ceiling = SimpleNamespace(predicted_kld=round(predicted_kld(m, None, "cpu", f.imatrix), 5),
-                              estimate=SimpleNamespace(throughput=SimpleNamespace(decode_tps=tps)),
-                              options=SimpleNamespace(n_ctx=max(ctxs)))
-    return _score(ceiling, req.goal)
+    return score_of(round(predicted_kld(m, None, "cpu", f.imatrix), 5), tps, max(ctxs), req.goal)
 
 
 def smallest_need(model: ModelSpec, hw: HardwareProfile, req: PlanRequest,
@@ -99,36 +105,29 @@ def smallest_need(model: ModelSpec, hw: HardwareProfile, req: PlanRequest,
     """The published file that needs the least memory in all (its weights, KV and buffers at the least context),
     those bytes, and what the box's devices hold in all with the margin: what a box must have to run anything
     published of this model."""
-    from planner.estimate import estimate, ftype_tensor_types
-    from planner.optimize.search import _least_ctx, _opts
     if not files:
         return None
-    names = {t.name for t in model.tensors}
-    o = _opts(req, n_ctx=req.n_ctx or _least_ctx(model, req, default=2048), n_gpu_layers=-1 if hw.gpus else 0)
-    need = []
-    for f in files:
-        m = model.with_types({**ftype_tensor_types(model, f.ftype, imatrix=f.imatrix), **f.type_overrides(names)})
-        e = estimate(m, hw, o, margin=req.margin)
-        need.append((sum(d.memory.total_bytes for d in e.devices), f,
-                     sum(int(d.capacity_bytes * (1 - req.margin)) for d in e.devices)))
-    n, f, have = min(need, key=lambda x: x[0])
-    return f, n, have
+    o = run_options(req, n_ctx=req.n_ctx or least_ctx(model, req, default=2048), n_gpu_layers=-1 if hw.gpus else 0)
+    def need(e) -> int:
+        return sum(d.memory.total_bytes for d in e.devices)
+    e, f = min(((estimate(typed(model, f), hw, o, margin=req.margin), f) for f in files), key=lambda x: need(x[0]))
+    return f, need(e), sum(int(d.capacity_bytes * (1 - req.margin)) for d in e.devices)
 
 
 def upgrade(custom: PlanOption, published: PlanOption, goal: str) -> Upgrade:
     """Is a mix of one's own worth making, against the best published file (both with their recipes)? When it
-    scores better for the goal (search._score, the same objective the plans are chosen by) and is clearly better
+    scores better for the goal (search.score, the same objective the plans are chosen by) and is clearly better
     in quality or speed."""
     kc, kp = custom.predicted_kld, max(published.predicted_kld, 1e-9)
     tc, tp = custom.estimate.throughput.decode_tps, max(published.estimate.throughput.decode_tps, 1e-9)
     kld_gain, speed_gain = 1 - kc / kp, tc / tp - 1
-    better = _score(custom, goal) < _score(published, goal)
+    better = score(custom, goal) < score(published, goal)
     worth = better and ((kld_gain >= WORTH_KLD and speed_gain >= -GIVE_SPEED)
                         or (speed_gain >= WORTH_SPEED and kld_gain >= -GIVE_KLD))
     if worth:
-        why = (f"made with an importance matrix, predicted KLD {kc:.4f} against the published file's {kp:.4f} ({abs(kld_gain):.0%} "
-               f"{'lower' if kld_gain >= 0 else 'higher'}), {tc:.1f} against {tp:.1f} tok/s")
+        why = (f"made with an importance matrix, predicted KLD {kc:.4f} against the published file's {kp:.4f} "
+               f"({abs(kld_gain):.0%} {'lower' if kld_gain >= 0 else 'higher'}), {tc:.1f} against {tp:.1f} tok/s")
     else:
-        why = (f"made with an importance matrix, a mix of your own is predicted at KLD {kc:.4f} and {tc:.1f} tok/s against {kp:.4f} and {tp:.1f}: "
-               f"not enough better for the {goal} goal to be worth making")
+        why = (f"made with an importance matrix, a mix of your own is predicted at KLD {kc:.4f} and {tc:.1f} tok/s "
+               f"against {kp:.4f} and {tp:.1f}: not enough better for the {goal} goal to be worth making")
     return Upgrade(worth_it=worth, kld_gain=round(kld_gain, 4), speed_gain=round(speed_gain, 4), why=why)

@@ -39,7 +39,7 @@ FAST_WEIGHT = 0.75
 KLD_SCALE = 0.01
 
 
-def _opts(req: PlanRequest, **kw) -> RuntimeOptions:
+def run_options(req: PlanRequest, **kw) -> RuntimeOptions:
     base = dict(flash_attn=True if req.flash_attn is None else req.flash_attn, mmap=req.mmap,
                 override_tensor=list(req.override_tensor))
     for k in ("n_ubatch", "n_batch", "tensor_split", "cache_type_k", "cache_type_v", "threads"):
@@ -57,15 +57,15 @@ def _avail(e, margin: float) -> list[int]:
     return [int(d.capacity_bytes * (1 - margin)) - (d.memory.total_bytes - d.memory.weights_bytes) for d in e.devices]
 
 
-def _ctx_list(model: ModelSpec, req: PlanRequest) -> list[int]:
+def ctx_list(model: ModelSpec, req: PlanRequest) -> list[int]:
     if req.n_ctx:
         return [req.n_ctx]
-    lo = _least_ctx(model, req)
+    lo = least_ctx(model, req)
     out = [c for c in CTX_LADDER if lo <= c <= max(model.n_ctx_train, lo)]
     return out or [lo]
 
 
-def _least_ctx(model: ModelSpec, req: PlanRequest, default: int | None = None) -> int:
+def least_ctx(model: ModelSpec, req: PlanRequest, default: int | None = None) -> int:
     """The shortest context a plan may have: --min-ctx (else `default`, else 4096 or the trained length),
     and room for --depth tokens before the one decoded."""
     return max(req.min_ctx or default or min(4096, model.n_ctx_train), req.depth + 1)
@@ -256,7 +256,7 @@ def _configurations(s: _Search, gpu_only: bool) -> Iterator[tuple[str, RuntimeOp
     kv_list = [(req.cache_type_k or "f16", req.cache_type_v or "f16")]
     if req.cache_type_k is None and req.cache_type_v is None and req.flash_attn is not False:
         kv_list.append(("q8_0", "q8_0"))
-    for ctx in _ctx_list(s.model, req):
+    for ctx in ctx_list(s.model, req):
         for ctk, ctv in kv_list:
             if ctk != "f16" and ctx < 16384 and len(kv_list) > 1:
                 continue  # a quantized cache only pays at long context
@@ -264,7 +264,7 @@ def _configurations(s: _Search, gpu_only: bool) -> Iterator[tuple[str, RuntimeOp
                 # "cpu" keeps a pinned -ngl (llama.cpp ignores it without a GPU; the estimate says so)
                 ngl = {"gpu": -1, "moe-cpu": -1, "moe-partial": -1, "partial": 0,
                        "cpu": req.n_gpu_layers or 0}.get(placement, req.n_gpu_layers)
-                yield placement, _opts(req, n_ctx=ctx, cache_type_k=ctk, cache_type_v=ctv, n_gpu_layers=ngl,
+                yield placement, run_options(req, n_ctx=ctx, cache_type_k=ctk, cache_type_v=ctv, n_gpu_layers=ngl,
                                        cpu_moe=placement in ("moe-cpu", "moe-partial"))
 
 
@@ -363,10 +363,15 @@ def _option(s: _Search, placement: str, m: ModelSpec, types: dict[str, str], oo:
                       estimate=e, predicted_kld=round(kld, 5), bits_per_weight=round(bpw, 3), placement=placement)
 
 
-def _score(c: PlanOption, goal: str) -> tuple:
-    tps = max(c.estimate.throughput.decode_tps, 1e-3)
-    kld = max(c.predicted_kld, KLD_FLOOR)
-    ctx = c.options.n_ctx
+def score(c: PlanOption, goal: str) -> tuple:
+    """The goal's objective for a plan (smaller is better): what every plan is chosen and ranked by."""
+    return score_of(c.predicted_kld, c.estimate.throughput.decode_tps, c.options.n_ctx, goal)
+
+
+def score_of(kld: float, tps: float, ctx: int, goal: str) -> tuple:
+    """score() from the three figures it weighs; monotone in each (optimize/published.py bounds with it)."""
+    tps = max(tps, 1e-3)
+    kld = max(kld, KLD_FLOOR)
     if goal == "quality":
         return (round(kld, 4), -tps, -min(ctx, 32768))
     if goal == "speed":
@@ -407,7 +412,7 @@ def make_plan(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> PlanRe
     if not cands:
         res.nearest = nearest(model, hw, req)
         return res
-    cands.sort(key=lambda c: _score(c, req.goal))
+    cands.sort(key=lambda c: score(c, req.goal))
     best = cands[0]
     res.best = best
     front = [c for c in pareto(cands) if c is not best]
@@ -417,8 +422,8 @@ def make_plan(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> PlanRe
              "speed": lambda c: c.estimate.throughput.decode_tps > best.estimate.throughput.decode_tps,
              "context": lambda c: c.options.n_ctx > best.options.n_ctx}
     for goal, label in (("quality", "higher quality"), ("speed", "faster"), ("context", "more context")):
-        pick = min((c for c in front if gains[goal](c)), key=lambda c, g=goal: _score(c, g), default=None)
-        if pick is not None and _key(pick) not in seen and _score(pick, goal) < _score(best, goal):
+        pick = min((c for c in front if gains[goal](c)), key=lambda c, g=goal: score(c, g), default=None)
+        if pick is not None and _key(pick) not in seen and score(pick, goal) < score(best, goal):
             seen.add(_key(pick))
             alts.append(pick.model_copy(update={"label": label}))
     res.alternatives = alts
@@ -433,7 +438,7 @@ def nearest(model: ModelSpec, hw: HardwareProfile, req: PlanRequest) -> str:
             top = max(fit, key=lambda c: c.estimate.throughput.decode_tps)
             return (f"no plan that fits reaches {req.min_tps:g} tok/s; the fastest is {top.why}; lower --min-tps "
                     "or pick a smaller model ('plan recommend')")
-    o = _opts(req, n_ctx=req.n_ctx or _least_ctx(model, req, default=2048), n_gpu_layers=0 if not hw.gpus else -1)
+    o = run_options(req, n_ctx=req.n_ctx or least_ctx(model, req, default=2048), n_gpu_layers=0 if not hw.gpus else -1)
     smallest = model.with_types(ftype_tensor_types(model, "Q2_K"))
     e = estimate(smallest, hw, o, margin=req.margin, depth=req.depth)
     if not hw.gpus:

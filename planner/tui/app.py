@@ -81,12 +81,16 @@ class PlannerApp(App):
                   ("--source-path", "the source file field"), ("--model-path", "the model file field"),
                   ("--emit", "the export kind"), ("--own-mix", "your own mix in the plan's list"))
 
-    def _error(self, exc: BaseException) -> None:
-        msg = str(exc) if isinstance(exc, PlannerError) else f"{type(exc).__name__}: {exc}"
+    def _here(self, msg: str) -> str:
+        """A message in the wizard's terms: its fields, not the CLI's flags."""
         for flag, here in self.FLAG_NAMES:
             msg = msg.replace(flag, here)
+        return msg
+
+    def _error(self, exc: BaseException) -> None:
         from rich.markup import escape
-        self.notify(escape(msg), severity="error", timeout=8)
+        msg = str(exc) if isinstance(exc, PlannerError) else f"{type(exc).__name__}: {exc}"
+        self.notify(escape(self._here(msg)), severity="error", timeout=8)
 
     def _fill_models(self, q: str) -> None:
         from planner.model.catalog import search, spec_for
@@ -265,10 +269,7 @@ class PlannerApp(App):
             legacy = self.query_one("#legacy", Checkbox).value  # -ngl 999, --no-mmap/--mlock: builds before b10114
             return render(kind, self.choice, self.spec, path, threads=self.hw.cpu.cores, src=src, legacy=legacy)
         except PlannerError as exc:
-            msg = str(exc)
-            for flag, here in self.FLAG_NAMES:
-                msg = msg.replace(flag, here)
-            return f"# {msg}\n"
+            return f"# {self._here(str(exc))}\n"
 
     @on(Select.Changed, "#kind")
     def _kind(self) -> None:

@@ -7,7 +7,7 @@ from planner.model import load_model
 from planner.model.published import published_files
 from planner.optimize import PlanRequest
 from planner.optimize.published import plan_files, upgrade
-from planner.optimize.search import _score
+from planner.optimize.search import score
 from planner.profile.targets import load_target
 
 
@@ -19,7 +19,7 @@ def test_each_file_is_planned_with_its_own_types_and_ranked_by_the_goal():
     assert len(plans) >= 5 and all(p.option.estimate.fits for p in plans)
     # branch and bound gives the same best three as planning every file
     assert [p.file.label for p in plan_files(m, hw, req, files)] == [p.file.label for p in plans[:3]]
-    scores = [_score(p.option, req.goal) for p in plans]
+    scores = [score(p.option, req.goal) for p in plans]
     assert scores == sorted(scores)
     q4 = next(p for p in plans if p.file.quant == "Q4_K_M" and not p.file.tag)
     assert q4.option.types == ftype_tensor_types(m, "Q4_K_M", imatrix=True)
