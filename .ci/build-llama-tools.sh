@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build llama.cpp's programs the export tests run (llama-server, llama-cli, llama-fit-params, llama-quantize) from
+# Build llama.cpp's programs the export tests and bench.cpu_truth run (llama-server, llama-cli, llama-fit-params,
+# llama-quantize, llama-bench) from
 # the llama.cpp that llama-cpp-python 0.3.36 vendors, and print their folder. Cached by source: a second run on
 # the same machine reuses the build (LLAMA_TOOLS_CACHE, default .llama-tools in the checkout; .ci/run keeps it
 # in ~/.cache/planner-ci between CI runs).
@@ -8,7 +9,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${LLAMA_TOOLS_CACHE:-$here/.llama-tools}/llama-cpp-python-0.3.36"
-targets=(llama-server llama-cli llama-fit-params llama-quantize)
+targets=(llama-server llama-cli llama-fit-params llama-quantize llama-bench)
 bin="$cache/build/bin"
 built() { for t in "${targets[@]}"; do [ -x "$bin/$t" ] || return 1; done; }
 if built; then

@@ -46,7 +46,7 @@ def evaluate(model: str | ModelSpec, target: str | HardwareProfile = "auto", *, 
              gpus: str | None = None, parallel: int | None = None, override_tensor: list[str] | None = None,
              depth: int = 0, threads: int | None = None) -> Evaluation:
     spec = load_model(model) if isinstance(model, str) else model
-    hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus) if isinstance(target, str) else target
+    hw = resolve_hardware(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus) if isinstance(target, str) else target
     typed, q = typed_model(spec, quant)
     given = dict(n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, flash_attn=flash_attn, cache_type_k=cache_type_k,
                  cache_type_v=cache_type_v, n_ubatch=n_ubatch, n_batch=n_batch, tensor_split=tensor_split,
@@ -158,13 +158,18 @@ def nearest_runnable(spec: ModelSpec, hw: HardwareProfile, req, files, poor=()) 
 
 
 def resolve_hardware(target: str = "auto", *, vram_gib: str | None = None, ram_gib: float | None = None,
-                     gpus: str | None = None, calibrate: bool = True) -> HardwareProfile:
-    """resolve_target, plus this machine's calibration (from `plan verify` runs) when the target
-    is this machine as detected: overrides describe another box, so they get none."""
+                     gpus: str | None = None, calibrate: bool = True, remeasure: bool = False) -> HardwareProfile:
+    """resolve_target, plus what was measured on this machine when the target is this machine as detected:
+    llama.cpp's self-benchmark of its CPU (planner/verify/cpu_bench.py: a few seconds, once per boot) and the
+    calibration of `plan verify` runs (unless calibrate=False). Overrides describe another box, so they get
+    neither. remeasure: run the self-benchmark again rather than take this boot's result."""
     hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus)
-    if calibrate and target == "auto" and not (vram_gib or ram_gib or gpus):
+    if target in ("auto", "local", "this") and not (vram_gib or ram_gib or gpus):
         from planner.verify.calibration import calibrated
-        hw = calibrated(hw)
+        from planner.verify.cpu_bench import measured
+        hw = measured(hw, force=remeasure)
+        if calibrate:
+            hw = calibrated(hw)
     return hw
 
 

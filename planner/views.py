@@ -24,6 +24,12 @@ def profile_text(p: HardwareProfile) -> str:
              + (f", {gib(p.ram.available_bytes)} available" if p.ram.available_bytes else "")
              + (f" ({gib(p.ram.reserve_bytes)} kept for the OS)" if p.ram.reserve_bytes else "")
              + f", {p.ram.bandwidth_gbps:.1f} GB/s ({p.ram.bandwidth_source})"]
+    if p.cpu_speed:
+        c = p.cpu_speed
+        lines.append(f"  speed CPU measured by llama.cpp at {c.threads} threads ({c.measured_at}): weights read at up "
+                     f"to {c.memory_gbps:.1f} GB/s, kernels x{c.kernel_scale:.2f} / prompt x{c.prefill_scale:.2f} "
+                     f"the reference box's per core, {c.decode_node_us:.2f} us per graph node"
+                     + (" (other programs were busy: plan profile --remeasure when it is quiet)" if c.busy else ""))
     if not p.gpus:
         lines.append("  GPU   none")
     for g in p.gpus:

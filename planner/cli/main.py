@@ -23,9 +23,9 @@ def _json(obj) -> None:
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
-    from planner.profile.targets import resolve_target
+    from planner.api import resolve_hardware
     from planner.views import profile_text
-    p = resolve_target(a.target, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus)
+    p = resolve_hardware(a.target, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus, remeasure=a.remeasure)
     if a.json:
         _json(p.model_dump())
     else:
@@ -488,9 +488,8 @@ def cmd_wizard(a: argparse.Namespace) -> int:
 
 
 def cmd_recommend(a: argparse.Namespace) -> int:
-    from planner.api import recommend
-    from planner.profile.targets import resolve_target
-    hw = resolve_target(a.target, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus)
+    from planner.api import recommend, resolve_hardware
+    hw = resolve_hardware(a.target, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus)
     rows = recommend(hw, use=a.use, min_ctx=a.min_ctx, min_tps=a.min_tps)
     if a.json:
         _json([r.model_dump() for r in rows[: a.top]])
@@ -630,6 +629,8 @@ def _subcommand_parser(common: argparse.ArgumentParser, tgt: argparse.ArgumentPa
 
 def _sub_profile(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("profile", parents=[common, tgt], help="this machine (or a target) as the planner sees it")
+    p.add_argument("--remeasure", action="store_true",
+                   help="run llama.cpp's CPU self-benchmark again (it runs once per boot; a few seconds)")
     p.set_defaults(func=cmd_profile)
 
 

@@ -21,6 +21,7 @@ class Backend(Table):
     prefill_flops_efficiency: float | None = None  # GPU backends: share of the fp16 TFLOPS prefill reaches
     # the CPU backend: bandwidth efficiency against a measured copy test, time per graph node, experts' share
     decode_bw_efficiency_measured: float | None = None
+    decode_bw_efficiency_copy_threads: float | None = None  # against the copy test on every core at once
     decode_node_us: float | None = None
     prefill_node_us: float | None = None
     prefill_expert_efficiency: float | None = None

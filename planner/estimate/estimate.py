@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from planner.estimate.memory import matmul_types, memory_breakdown
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU
@@ -64,3 +66,20 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
         notes.append(f"--ngl {opts.n_gpu_layers} has no effect: the target has no GPU")
     return Estimate(model=model.name, devices=devices, throughput=thr, n_ctx=b.n_ctx, margin=margin,
                     fits=fits, weights_file_bytes=b.file_bytes, notes=notes)
+
+
+class CPUFacts(NamedTuple):
+    """What the CPU speed formulas (throughput.py) read of a model run wholly on the CPU."""
+    read_types: dict[str, int]  # weight bytes a decoded token reads, by ggml type
+    other_bytes: int  # the rest it reads (KV, recurrent states, F32 norms)
+    matmul_types: dict[tuple[str, bool], int]  # weights a prompt token multiplies, by (type, expert matrix)
+    nodes: float  # graph nodes of a token (graph.py)
+
+
+def cpu_facts(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> CPUFacts:
+    """The facts of a CPU-only run that its decode and prefill times are fitted against (bench/cpu_decode.py,
+    planner/verify/cpu_bench.py)."""
+    b = memory_breakdown(model, hw, opts.model_copy(update={"n_gpu_layers": 0}))
+    typed = b.read_types.get(CPU, {})
+    return CPUFacts(dict(typed), b.read_per_token.get(CPU, 0) - sum(typed.values()), matmul_types(model),
+                    sum(b.nodes.values()))

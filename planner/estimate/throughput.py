@@ -16,6 +16,7 @@ host are streamed over PCIe to the GPU for big batches (op offload).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
 from planner.data import data_digest
@@ -28,7 +29,7 @@ from planner.profile.hardware import HardwareProfile
 # the speed formulas' revision: with the constants' digest it names the model a verify run's measured/predicted
 # ratios were taken against (planner/verify/calibration.py uses only ratios of the current one); bump it when a
 # formula changes
-FORMULAS = "2026-11-23 per-type CPU kernels"
+FORMULAS = "2026-12-03 measured CPU constants, multi-thread copy test"
 
 
 @cache
@@ -37,20 +38,73 @@ def speed_model() -> str:
     return f"{FORMULAS} {data_digest('backends.yaml', 'cpu_kernels.yaml')}"
 
 
-def _isa_scale(hw: HardwareProfile) -> float:
-    """The CPU kernels' speed against the AVX2 box they were measured on, assumed from ggml-cpu's SIMD widths
-    (512 / 256 / 128 bits), not measured: AVX-512 / AMX 1.5x, none of AVX2 / i8mm / dotprod 0.5x."""
+@dataclass(frozen=True)
+class KernelScale:
+    """Each ggml type's CPU kernel speed against the reference box's (cpu_kernels.yaml): measured per type on this
+    CPU by llama.cpp when the profile has it (CPUSpeed), the rest at `default`."""
+    default: float
+    by_type: tuple[tuple[str, float], ...] = ()
+
+    def of(self, ty: str) -> float:
+        return dict(self.by_type).get(ty, self.default)
+
+
+def _isa_guess(hw: HardwareProfile) -> float:
+    """Assumed from ggml-cpu's SIMD widths (512 / 256 / 128 bits), not measured: AVX-512 / AMX 1.5x, none of
+    AVX2 / i8mm / dotprod 0.5x."""
     f = set(hw.cpu.flags)
     if "avx512f" in f or "amx_int8" in f:
         return 1.5
     return 1.0 if "avx2" in f or "i8mm" in f or "dotprod" in f else 0.5
 
 
+def _isa_scale(hw: HardwareProfile) -> KernelScale:
+    """Decode's matrix-vector kernels: this CPU's measured per-type scales, else the SIMD-width guess."""
+    c = hw.cpu_speed
+    if c:
+        return KernelScale(c.kernel_scale, tuple(sorted(c.decode_type_scale.items())))
+    return KernelScale(_isa_guess(hw))
+
+
+def _prefill_scale(hw: HardwareProfile) -> KernelScale:
+    c = hw.cpu_speed
+    if c:
+        return KernelScale(c.prefill_scale, tuple(sorted(c.prefill_type_scale.items())))
+    return KernelScale(_isa_guess(hw))
+
+
 def _cpu_memory_gbps(hw: HardwareProfile) -> float:
-    """What the memory delivers to decode: a copy test measured on the box is closer to it than a spec sheet."""
+    """What the memory delivers to decode: measured by llama.cpp when the profile has it; else a copy test
+    measured on the box (closer to it than a spec sheet), each kind with its own factor."""
+    if hw.cpu_speed:
+        return hw.cpu_speed.memory_gbps
     c = backend("cpu")
-    measured = hw.ram.bandwidth_source.startswith("measured")
-    return hw.ram.bandwidth_gbps * (c.decode_bw_efficiency_measured if measured else c.decode_bw_efficiency)
+    src = hw.ram.bandwidth_source
+    if src.startswith("measured: single-thread"):
+        eff = c.decode_bw_efficiency_measured
+    elif src.startswith("measured"):
+        eff = c.decode_bw_efficiency_copy_threads
+    else:
+        eff = c.decode_bw_efficiency
+    return hw.ram.bandwidth_gbps * eff
+
+
+def _node_us(hw: HardwareProfile) -> tuple[float, float]:
+    """(decode, prefill) cost per graph node, us: this CPU's when measured, else the reference box's."""
+    if hw.cpu_speed:
+        return hw.cpu_speed.decode_node_us, hw.cpu_speed.prefill_node_us
+    c = backend("cpu")
+    return c.decode_node_us, c.prefill_node_us
+
+
+def cpu_basis(hw: HardwareProfile) -> str:
+    """What the CPU's speed figures rest on, for the plan's notes."""
+    if hw.cpu_speed:
+        return (f"CPU speed measured here by llama.cpp ({hw.cpu_speed.measured_at}, {hw.cpu_speed.threads} threads"
+                + (", machine busy" if hw.cpu_speed.busy else "") + ")")
+    if hw.ram.bandwidth_source.startswith("measured"):
+        return "CPU speed from this box's copy test and the reference kernel rates (no llama.cpp self-benchmark)"
+    return f"CPU speed from the profile's RAM bandwidth ({hw.ram.bandwidth_source}) and the reference kernel rates"
 
 
 def _cpu_cores(hw: HardwareProfile, threads: int | None) -> int:
@@ -59,17 +113,17 @@ def _cpu_cores(hw: HardwareProfile, threads: int | None) -> int:
     return max(1, min(threads, hw.cpu.cores) if threads else hw.cpu.cores)
 
 
-def read_rate_gbps(ty: str, bw_gbps: float, cores: int, scale: float) -> float:
+def read_rate_gbps(ty: str, bw_gbps: float, cores: int, scale: KernelScale) -> float:
     """The rate decode reads weights of type `ty` at on the CPU: the slower of the memory's and its kernel's
     (cores x a core's dequantize-and-dot rate: IQ1_S 1.6 GB/s per core on the AVX2 box measured, Q8_0 9.4; 2 of
     its cores are kernel-bound for every quantized type, 16 would be memory-bound for all but IQ1-3). A type
     without a measured kernel (F32...) reads at the memory's rate."""
     r = cpu_kernels().types.get(ty)
-    return min(bw_gbps, r.decode_gbps_per_core * cores * scale) if r else bw_gbps
+    return min(bw_gbps, r.decode_gbps_per_core * cores * scale.of(ty)) if r else bw_gbps
 
 
 def cpu_decode_seconds(read_types: dict[str, int], other_bytes: float, bw_gbps: float, cores: int,
-                       scale: float) -> float:
+                       scale: KernelScale) -> float:
     """Seconds a decoded token spends in the CPU's matrix-vector products and other reads: each ggml type's
     bytes at its read rate, the rest (KV, recurrent states) at the memory's."""
     return (other_bytes / bw_gbps + sum(nb / read_rate_gbps(ty, bw_gbps, cores, scale)
@@ -85,25 +139,25 @@ def cpu_time_per_byte(hw: HardwareProfile, threads: int | None = None) -> dict[s
     return {ty: q4k / read_rate_gbps(ty, mem, cores, scale) for ty in cpu_kernels().types}
 
 
-def slow_kernels(read_types: dict[str, int], bw_gbps: float, cores: int, scale: float) -> list[str]:
+def slow_kernels(read_types: dict[str, int], bw_gbps: float, cores: int, scale: KernelScale) -> list[str]:
     """Types holding 10%+ of the CPU's decode bytes that their kernel, not the memory, paces on these cores, at
     under 60% of Q4_K's rate (the IQ1-3 types on few cores): their bytes are no measure of their time."""
     rates = cpu_kernels().types
-    q4k = rates["Q4_K"].decode_gbps_per_core
+    q4k = rates["Q4_K"].decode_gbps_per_core * scale.of("Q4_K")
     total = sum(read_types.values()) or 1
-    return [f"{ty} ({q4k / rates[ty].decode_gbps_per_core:.1f}x Q4_K's time per byte)"
+    return [f"{ty} ({q4k / (rates[ty].decode_gbps_per_core * scale.of(ty)):.1f}x Q4_K's time per byte)"
             for ty, nb in sorted(read_types.items(), key=lambda kv: -kv[1])
-            if nb >= 0.1 * total and ty in rates and rates[ty].decode_gbps_per_core < 0.6 * q4k
+            if nb >= 0.1 * total and ty in rates and rates[ty].decode_gbps_per_core * scale.of(ty) < 0.6 * q4k
             and read_rate_gbps(ty, bw_gbps, cores, scale) < bw_gbps]
 
 
-def cpu_prefill_seconds(matmul_types: dict[tuple[str, bool], int], cores: int, scale: float) -> float:
+def cpu_prefill_seconds(matmul_types: dict[tuple[str, bool], int], cores: int, scale: KernelScale) -> float:
     """Seconds of matrix products per prefill token on the CPU: 2 x weights of each type / that type's GFLOPS,
     expert matrices (mul_mat_id, each expert on its share of the batch) at a fraction of it."""
     k = cpu_kernels()
     expert_eff = backend("cpu").prefill_expert_efficiency
     rate = {ty: kern.prefill_gflops_per_core for ty, kern in k.types.items()}
-    return sum(2 * n / (rate.get(ty, k.default_prefill_gflops_per_core) * 1e9 * cores * scale
+    return sum(2 * n / (rate.get(ty, k.default_prefill_gflops_per_core) * 1e9 * cores * scale.of(ty)
                         * (expert_eff if expert else 1.0))
                for (ty, expert), n in matmul_types.items())
 
@@ -122,11 +176,10 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
     for d in set(read_per_token) | set(kv):
         nbytes = read_per_token.get(d, 0) + kv.get(d, 0) * frac
         if d == CPU:
-            c = backend("cpu")
             typed = read_types.get(CPU, {})
             mem = _cpu_memory_gbps(hw)
             t_decode += cpu_decode_seconds(typed, nbytes - sum(typed.values()), mem, cores, scale) \
-                + nodes.get(CPU, 0) * c.decode_node_us / 1e6
+                + nodes.get(CPU, 0) * _node_us(hw)[0] / 1e6
             slow = slow_kernels(typed, mem, cores, scale)
             if slow:
                 notes.append(f"on {cores} CPU core(s) the kernel, not the memory, paces {', '.join(slow)}")
@@ -148,8 +201,8 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             t_pp += host_bytes / (backends().op_offload_gbps * 1e9) / n_ubatch
             notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
-        t_pp = cpu_prefill_seconds(matmul_types, cores, scale) \
-            + sum(nodes.values()) * backend("cpu").prefill_node_us / 1e6
+        t_pp = cpu_prefill_seconds(matmul_types, cores, _prefill_scale(hw)) \
+            + sum(nodes.values()) * _node_us(hw)[1] / 1e6
     if not flash_attn:
         notes.append("flash attention off: long prompts are slower than shown")
     cal = hw.calibration

@@ -60,6 +60,27 @@ class GPU(_Checked):
         return self.vram_free_bytes if self.vram_free_bytes is not None else self.vram_total_bytes
 
 
+class CPUSpeed(_Checked):
+    """This CPU's own speed constants, fitted to llama.cpp's decode and prompt times on shape twins run here
+    (planner/verify/cpu_bench.py). They replace the reference box's (planner/data/cpu_kernels.yaml, the copy
+    test and the SIMD-width guess) in the estimator, which stays the same formula."""
+    threads: int = Field(..., ge=1, le=1 << 15, description="threads the constants were measured at")
+    memory_gbps: float = Field(..., gt=0, le=1e6, description="the most decode's weight reads can reach, GB/s")
+    kernel_scale: float = Field(..., gt=0, le=1e3,
+                                description="a core's matrix-vector speed against the reference box's, for a type "
+                                            "not measured (Q4_K's)")
+    decode_type_scale: dict[str, float] = Field(default_factory=dict,
+                                                description="the same, per ggml type measured (a one-type twin each)")
+    decode_node_us: float = Field(..., ge=0, le=1e5, description="fixed cost per graph node of a decoded token")
+    prefill_scale: float = Field(..., gt=0, le=1e3,
+                                 description="a core's matrix-matrix speed against the reference box's (Q4_K's)")
+    prefill_type_scale: dict[str, float] = Field(default_factory=dict, description="the same, per ggml type measured")
+    prefill_node_us: float = Field(..., ge=0, le=1e5, description="cost per graph node and prompt token")
+    busy: bool = Field(False, description="other programs kept cores busy while it was timed")
+    measured_at: str = Field("", description="when (UTC, ISO 8601)")
+    source: str = ""
+
+
 class Calibration(BaseModel):
     """Measured/predicted ratios from `plan verify` runs on this machine (planner/verify/calibration.py).
     The estimator multiplies its tok/s by the factors and uses the measured process overheads."""
@@ -81,6 +102,7 @@ class HardwareProfile(BaseModel):
     gpus: list[GPU] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list, description="what a probe could not tell")
     calibration: Calibration | None = Field(None, description="from verify runs on this machine")
+    cpu_speed: CPUSpeed | None = Field(None, description="this CPU measured by llama.cpp (a self-benchmark)")
 
     @property
     def unified(self) -> bool:

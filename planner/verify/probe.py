@@ -90,7 +90,7 @@ def _speed(llm, cfg: dict[str, Any]) -> dict[str, Any]:
     pp, tg, depth = int(cfg.get("pp", 512)), int(cfg.get("tg", 128)), int(cfg.get("depth", 0))
     reps = max(1, int(cfg.get("reps", 1)))
     rand = lambda n: [rng.randrange(3, n_vocab) for _ in range(n)]  # noqa: E731
-    from planner.verify.load import Window, load_figures, since, snapshot
+    from planner.profile.load import Window, load_figures, since, snapshot
     pp_t, tg_t = [], []
     timed = Window(0.0, 0.0, 0.0)  # the timed runs' CPU: this process's and the other programs'
     for r in range(reps + 1):  # run 0 is the warm-up
@@ -118,6 +118,64 @@ def _speed(llm, cfg: dict[str, Any]) -> dict[str, Any]:
     threads = int(cfg.get("threads") or os.cpu_count() or 1)
     return {"pp_tps": pp / (sum(pp_t) / len(pp_t)), "tg_tps": tg / (sum(tg_t) / len(tg_t)),
             "pp": pp, "tg": tg, "depth": depth, "reps": reps, "load": load_figures(timed, threads)}
+
+
+def bench(cfg: dict[str, Any]) -> dict[str, Any]:
+    """llama-bench's loop in llama.cpp's own API (no Python work per token beyond the call), for each model of
+    cfg["models"] and each thread count of cfg["threads"]: a warm-up, then `reps` runs of `tg` tokens decoded one
+    at a time from an empty cache and (at the thread counts of cfg["pp_threads"]) `reps` prompts of `pp` random
+    tokens in one batch, each call synchronised. Returns the seconds of each run."""
+    import llama_cpp as lc
+    lc.llama_backend_init()
+    out = []
+    for job in cfg["models"]:
+        model = lc.llama_model_load_from_file(job["model"].encode(), lc.llama_model_default_params())
+        if not model:
+            raise RuntimeError(f"llama.cpp could not load {job['model']}")
+        runs = [_bench_threads(lc, model, job, int(t), int(t) in cfg.get("pp_threads", cfg["threads"]),
+                               max(1, int(cfg.get("reps", 3)))) for t in cfg["threads"]]
+        lc.llama_model_free(model)
+        out.append({"model": job["model"], "pp": int(job["pp"]), "tg": int(job["tg"]), "runs": runs})
+    return {"cfg": cfg, "ok": True, "models": out}
+
+
+def _bench_threads(lc, model, job: dict[str, Any], threads: int, with_pp: bool, reps: int) -> dict[str, Any]:
+    import random
+
+    from planner.profile.load import load_figures, since, snapshot
+    rng = random.Random(0)
+    n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+    pp, tg = int(job["pp"]), int(job["tg"])
+    cp = lc.llama_context_default_params()
+    cp.n_ctx, cp.n_batch, cp.n_ubatch = max(pp, tg) + 64, max(pp, 1), max(pp, 1)
+    cp.n_threads = cp.n_threads_batch = threads
+    ctx = lc.llama_init_from_model(model, cp)
+    mem = lc.llama_get_memory(ctx)
+
+    def timed(n_calls: int, n_tok: int):
+        lc.llama_memory_clear(mem, True)
+        s = snapshot()
+        for _ in range(n_calls):
+            toks = (lc.llama_token * n_tok)(*(rng.randrange(n_vocab) for _ in range(n_tok)))
+            if lc.llama_decode(ctx, lc.llama_batch_get_one(toks, n_tok)) != 0:
+                raise RuntimeError("llama_decode failed")
+            lc.llama_synchronize(ctx)
+        return since(s)
+
+    timed(1, pp)  # warm-up: pages in, repacked weights, the thread pool up
+    timed(min(tg, 4), 1)
+    windows = {"pp": [], "tg": []}
+    for _ in range(reps):
+        if with_pp:
+            windows["pp"].append(timed(1, pp))
+        windows["tg"].append(timed(tg, 1))
+    lc.llama_free(ctx)
+    every = [w for ws in windows.values() for w in ws]
+    total = every[0]
+    for w in every[1:]:
+        total = total + w
+    return {"threads": threads, "pp_s": [w.wall_s for w in windows["pp"]], "tg_s": [w.wall_s for w in windows["tg"]],
+            "load": load_figures(total, threads)}
 
 
 def logits(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +229,8 @@ def probe(cfg: dict[str, Any]) -> dict[str, Any]:
         return dry_run(cfg)
     if cfg.get("mode") == "logits":
         return logits(cfg)
+    if cfg.get("mode") == "bench":
+        return bench(cfg)
     if cfg.get("mode") == "imatrix":
         from planner.verify.imatrix import collect
         return collect(cfg)

@@ -104,7 +104,7 @@ class VerifyReport(BaseModel):
     replanned: str | None = None
     calibration_runs: int | None = None
     timing_load: dict[str, Any] | None = Field(None, description="how much of the CPU the timed runs got: "
-                                               "cpu_share, other_cores, cores, busy (planner/verify/load.py)")
+                                               "cpu_share, other_cores, cores, busy (planner/profile/load.py)")
     notes: list[str] = Field(default_factory=list)
 
 

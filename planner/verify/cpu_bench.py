@@ -1,0 +1,239 @@
+"""This CPU measured by llama.cpp: a self-benchmark of a few seconds that fits the CPU speed constants
+(profile.hardware.CPUSpeed) to this machine, kept per boot in the user's cache dir.
+
+Two shape twins, every matrix Q4_K (the kernel the reference rates are relative to):
+- NODES: 32 layers 256 wide, 7 MB: a token is mostly llama.cpp's fixed cost per graph node;
+- BYTES: 6 layers of a 3B model (2048 wide, FFN 5632), 174 MB, past the caches: a token is mostly reading
+  its weights.
+Each is timed like llama-bench (planner/verify/probe.py bench: llama_decode in a loop, random tokens, a
+warm-up, the median of 3 runs) on all physical cores and on one. With the estimator's own facts of each twin
+(estimate.cpu_facts: bytes by type, nodes), the two decode times at a thread count give the Q4_K read rate R
+and the cost per node t (two equations, two unknowns); the two prompt times give the matrix-matrix rate and
+the cost per node and token. One core is kernel-bound, so its R over the reference Q4_K rate per core is this
+CPU's kernel scale; all cores are memory-bound when they reach under 85% of cores x one core's rate, and then
+R is the memory's ceiling (else the ceiling is at least R, and the multi-thread copy test says how far).
+docs/model.md "CPU speed" has the formulas; bench/cpu_truth.py checks the fit against llama-bench.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+
+from planner.estimate.constants import cpu_kernels
+from planner.estimate.estimate import CPUFacts, cpu_facts
+from planner.estimate.options import RuntimeOptions
+from planner.fileio import write_cache
+from planner.model.hf_config import spec_from_hf_config
+from planner.model.spec import ModelSpec
+from planner.profile.hardware import CPUSpeed, HardwareProfile
+
+BENCH_VERSION = 1  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
+MEMORY_BOUND_AT = 0.9  # a type read at this share of the fastest type's rate on all cores is paced by the memory
+BUSY_KEEP_S = 600  # a result timed on a busy machine is kept this long, then measured again
+OPTS = RuntimeOptions(n_ctx=512, n_gpu_layers=0)
+TYPES = ("Q4_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1")  # one twin each: the types published files are made of
+SHAPES = {  # twin -> (layers, width, FFN, heads, KV heads)
+    "nodes": (32, 256, 512, 4, 2),  # 7 MB of Q4_K: a token is mostly llama.cpp's fixed cost per graph node
+    "bytes": (4, 2048, 5632, 16, 4),  # 4 layers of a 3B model, 116-219 MB, past the caches: mostly reading weights
+}
+
+
+def twin_spec(name: str, ty: str = "Q4_K") -> ModelSpec:
+    layers, width, ff, heads, kv = SHAPES[name]
+    cfg = dict(architectures=["LlamaForCausalLM"], hidden_size=width, intermediate_size=ff, num_hidden_layers=layers,
+               num_attention_heads=heads, num_key_value_heads=kv, vocab_size=1024, tie_word_embeddings=True,
+               max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0)
+    m = spec_from_hf_config(cfg, f"cpu-bench-{name}-{ty}", "planner self-benchmark twin")
+    return m.with_types({t.name: ty for t in m.tensors if len(t.shape) >= 2})
+
+
+def available() -> bool:
+    """llama-cpp-python importable, and not switched off (PLANNER_SELF_BENCH=0)."""
+    if os.environ.get("PLANNER_SELF_BENCH", "1") == "0":
+        return False
+    try:
+        import llama_cpp  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent, or a broken build: fall back to the copy test
+        return False
+    return True
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        try:
+            import psutil
+            return str(int(psutil.boot_time()))
+        except Exception:  # noqa: BLE001
+            return "unknown boot"
+
+
+def _key(hw: HardwareProfile) -> str:
+    import llama_cpp
+
+    from planner.verify.calibration import fingerprint
+    return "|".join((fingerprint(hw), _boot_id(), getattr(llama_cpp, "__version__", "?"), str(BENCH_VERSION)))
+
+
+def _path() -> str:
+    from planner.verify.calibration import cache_dir
+    return os.path.join(cache_dir(), "cpu-speed.json")
+
+
+def _read() -> dict:
+    try:
+        with open(_path(), encoding="utf-8") as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def cached(hw: HardwareProfile) -> CPUSpeed | None:
+    """This boot's result for this machine, when there is one still good (a busy one for BUSY_KEEP_S)."""
+    hit = _read().get(_key(hw))
+    if not hit:
+        return None
+    try:
+        speed = CPUSpeed.model_validate(hit["speed"])
+    except (KeyError, ValueError):
+        return None
+    if speed.busy and (datetime.datetime.now(datetime.UTC).timestamp() - hit.get("time", 0)) > BUSY_KEEP_S:
+        return None
+    return speed
+
+
+def _time(paths: dict[str, str], threads: list[int]) -> dict:
+    from planner.verify.child import run_probe
+    jobs = [{"model": p, "pp": 256 if k == "nodes" else 64, "tg": 256 if k == "nodes" else 16} for k, p in paths.items()]
+    r = run_probe({"mode": "bench", "models": jobs, "threads": threads, "pp_threads": threads[:1], "reps": 3},
+                  timeout_s=300)
+    if not r.get("ok"):
+        raise RuntimeError(f"the llama.cpp self-benchmark failed: {r.get('error')}")
+    return {k: {"pp": j["pp"], "tg": j["tg"], "runs": {str(run["threads"]): run for run in j["runs"]}}
+            for k, j in zip(paths, r["models"], strict=True)}
+
+
+def measure(hw: HardwareProfile) -> dict:
+    """Write the twins to a temporary folder and time them on all physical cores (decode and prompt) and on one
+    (decode), in one llama.cpp child (about 10 s on 2 cores); returns what fit() takes."""
+    import tempfile
+
+    from planner.verify.twin import write_twin
+    n = hw.cpu.cores
+    with tempfile.TemporaryDirectory(prefix="planner-cpu-bench-") as d:
+        paths = {"nodes": os.path.join(d, "nodes.gguf")} | {ty: os.path.join(d, f"{ty}.gguf") for ty in TYPES}
+        for k, p in paths.items():
+            write_twin(twin_spec("nodes") if k == "nodes" else twin_spec("bytes", k), p, fill="random",
+                       default_type="F32")
+        t = _time(paths, [n, 1] if n > 1 else [1])
+    return {"cores": n, "copy_gbps": hw.ram.bandwidth_gbps, "nodes": t.pop("nodes"), "bytes": t}
+
+
+def _solve(a: tuple[float, float], b: tuple[float, float], y: tuple[float, float]) -> tuple[float, float]:
+    """x1, x2 with a_i x1 + b_i x2 = y_i (Cramer's rule)."""
+    det = a[0] * b[1] - a[1] * b[0]
+    return (y[0] * b[1] - y[1] * b[0]) / det, (a[0] * y[1] - a[1] * y[0]) / det
+
+
+def _per_token(t: dict, threads: int, kind: str) -> float:
+    return statistics.median(t["runs"][str(threads)][f"{kind}_s"]) / t[kind]
+
+
+def _node_costs(m: dict, threads: int, decode_only: bool = False) -> tuple[float, float]:
+    """(s per node of a decoded token, s per node and prompt token): the nodes twin's 7 MB stay in the caches, so
+    its decode time is its nodes' (its prompt's time less its products at the Q4_K twin's rate, solved with that
+    twin: two equations in 1 / rate and the cost per node)."""
+    f = {k: cpu_facts(twin_spec(k), _box(), OPTS) for k in SHAPES}
+    t = {"nodes": m["nodes"], "bytes": m["bytes"]["Q4_K"]}
+    t_node = _per_token(t["nodes"], threads, "tg") / f["nodes"].nodes
+    if decode_only:
+        return t_node, 0.0
+    pre = {k: _per_token(t[k], threads, "pp") for k in SHAPES}
+    inv_p, t_pp = _solve(tuple(2 * f[k].matmul_types.get(("Q4_K", False), 0) for k in SHAPES),
+                         tuple(f[k].nodes for k in SHAPES), tuple(pre[k] for k in SHAPES))
+    return t_node, max(t_pp, 0.0) if inv_p > 0 else 0.0
+
+
+def _box() -> HardwareProfile:
+    """Any CPU-only profile: the twins' facts (bytes, nodes) do not depend on the box."""
+    from planner.profile.hardware import CPU, RAM
+    return HardwareProfile(cpu=CPU(), ram=RAM(total_bytes=64 << 30, bandwidth_gbps=20.0))
+
+
+def _type_rates(m: dict, ty: str, threads: int, node_s: tuple[float, float], copy: float,
+                decode_only: bool = False) -> tuple[float, float]:
+    """(GB/s its weights are read at, its GFLOPS) at this thread count, the node costs taken off."""
+    f = cpu_facts(twin_spec("bytes", ty), _box(), OPTS)
+    t = m["bytes"][ty]
+    dec = _per_token(t, threads, "tg") - f.nodes * node_s[0] - f.other_bytes / (copy * 1e9)
+    if decode_only:
+        return f.read_types[ty] / max(dec, 1e-9) / 1e9, 0.0
+    pre = _per_token(t, threads, "pp") - f.nodes * node_s[1]
+    return f.read_types[ty] / max(dec, 1e-9) / 1e9, 2 * f.matmul_types[(ty, False)] / max(pre, 1e-9) / 1e9
+
+
+def fit(m: dict, hw: HardwareProfile) -> CPUSpeed:
+    """The CPU's constants from measure()'s times (see the module's docstring)."""
+    n, copy = m["cores"], m["copy_gbps"]
+    nodes_n = _node_costs(m, n)
+    nodes_1 = _node_costs(m, 1, decode_only=True) if n > 1 else nodes_n
+    at_n = {ty: _type_rates(m, ty, n, nodes_n, copy) for ty in m["bytes"]}
+    at_1 = {ty: _type_rates(m, ty, 1, nodes_1, copy, decode_only=True) for ty in m["bytes"]} if n > 1 else at_n
+    mem = max([copy] + [r for r, _ in at_n.values()])
+    ref = cpu_kernels().types
+    decode, prefill, bound = {}, {}, []
+    for ty, (r, p) in at_n.items():
+        if n > 1 and r >= MEMORY_BOUND_AT * mem:  # the memory paces it on all cores: one core tells its kernel
+            per_core = at_1[ty][0]
+            bound.append(ty)
+        else:
+            per_core = r / n
+        decode[ty] = round(per_core / ref[ty].decode_gbps_per_core, 3)
+        prefill[ty] = round(p / n / ref[ty].prefill_gflops_per_core, 3)
+    busy = any(run["load"].get("busy") for t in [m["nodes"], *m["bytes"].values()] for run in t["runs"].values())
+    import llama_cpp
+    rates = ", ".join(f"{ty} {r:.1f}" for ty, (r, _) in at_n.items())
+    return CPUSpeed(threads=n, memory_gbps=round(mem, 2), kernel_scale=decode["Q4_K"], decode_type_scale=decode,
+                    decode_node_us=round(nodes_n[0] * 1e6, 3), prefill_scale=prefill["Q4_K"],
+                    prefill_type_scale=prefill, prefill_node_us=round(nodes_n[1] * 1e6, 3), busy=busy,
+                    measured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    source=f"measured here: llama.cpp (llama-cpp-python {getattr(llama_cpp, '__version__', '?')}) "
+                           f"self-benchmark on one-type twins at {n} threads, weights read at GB/s: {rates}"
+                           + (f" ({', '.join(bound)} at the memory's pace)" if bound else "")
+                           + f"; {nodes_n[0] * 1e6:.2f} us per node"
+                           + ("; other programs were busy meanwhile: it may read slow" if busy else ""))
+
+
+def self_benchmark(hw: HardwareProfile, *, force: bool = False) -> CPUSpeed:
+    """This boot's measured constants: the cached ones, else measured now (and kept)."""
+    if not force and (hit := cached(hw)):
+        return hit
+    speed = fit(measure(hw), hw)
+    d = _read()
+    d[_key(hw)] = {"speed": speed.model_dump(), "time": datetime.datetime.now(datetime.UTC).timestamp(),
+                   "machine": platform.node()}
+    write_cache(_path(), json.dumps(d, indent=1))
+    return speed
+
+
+def measured(hw: HardwareProfile, *, force: bool = False) -> HardwareProfile:
+    """The detected profile with this CPU's own constants when llama.cpp can measure them; else unchanged (the
+    multi-thread copy test and the reference kernels), with a note saying so."""
+    if not available():
+        note = ("CPU speed: from the copy test and reference kernel rates; `pip install llama-cpp-python` lets "
+                "`plan profile` measure this CPU with llama.cpp itself (a few seconds, once per boot)")
+        return hw.model_copy(update={"notes": [*hw.notes, note]})
+    try:
+        speed = self_benchmark(hw, force=force)
+    except Exception as exc:  # noqa: BLE001 - a failed benchmark leaves the copy-test model, with the reason
+        return hw.model_copy(update={"notes": [*hw.notes, f"CPU self-benchmark failed ({exc}); speed from the "
+                                                          "copy test"]})
+    return hw.model_copy(update={"cpu_speed": speed})
+
