@@ -83,3 +83,4 @@ def backend(name: str) -> Backend:
         raise InvalidOptionError(f"no constants for the backend '{name}' (planner/data/backends.yaml has "
                                  f"{', '.join(BACKENDS)})")
     return getattr(backends(), name)
+

@@ -11,6 +11,7 @@ from planner.data import data_yaml
 
 class GPUSpec(BaseModel):
     name: str
+    family: str = ""  # the generation whose speed constants apply (planner/data/gpu_speed.yaml)
     match: list[str]
     vram_gib: float
     bandwidth_gbps: float
@@ -23,14 +24,26 @@ def gpu_specs() -> tuple[GPUSpec, ...]:
     return tuple(GPUSpec(**g) for g in data_yaml("gpus.yaml")["gpus"])
 
 
+def _ends_a_word(text: str, m: str) -> bool:
+    """m occurs in text and is not the start of a longer name there ("a10" in "a100", "l4" in "l40s")."""
+    i = text.find(m)
+    while i >= 0:
+        if not text[i + len(m):i + len(m) + 1].isalnum():
+            return True
+        i = text.find(m, i + 1)
+    return False
+
+
 def lookup_gpu_spec(name: str) -> GPUSpec | None:
-    """The entry whose longest match string occurs in the reported name (so '4060 ti' beats '4060')."""
+    """The entry whose longest match string occurs in the reported name as a whole word (so '4060 ti' beats
+    '4060', and an A100 is not an A10)."""
     low = f" {name.lower()} "
     tight = low.replace(" ", "").replace("-", "")
     best, best_len = None, 0
     for spec in gpu_specs():
         for m in spec.match:
-            hit = m in low or (len(m.strip()) > 3 and m.replace(" ", "") in tight)
+            hit = _ends_a_word(low, m.rstrip()) or (len(m.strip()) > 3
+                                                    and _ends_a_word(tight, m.replace(" ", "")))
             if hit and len(m) > best_len:
                 best, best_len = spec, len(m)
     return best

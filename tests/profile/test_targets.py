@@ -81,3 +81,14 @@ def test_a_named_box_keeps_ram_for_its_os_and_the_plan_stays_within_the_rest(tmp
     f.write_text("name: server\nram: {total_gib: 64, bandwidth_gbps: 100, reserve_gib: 64}\n")
     with pytest.raises(TargetNotFoundError, match="reserve_gib"):
         resolve_target(str(f))
+
+
+def test_gpu_names_match_whole_words():
+    """An A100 is not an A10 and an L40S not an L4 (a prefix match once planned the bundled a100-80gb target at the
+    A10's 600 GB/s); the longest whole-word match still wins."""
+    from planner.profile.gpu_specs import lookup_gpu_spec
+    assert lookup_gpu_spec("NVIDIA A100-SXM4-80GB").name == "NVIDIA A100 80GB"
+    assert lookup_gpu_spec("NVIDIA L40S").name == "NVIDIA L40S"
+    assert lookup_gpu_spec("NVIDIA A10").name == "NVIDIA A10"
+    assert lookup_gpu_spec("NVIDIA GeForce RTX 4060 Ti").name == "NVIDIA GeForce RTX 4060 Ti"
+    assert load_target("a100-80gb").gpus[0].bandwidth_gbps == 2039
