@@ -97,16 +97,6 @@ def _node_us(hw: HardwareProfile) -> tuple[float, float]:
     return c.decode_node_us, c.prefill_node_us
 
 
-def cpu_basis(hw: HardwareProfile) -> str:
-    """What the CPU's speed figures rest on, for the plan's notes."""
-    if hw.cpu_speed:
-        return (f"CPU speed measured here by llama.cpp ({hw.cpu_speed.measured_at}, {hw.cpu_speed.threads} threads"
-                + (", machine busy" if hw.cpu_speed.busy else "") + ")")
-    if hw.ram.bandwidth_source.startswith("measured"):
-        return "CPU speed from this box's copy test and the reference kernel rates (no llama.cpp self-benchmark)"
-    return f"CPU speed from the profile's RAM bandwidth ({hw.ram.bandwidth_source}) and the reference kernel rates"
-
-
 def _cpu_cores(hw: HardwareProfile, threads: int | None) -> int:
     """Cores the kernels run on: -t threads, at most the physical cores (SMT siblings add no SIMD units:
     llama.cpp's own default is the physical count, cpu_get_num_math)."""

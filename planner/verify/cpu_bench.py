@@ -74,11 +74,17 @@ def _boot_id() -> str:
             return "unknown boot"
 
 
-def _key(hw: HardwareProfile) -> str:
-    import llama_cpp
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("llama_cpp_python")
+    except PackageNotFoundError:
+        return "?"
 
+
+def _key(hw: HardwareProfile) -> str:
     from planner.verify.calibration import fingerprint
-    return "|".join((fingerprint(hw), _boot_id(), getattr(llama_cpp, "__version__", "?"), str(BENCH_VERSION)))
+    return "|".join((fingerprint(hw), _boot_id(), _version(), str(BENCH_VERSION)))
 
 
 def _path() -> str:
@@ -198,13 +204,12 @@ def fit(m: dict, hw: HardwareProfile) -> CPUSpeed:
         decode[ty] = round(per_core / ref[ty].decode_gbps_per_core, 3)
         prefill[ty] = round(p / n / ref[ty].prefill_gflops_per_core, 3)
     busy = any(run["load"].get("busy") for t in [m["nodes"], *m["bytes"].values()] for run in t["runs"].values())
-    import llama_cpp
     rates = ", ".join(f"{ty} {r:.1f}" for ty, (r, _) in at_n.items())
     return CPUSpeed(threads=n, memory_gbps=round(mem, 2), kernel_scale=decode["Q4_K"], decode_type_scale=decode,
                     decode_node_us=round(nodes_n[0] * 1e6, 3), prefill_scale=prefill["Q4_K"],
                     prefill_type_scale=prefill, prefill_node_us=round(nodes_n[1] * 1e6, 3), busy=busy,
                     measured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    source=f"measured here: llama.cpp (llama-cpp-python {getattr(llama_cpp, '__version__', '?')}) "
+                    source=f"measured here: llama.cpp (llama-cpp-python {_version()}) "
                            f"self-benchmark on one-type twins at {n} threads, weights read at GB/s: {rates}"
                            + (f" ({', '.join(bound)} at the memory's pace)" if bound else "")
                            + f"; {nodes_n[0] * 1e6:.2f} us per node"

@@ -1,0 +1,60 @@
+"""The CPU self-benchmark: its fit recovers known constants from timings made with them, and on this machine it
+runs llama.cpp, is kept per boot and feeds the estimate."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.estimate.constants import cpu_kernels
+from planner.estimate.estimate import cpu_facts
+from planner.verify import cpu_bench as cb
+
+
+def _timings(rate: dict[str, float], t_node: float, gflops: float, t_pp: float, cores: int = 2) -> dict:
+    """What measure() would return on a CPU with these true constants (no noise)."""
+    def run(spec, ty: str, cached: bool = False) -> dict:
+        f = cpu_facts(spec, cb._box(), cb.OPTS)
+        # the nodes twin's 7 MB stay in the caches: its decode is its nodes (the fit's premise)
+        tg = (0 if cached else f.read_types.get(ty, 0) / (rate[ty] * 1e9)) + f.nodes * t_node
+        pp = 2 * f.matmul_types.get((ty, False), 0) / (gflops * 1e9) + f.nodes * t_pp
+        one = {"pp_s": [pp * 64] * 3, "tg_s": [tg * 16] * 3, "load": {"busy": False}}
+        return {"pp": 64, "tg": 16, "runs": {str(cores): one, "1": one}}
+    return {"cores": cores, "copy_gbps": 20.0, "nodes": run(cb.twin_spec("nodes"), "Q4_K", cached=True),
+            "bytes": {ty: run(cb.twin_spec("bytes", ty), ty) for ty in rate}}
+
+
+def test_fit_recovers_the_constants_it_was_timed_with():
+    rate = {"Q4_K": 18.0, "Q6_K": 24.0, "Q8_0": 25.0, "Q4_0": 16.0, "Q4_1": 11.0}
+    m = _timings(rate, t_node=1.5e-6, gflops=150.0, t_pp=0.4e-6)
+    s = cb.fit(m, cb._box())
+    assert s.decode_node_us == pytest.approx(1.5, rel=0.1)
+    assert s.memory_gbps == pytest.approx(25.0, rel=0.01)
+    ref = cpu_kernels().types
+    assert s.decode_type_scale["Q4_1"] == pytest.approx(11.0 / 2 / ref["Q4_1"].decode_gbps_per_core, rel=0.1)
+    assert s.prefill_scale == pytest.approx(150.0 / 2 / ref["Q4_K"].prefill_gflops_per_core, rel=0.15)
+
+
+def test_off_switch_and_missing_llama_cpp_leave_the_copy_test(monkeypatch):
+    from planner.profile.detect import detect_hardware
+    monkeypatch.setenv("PLANNER_SELF_BENCH", "0")
+    hw = cb.measured(detect_hardware(measure_bandwidth=False))
+    assert hw.cpu_speed is None and any("pip install llama-cpp-python" in n for n in hw.notes)
+
+
+@pytest.mark.llama
+def test_self_benchmark_runs_llama_cpp_once_per_boot_and_feeds_the_estimate(smol_path, monkeypatch):
+    from planner.estimate import RuntimeOptions, estimate
+    from planner.model import load_gguf
+    from planner.profile.detect import detect_hardware
+    monkeypatch.setenv("PLANNER_SELF_BENCH", "1")
+    base = detect_hardware()
+    hw = cb.measured(base, force=True)
+    s = hw.cpu_speed
+    assert s and s.threads == base.cpu.cores and s.memory_gbps > 1 and s.decode_node_us > 0
+    assert set(s.decode_type_scale) == set(cb.TYPES)
+    calls = []
+    monkeypatch.setattr(cb, "measure", lambda hw: calls.append(1))
+    assert cb.measured(base).cpu_speed == s and not calls  # this boot's result, not measured again
+    opts = RuntimeOptions(n_ctx=1024, n_gpu_layers=0)
+    spec = load_gguf(smol_path)
+    assert estimate(spec, hw, opts).throughput.decode_tps != estimate(spec, base, opts).throughput.decode_tps
