@@ -103,7 +103,7 @@ def main() -> int:
     base = detect_hardware()
     hw = measured(base, force=True)
     if not hw.cpu_speed:
-        print("llama-cpp-python is not installed: nothing to measure")
+        print(f"no self-benchmark: {hw.notes[-1]}")
         return 2
     print(f"self-benchmark: {hw.cpu_speed.source}")
     rows, missed = [], []

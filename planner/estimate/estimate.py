@@ -74,6 +74,7 @@ class CPUFacts(NamedTuple):
     other_bytes: int  # the rest it reads (KV, recurrent states, F32 norms)
     matmul_types: dict[tuple[str, bool], int]  # weights a prompt token multiplies, by (type, expert matrix)
     nodes: float  # graph nodes of a token (graph.py)
+    kv_per_cell: float  # KV cache bytes per token of context (read once per decoded token at that depth)
 
 
 def cpu_facts(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> CPUFacts:
@@ -82,4 +83,4 @@ def cpu_facts(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> CP
     b = memory_breakdown(model, hw, opts.model_copy(update={"n_gpu_layers": 0}))
     typed = b.read_types.get(CPU, {})
     return CPUFacts(dict(typed), b.read_per_token.get(CPU, 0) - sum(typed.values()), matmul_types(model),
-                    sum(b.nodes.values()))
+                    sum(b.nodes.values()), b.kv.get(CPU, 0) / max(b.n_ctx, 1))

@@ -141,6 +141,17 @@ def slow_kernels(read_types: dict[str, int], bw_gbps: float, cores: int, scale: 
             and read_rate_gbps(ty, bw_gbps, cores, scale) < bw_gbps]
 
 
+def attention_flops(model: ModelSpec, ctx: float) -> float:
+    """FLOPs a token's attention takes over `ctx` tokens of context: QK and PV, 2 x heads x (K + V width) x the
+    tokens each layer attends (a sliding layer its window; recurrent and attention-free layers none)."""
+    total = 0.0
+    for lay in model.layers:
+        if lay.attn in ("full", "swa"):
+            span = min(ctx, lay.window) if lay.attn == "swa" and lay.window else ctx
+            total += 2 * lay.n_head * ((lay.head_dim or model.head_dim_k) + model.head_dim_v) * span
+    return total
+
+
 def cpu_prefill_seconds(matmul_types: dict[tuple[str, bool], int], cores: int, scale: KernelScale) -> float:
     """Seconds of matrix products per prefill token on the CPU: 2 x weights of each type / that type's GFLOPS,
     expert matrices (mul_mat_id, each expert on its share of the batch) at a fraction of it."""
@@ -168,6 +179,10 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
         if d == CPU:
             typed = read_types.get(CPU, {})
             mem = _cpu_memory_gbps(hw)
+            kv_read = kv.get(d, 0) * frac
+            if hw.cpu_speed and hw.cpu_speed.kv_read_gbps:  # the cache read at depth, as measured here
+                nbytes -= kv_read
+                t_decode += kv_read / (hw.cpu_speed.kv_read_gbps * 1e9)
             t_decode += cpu_decode_seconds(typed, nbytes - sum(typed.values()), mem, cores, scale) \
                 + nodes.get(CPU, 0) * _node_us(hw)[0] / 1e6
             slow = slow_kernels(typed, mem, cores, scale)
@@ -193,6 +208,8 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
     else:
         t_pp = cpu_prefill_seconds(matmul_types, cores, _prefill_scale(hw)) \
             + sum(nodes.values()) * _node_us(hw)[1] / 1e6
+        if hw.cpu_speed and hw.cpu_speed.attention_gflops:  # a prompt of n_ubatch tokens attends n_ubatch / 2
+            t_pp += attention_flops(model, min(n_ubatch, n_ctx) / 2) / (hw.cpu_speed.attention_gflops * 1e9)
     if not flash_attn:
         notes.append("flash attention off: long prompts are slower than shown")
     cal = hw.calibration

@@ -76,6 +76,9 @@ class CPUSpeed(_Checked):
                                  description="a core's matrix-matrix speed against the reference box's (Q4_K's)")
     prefill_type_scale: dict[str, float] = Field(default_factory=dict, description="the same, per ggml type measured")
     prefill_node_us: float = Field(..., ge=0, le=1e5, description="cost per graph node and prompt token")
+    kv_read_gbps: float | None = Field(None, gt=0, le=1e6, description="the KV cache read at depth, GB/s")
+    attention_gflops: float | None = Field(None, gt=0, le=1e9,
+                                           description="a prompt's attention over its context, GFLOPS on all cores")
     busy: bool = Field(False, description="other programs kept cores busy while it was timed")
     measured_at: str = Field("", description="when (UTC, ISO 8601)")
     source: str = ""

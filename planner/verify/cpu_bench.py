@@ -32,6 +32,14 @@ from planner.model.spec import ModelSpec
 from planner.profile.hardware import CPUSpeed, HardwareProfile
 
 BENCH_VERSION = 1  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
+# types not timed take the scale of the timed type whose kernel family they share (an assumption, not measured):
+# legacy blocks without a repacked kernel like Q4_1, the other K and I types like Q4_K, F16/BF16 like Q8_0
+SCALE_LIKE = {"Q5_0": "Q4_1", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "MXFP4": "Q4_0", "F16": "Q8_0", "BF16": "Q8_0",
+              "Q2_K": "Q4_K", "Q3_K": "Q4_K", "Q5_K": "Q4_K", "IQ4_XS": "Q4_K", "IQ3_S": "Q4_K", "IQ3_XXS": "Q4_K",
+              "IQ2_S": "Q4_K", "IQ2_XS": "Q4_K", "IQ2_XXS": "Q4_K", "IQ1_M": "Q4_K", "IQ1_S": "Q4_K"}
+REPS = 5  # timed runs per twin and thread count (the median counts): a shared box's noise comes in bursts
+PAIR = ("nodes", "bytes")  # the two twins the node costs are solved from
+DEPTH = 4096  # the nodes twin is timed again after this much context: its 64 MiB of KV is past the caches
 MEMORY_BOUND_AT = 0.9  # a type read at this share of the fastest type's rate on all cores is paced by the memory
 BUSY_KEEP_S = 600  # a result timed on a busy machine is kept this long, then measured again
 OPTS = RuntimeOptions(n_ctx=512, n_gpu_layers=0)
@@ -117,8 +125,9 @@ def cached(hw: HardwareProfile) -> CPUSpeed | None:
 
 def _time(paths: dict[str, str], threads: list[int]) -> dict:
     from planner.verify.child import run_probe
-    jobs = [{"model": p, "pp": 256 if k == "nodes" else 64, "tg": 256 if k == "nodes" else 16} for k, p in paths.items()]
-    r = run_probe({"mode": "bench", "models": jobs, "threads": threads, "pp_threads": threads[:1], "reps": 3},
+    jobs = [{"model": p, "pp": 128, "tg": 256, "depth": DEPTH} if k == "nodes" else {"model": p, "pp": 64, "tg": 48}
+            for k, p in paths.items()]
+    r = run_probe({"mode": "bench", "models": jobs, "threads": threads, "pp_threads": threads[:1], "reps": REPS},
                   timeout_s=300)
     if not r.get("ok"):
         raise RuntimeError(f"the llama.cpp self-benchmark failed: {r.get('error')}")
@@ -134,10 +143,9 @@ def measure(hw: HardwareProfile) -> dict:
     from planner.verify.twin import write_twin
     n = hw.cpu.cores
     with tempfile.TemporaryDirectory(prefix="planner-cpu-bench-") as d:
-        paths = {"nodes": os.path.join(d, "nodes.gguf")} | {ty: os.path.join(d, f"{ty}.gguf") for ty in TYPES}
+        paths = {k: os.path.join(d, f"{k}.gguf") for k in ("nodes", *TYPES)}
         for k, p in paths.items():
-            write_twin(twin_spec("nodes") if k == "nodes" else twin_spec("bytes", k), p, fill="random",
-                       default_type="F32")
+            write_twin(twin_spec(k) if k in SHAPES else twin_spec("bytes", k), p, fill="random", default_type="F32")
         t = _time(paths, [n, 1] if n > 1 else [1])
     return {"cores": n, "copy_gbps": hw.ram.bandwidth_gbps, "nodes": t.pop("nodes"), "bytes": t}
 
@@ -156,14 +164,14 @@ def _node_costs(m: dict, threads: int, decode_only: bool = False) -> tuple[float
     """(s per node of a decoded token, s per node and prompt token): the nodes twin's 7 MB stay in the caches, so
     its decode time is its nodes' (its prompt's time less its products at the Q4_K twin's rate, solved with that
     twin: two equations in 1 / rate and the cost per node)."""
-    f = {k: cpu_facts(twin_spec(k), _box(), OPTS) for k in SHAPES}
+    f = {k: cpu_facts(twin_spec(k), _box(), OPTS) for k in PAIR}
     t = {"nodes": m["nodes"], "bytes": m["bytes"]["Q4_K"]}
     t_node = _per_token(t["nodes"], threads, "tg") / f["nodes"].nodes
     if decode_only:
         return t_node, 0.0
-    pre = {k: _per_token(t[k], threads, "pp") for k in SHAPES}
-    inv_p, t_pp = _solve(tuple(2 * f[k].matmul_types.get(("Q4_K", False), 0) for k in SHAPES),
-                         tuple(f[k].nodes for k in SHAPES), tuple(pre[k] for k in SHAPES))
+    pre = {k: _per_token(t[k], threads, "pp") for k in PAIR}
+    inv_p, t_pp = _solve(tuple(2 * f[k].matmul_types.get(("Q4_K", False), 0) for k in PAIR),
+                         tuple(f[k].nodes for k in PAIR), tuple(pre[k] for k in PAIR))
     return t_node, max(t_pp, 0.0) if inv_p > 0 else 0.0
 
 
@@ -185,6 +193,24 @@ def _type_rates(m: dict, ty: str, threads: int, node_s: tuple[float, float], cop
     return f.read_types[ty] / max(dec, 1e-9) / 1e9, 2 * f.matmul_types[(ty, False)] / max(pre, 1e-9) / 1e9
 
 
+def _depth_rates(m: dict, threads: int) -> tuple[float | None, float | None]:
+    """(GB/s the KV cache is read at, attention GFLOPS): the nodes twin's decode and prompt after DEPTH tokens
+    against the same from an empty cache; None where the noise leaves no difference to read."""
+    from planner.estimate.throughput import attention_flops
+    t = m["nodes"]
+    run = t["runs"][str(threads)]
+    if not run.get("tg_deep_s") or not run.get("pp_deep_s"):
+        return None, None
+    spec = twin_spec("nodes")
+    f = cpu_facts(spec, _box(), OPTS)
+    depth = run.get("depth") or DEPTH
+    dt_tg = statistics.median(run["tg_deep_s"]) / t["tg"] - _per_token(t, threads, "tg")
+    dt_pp = statistics.median(run["pp_deep_s"]) / t["pp"] - _per_token(t, threads, "pp")
+    kv = f.kv_per_cell * (depth + t["tg"] / 2)
+    extra = attention_flops(spec, depth + t["tg"] + t["pp"] / 2) - attention_flops(spec, t["pp"] / 2)
+    return (round(kv / dt_tg / 1e9, 2) if dt_tg > 0 else None), (round(extra / dt_pp / 1e9, 2) if dt_pp > 0 else None)
+
+
 def fit(m: dict, hw: HardwareProfile) -> CPUSpeed:
     """The CPU's constants from measure()'s times (see the module's docstring)."""
     n, copy = m["cores"], m["copy_gbps"]
@@ -203,11 +229,16 @@ def fit(m: dict, hw: HardwareProfile) -> CPUSpeed:
             per_core = r / n
         decode[ty] = round(per_core / ref[ty].decode_gbps_per_core, 3)
         prefill[ty] = round(p / n / ref[ty].prefill_gflops_per_core, 3)
+    kv_gbps, attn_gflops = _depth_rates(m, n)
+    for ty, like in SCALE_LIKE.items():
+        if ty not in decode and like in decode:
+            decode[ty], prefill[ty] = decode[like], prefill[like]
     busy = any(run["load"].get("busy") for t in [m["nodes"], *m["bytes"].values()] for run in t["runs"].values())
     rates = ", ".join(f"{ty} {r:.1f}" for ty, (r, _) in at_n.items())
     return CPUSpeed(threads=n, memory_gbps=round(mem, 2), kernel_scale=decode["Q4_K"], decode_type_scale=decode,
                     decode_node_us=round(nodes_n[0] * 1e6, 3), prefill_scale=prefill["Q4_K"],
-                    prefill_type_scale=prefill, prefill_node_us=round(nodes_n[1] * 1e6, 3), busy=busy,
+                    prefill_type_scale=prefill, prefill_node_us=round(nodes_n[1] * 1e6, 3),
+                    kv_read_gbps=kv_gbps, attention_gflops=attn_gflops, busy=busy,
                     measured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     source=f"measured here: llama.cpp (llama-cpp-python {_version()}) "
                            f"self-benchmark on one-type twins at {n} threads, weights read at GB/s: {rates}"

@@ -129,7 +129,10 @@ def bench(cfg: dict[str, Any]) -> dict[str, Any]:
     lc.llama_backend_init()
     out = []
     for job in cfg["models"]:
-        model = lc.llama_model_load_from_file(job["model"].encode(), lc.llama_model_default_params())
+        mp = lc.llama_model_default_params()
+        if job.get("repack") is False:  # --no-repack: the weights as the file has them (the kernels llama.cpp
+            mp.use_extra_bufts = False  # uses for a tensor it does not repack, like a tied output matrix)
+        model = lc.llama_model_load_from_file(job["model"].encode(), mp)
         if not model:
             raise RuntimeError(f"llama.cpp could not load {job['model']}")
         runs = [_bench_threads(lc, model, job, int(t), int(t) in cfg.get("pp_threads", cfg["threads"]),
@@ -140,41 +143,57 @@ def bench(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bench_threads(lc, model, job: dict[str, Any], threads: int, with_pp: bool, reps: int) -> dict[str, Any]:
+    """One thread count of bench(): tg and pp from an empty cache, and (job["depth"] > 0) both again after that
+    many tokens of context (the prompt's batch at that depth, like llama-bench -d)."""
     import random
 
     from planner.profile.load import load_figures, since, snapshot
     rng = random.Random(0)
     n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
-    pp, tg = int(job["pp"]), int(job["tg"])
+    pp, tg, depth = int(job["pp"]), int(job["tg"]), int(job.get("depth", 0))
     cp = lc.llama_context_default_params()
-    cp.n_ctx, cp.n_batch, cp.n_ubatch = max(pp, tg) + 64, max(pp, 1), max(pp, 1)
+    cp.n_ctx = depth + pp + tg + 64
+    cp.n_batch = cp.n_ubatch = max(pp, 512 if depth else 1)
     cp.n_threads = cp.n_threads_batch = threads
     ctx = lc.llama_init_from_model(model, cp)
     mem = lc.llama_get_memory(ctx)
 
-    def timed(n_calls: int, n_tok: int):
+    def decode(n_tok: int) -> None:
+        toks = (lc.llama_token * n_tok)(*(rng.randrange(n_vocab) for _ in range(n_tok)))
+        if lc.llama_decode(ctx, lc.llama_batch_get_one(toks, n_tok)) != 0:
+            raise RuntimeError("llama_decode failed")
+        lc.llama_synchronize(ctx)
+
+    def fill(at: int) -> None:
         lc.llama_memory_clear(mem, True)
+        for start in range(0, at, cp.n_batch):  # the context first, untimed
+            decode(min(cp.n_batch, at - start))
+
+    def timed(n_calls: int, n_tok: int, at: int | None = 0):
+        if at is not None:
+            fill(at)
         s = snapshot()
         for _ in range(n_calls):
-            toks = (lc.llama_token * n_tok)(*(rng.randrange(n_vocab) for _ in range(n_tok)))
-            if lc.llama_decode(ctx, lc.llama_batch_get_one(toks, n_tok)) != 0:
-                raise RuntimeError("llama_decode failed")
-            lc.llama_synchronize(ctx)
+            decode(n_tok)
         return since(s)
 
     timed(1, pp)  # warm-up: pages in, repacked weights, the thread pool up
     timed(min(tg, 4), 1)
-    windows = {"pp": [], "tg": []}
+    windows: dict[str, list] = {"pp": [], "tg": [], "pp_deep": [], "tg_deep": []}
     for _ in range(reps):
         if with_pp:
             windows["pp"].append(timed(1, pp))
         windows["tg"].append(timed(tg, 1))
+        if depth and with_pp:  # one fill: tg at depth, then the prompt after it (depth + tg)
+            fill(depth)
+            windows["tg_deep"].append(timed(tg, 1, None))
+            windows["pp_deep"].append(timed(1, pp, None))
     lc.llama_free(ctx)
     every = [w for ws in windows.values() for w in ws]
     total = every[0]
     for w in every[1:]:
         total = total + w
-    return {"threads": threads, "pp_s": [w.wall_s for w in windows["pp"]], "tg_s": [w.wall_s for w in windows["tg"]],
+    return {"threads": threads, "depth": depth, **{f"{k}_s": [w.wall_s for w in ws] for k, ws in windows.items()},
             "load": load_figures(total, threads)}
 
 
