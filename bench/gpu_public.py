@@ -10,9 +10,8 @@ planner/estimate/throughput.py; e and c by least squares on relative errors over
 (tg <= 512 at depth 0; the longer and deeper runs are held out: they check the KV term). Prefill: 2 x the
 weights a token multiplies / (fp16 TFLOPS x p), F16 weights at p x f; p per family, f per backend.
 
-Usage: python -m bench.gpu_public [--write]   (--write: bench/data/gpu-public-fit.yaml and docs/gpu-speed.svg)
-The estimator does not apply these constants yet (planner/data/backends.yaml's per-backend ones still hold):
-this is the fit and its residuals, the step before it does.
+Usage: python -m bench.gpu_public [--write]   (--write: planner/data/gpu_speed.yaml, which the estimator applies
+(planner/estimate/throughput.py), and docs/gpu-speed.svg)
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from planner.profile.hardware import CPU, GPU, RAM, HardwareProfile
 
 HERE = os.path.dirname(__file__)
 DATA = os.path.join(HERE, "data", "public-gpu-bench.jsonl")
-OUT = os.path.join(HERE, "data", "gpu-public-fit.yaml")
+OUT = os.path.join(HERE, os.pardir, "planner", "data", "gpu_speed.yaml")
 SVG = os.path.join(HERE, os.pardir, "docs", "gpu-speed.svg")
 GOALS = {"decode": 0.15, "prefill": 0.25}
 F16 = ("F16", "BF16", "F32")
@@ -94,25 +93,62 @@ def is_fit(r: dict) -> bool:
     return r["depth"] == 0 and r["n_prompt"] <= 2048 and r["n_prompt"] in (512, 2048)
 
 
-def fit_family(rs: list[dict], fx: list[dict], f16_factor: float, pooled_c: float | None = None) -> dict:
+def is_deep_fit(r: dict) -> bool:
+    """The rows the no-flash-attention KV factor is fitted on (tg4096: mean depth 2048); tg1024 and tg8192 are held
+    out."""
+    return r["test"] == "tg4096"
+
+
+def fit_family(rs: list[dict], fx: list[dict], f16_factor: float, c: float) -> dict:
+    """e (and p) for one family, its backend's layer cost c given: e = the median over its short decode runs of
+    the bandwidth term's share of the time left after the layers."""
     tg = [(r, f) for r, f in zip(rs, fx, strict=True) if r["test"].startswith("tg") and is_fit(r)]
-    y = np.array([1 / r["tps"] for r, _ in tg])
-    a = np.c_[[(f["bytes"] + f["kv"]) / f["bw"] for _, f in tg], [f["layers"] for _, f in tg]]
-    if len({round(f["bytes"], -8) for _, f in tg}) > 1:
-        (inv_e, c), *_ = np.linalg.lstsq(a / y[:, None], np.ones_like(y), rcond=None)
-    else:  # one model size: the layer cost of the cards measured at several sizes, then the bandwidth's share
-        c = pooled_c or 0.0
-        inv_e = float(np.median((y - a[:, 1] * c) / a[:, 0]))
-    if c < 0:
-        inv_e, c = float(np.median(y / a[:, 0])), 0.0
+    if not tg:  # no decode rows of its own: the backend's pooled efficiency (set by the caller)
+        inv_e = float("nan")
+    else:
+        inv_e = median((1 / r["tps"] - f["layers"] * c) / ((f["bytes"] + f["kv"]) / f["bw"]) for r, f in tg)
     pp = [(r, f) for r, f in zip(rs, fx, strict=True) if r["test"].startswith("pp") and is_fit(r)]
     p = median(((f["q_flops"] + f["f16_flops"] / f16_factor) / f["tflops"]) * r["tps"] for r, f in pp) if pp else None
-    return {"decode_bw_efficiency": round(1 / inv_e, 3), "decode_layer_ms": round(c * 1e3, 4),
+    return {"decode_bw_efficiency": None if math.isnan(inv_e) else round(1 / inv_e, 3), "decode_layer_ms": round(c * 1e3, 4),
             "prefill_flops_efficiency": round(p, 4) if p else None}
 
 
+def layer_costs(rs: list[dict], fx: list[dict]) -> dict[str, float]:
+    """Per backend, the fixed time per layer and token (s): least squares over the cards measured at more than
+    one model size, each card with its own bandwidth efficiency (a card's two sizes separate the two terms);
+    ROCm, with no card measured at two sizes, takes CUDA's (an assumption)."""
+    out: dict[str, list[float]] = {}
+    for gpu in sorted({r["gpu"] for r in rs}):
+        sel = [(r, f) for r, f in zip(rs, fx, strict=True) if r["gpu"] == gpu and r["test"].startswith("tg")
+               and is_fit(r)]
+        if len({(r["model"], r["quant"]) for r, _ in sel}) < 2:
+            continue
+        y = np.array([1 / r["tps"] for r, _ in sel])
+        a = np.c_[[(f["bytes"] + f["kv"]) / f["bw"] for _, f in sel], [f["layers"] for _, f in sel]]
+        (_, c), *_ = np.linalg.lstsq(a / y[:, None], np.ones_like(y), rcond=None)
+        if c > 0:
+            out.setdefault(sel[0][1]["backend"], []).append(float(c))
+    costs = {b: median(v) for b, v in out.items()}
+    costs.setdefault("rocm", costs.get("cuda", 0.0))
+    return costs
+
+
+def kv_factors(rs: list[dict], fx: list[dict], fams: dict) -> dict[str, float]:
+    """Per backend: how much slower than its bytes the KV cache reads without flash attention (these tables' runs
+    had it off): the median over the tg4096 rows of (time - weights - layers) / (KV bytes / bandwidth)."""
+    out: dict[str, list[float]] = {}
+    for r, f in zip(rs, fx, strict=True):
+        if is_deep_fit(r) and f["kv"] > 0:
+            k = fams.get(f["family"]) or fams.get(f"backend:{f['backend']}")
+            bw = f["bw"] * k["decode_bw_efficiency"]
+            rest = 1 / r["tps"] - f["bytes"] / bw - f["layers"] * k["decode_layer_ms"] / 1e3
+            out.setdefault(f["backend"], []).append(rest / (f["kv"] / bw))
+    return {b: round(max(1.0, median(v)), 3) for b, v in out.items()}
+
+
 def predict(f: dict, k: dict) -> tuple[float, float]:
-    dec = (f["bytes"] + f["kv"]) / (f["bw"] * k["decode_bw_efficiency"]) + f["layers"] * k["decode_layer_ms"] / 1e3
+    kv = f["kv"] * k.get("kv_factor_no_flash", 1.0)
+    dec = (f["bytes"] + kv) / (f["bw"] * k["decode_bw_efficiency"]) + f["layers"] * k["decode_layer_ms"] / 1e3
     pre = (f["q_flops"] + f["f16_flops"] / k["prefill_f16_factor"]) / (f["tflops"] * k["prefill_flops_efficiency"])
     return 1 / dec, 1 / pre
 
@@ -134,21 +170,14 @@ def fit(rs: list[dict]) -> dict:
     fx = [facts(r) for r in rs]
     ff = f16_factors(rs, fx)
     fams: dict[str, dict] = {}
-    families = sorted({f["family"] for f in fx})
-    sizes = {key: len({(r["model"], r["quant"]) for r, f in zip(rs, fx, strict=True) if f["family"] == key})
-             for key in families}
-    # families measured at several model sizes first: their layer costs, pooled per backend (ROCm has none of its
-    # own yet: CUDA's, an assumption), are what the one-size families' bandwidth share is solved with
-    keys = [k for k in families if sizes[k] > 1] + [k for k in families if sizes[k] <= 1] \
-        + sorted({f["backend"] for f in fx})
-    pooled: dict[str, list[float]] = {}
-    for key in keys:
-        sel = [(r, f) for r, f in zip(rs, fx, strict=True) if key in (f["family"], f["backend"])]
+    costs = layer_costs(rs, fx)
+    # each family, then each backend pooled over its families (for a card whose family has no public rows)
+    for key in sorted({f"backend:{f['backend']}" for f in fx}) + sorted({f["family"] for f in fx}):
+        sel = [(r, f) for r, f in zip(rs, fx, strict=True) if key in (f["family"], f"backend:{f['backend']}")]
         backend = sel[0][1]["backend"]
-        c = pooled.get(backend) or pooled.get("cuda")
-        k = fit_family([r for r, _ in sel], [f for _, f in sel], ff.get(backend, 1.0), median(c) / 1e3 if c else None)
-        if sizes.get(key, 0) > 1:
-            pooled.setdefault(backend, []).append(k["decode_layer_ms"])
+        k = fit_family([r for r, _ in sel], [f for _, f in sel], ff.get(backend, 1.0), costs.get(backend, 0.0))
+        if k["decode_bw_efficiency"] is None:
+            k["decode_bw_efficiency"] = fams[f"backend:{backend}"]["decode_bw_efficiency"]
         if k["prefill_flops_efficiency"] is None:
             continue
         k["prefill_f16_factor"] = ff.get(backend, 1.0)
@@ -159,15 +188,29 @@ def fit(rs: list[dict]) -> dict:
                 err["decode" if r["test"].startswith("tg") else "prefill"].append(
                     (d if r["test"].startswith("tg") else p) / r["tps"] - 1)
         fams[key] = k | {"cards": sorted({r["gpu"] for r, _ in sel}), "rows": len(sel),
-                         "rms_decode": round(float(np.sqrt(np.mean(np.square(err["decode"])))), 4),
+                         "rms_decode": round(float(np.sqrt(np.mean(np.square(err["decode"] or [0])))), 4),
                          "rms_prefill": round(float(np.sqrt(np.mean(np.square(err["prefill"] or [0])))), 4)}
+    kf = kv_factors(rs, fx, fams)
+    for key, k in fams.items():
+        k["kv_factor_no_flash"] = kf.get(_family_backend(key, fx), 1.0)
     return fams
 
 
-def constants_for(name: str, fams: dict) -> dict | None:
+def _family_backend(key: str, fx: list[dict]) -> str:
+    return key.split(":", 1)[1] if key.startswith("backend:") else next(f["backend"] for f in fx if f["family"] == key)
+
+
+def constants_for(name: str, fams: dict) -> dict:
+    """The card's family constants, else its backend's pooled ones, else planner/data/backends.yaml's (what the
+    estimator does)."""
+    from planner.estimate.constants import backend as backend_constants
     s = lookup_gpu_spec(name)
-    backend = "metal" if "apple" in s.name.lower() else "rocm" if "amd" in s.name.lower() else "cuda"
-    return fams.get(s.family) or fams.get(backend)
+    for key in (s.family, f"backend:{_backend(name)}"):
+        if key in fams:
+            return fams[key]
+    c = backend_constants(_backend(name))
+    return {"decode_bw_efficiency": c.decode_bw_efficiency, "decode_layer_ms": c.decode_layer_ms,
+            "prefill_flops_efficiency": c.prefill_flops_efficiency, "prefill_f16_factor": 1.0}
 
 
 def check(rs: list[dict], fams: dict) -> tuple[list[str], list[tuple]]:
@@ -179,7 +222,7 @@ def check(rs: list[dict], fams: dict) -> tuple[list[str], list[tuple]]:
         kind = "decode" if r["test"].startswith("tg") else "prefill"
         pred = d if kind == "decode" else p
         e = pred / r["tps"] - 1
-        held = not is_fit(r)
+        held = not (is_fit(r) or is_deep_fit(r))
         table.append((r["gpu"], f"{r['model']} {r['quant']} {r['test']}", kind, r["tps"], pred, e, held))
         deep = kind == "prefill" and (r.get("n_prompt", 0) > 2048 or r["depth"] > 0)
         if abs(e) > GOALS[kind] and not deep:
@@ -190,7 +233,7 @@ def check(rs: list[dict], fams: dict) -> tuple[list[str], list[tuple]]:
 def order(fams: dict) -> list[str]:
     """Pairs of bundled cards where one has at least the other's bandwidth and compute yet is predicted slower."""
     bad = []
-    cards = [s for s in gpu_specs() if constants_for(s.name, fams)]
+    cards = list(gpu_specs())
     for model, quant in (("llama3-8b", "Q4_K_M"), ("llama3-8b", "F16"), ("llama3-70b", "Q4_K_M")):
         r = {"model": model, "quant": quant, "depth": 0, "n_gen": 128}
         pred = {}
@@ -243,10 +286,12 @@ def main() -> int:
 
 def write(fams: dict, table: list[tuple]) -> None:
     from bench.plot import svg_plot
-    doc = {"source": "bench/gpu_public.py --write: each GPU family's (and, where a family has no public rows, its "
-                     "backend's pooled) constants fitted to the llama-bench results in bench/data/public-gpu-bench.jsonl "
-                     "(XiongjieDai/GPU-Benchmarks-on-LLM-Inference's LLaMA 3 tables, llama.cpp PR #26284's RX 7900 XTX "
-                     "rows, the kept H100 runs), each row with its source",
+    doc = {"source": "bench/gpu_public.py --write: each GPU family's constants (gpus.yaml family) and each backend's "
+                     "pooled over its families (backend:NAME, for a card whose family has no public rows), fitted to the "
+                     "llama-bench results in bench/data/public-gpu-bench.jsonl (XiongjieDai/GPU-Benchmarks-on-LLM-Inference's "
+                     "LLaMA 3 tables, llama.cpp PR #26284's RX 7900 XTX rows, the kept H100 prompt run), each row with its "
+                     "source; decode_layer_ms per backend from the cards measured at several model sizes (ROCm: CUDA's, "
+                     "assumed); kv_factor_no_flash per backend from the tg4096 rows",
            "families": fams}
     with open(OUT, "w", encoding="utf-8") as f:
         yaml.safe_dump(doc, f, sort_keys=False, width=120)

@@ -22,6 +22,7 @@ class Backend(Table):
     # the CPU backend: bandwidth efficiency against a measured copy test, time per graph node, experts' share
     decode_bw_efficiency_measured: float | None = None
     decode_bw_efficiency_copy_threads: float | None = None  # against the copy test on every core at once
+    decode_copy_threads_source: str | None = None
     decode_node_us: float | None = None
     prefill_node_us: float | None = None
     prefill_expert_efficiency: float | None = None
@@ -84,3 +85,40 @@ def backend(name: str) -> Backend:
                                  f"{', '.join(BACKENDS)})")
     return getattr(backends(), name)
 
+
+
+class GPUFamily(Table):
+    """One GPU generation's (or one backend's pooled) speed constants, fitted to public llama-bench results
+    (bench/gpu_public.py --write on bench/data/public-gpu-bench.jsonl)."""
+    decode_bw_efficiency: float  # the share of the spec bandwidth decode reads weights and KV at
+    decode_layer_ms: float  # fixed time per layer and token (launches, synchronisation), per backend
+    prefill_flops_efficiency: float  # the share of the fp16 TFLOPS a quantized prompt's products reach
+    prefill_f16_factor: float  # F16/BF16 weights' products against quantized ones (cuBLAS / MPS, not MMQ)
+    kv_factor_no_flash: float  # without flash attention the KV cache reads this much slower than its bytes
+    cards: list[str]  # the cards whose public figures it rests on
+    rows: int
+    rms_decode: float
+    rms_prefill: float
+
+
+class GPUSpeed(Table):
+    source: str
+    families: dict[str, GPUFamily]
+
+
+@cache
+def gpu_speed() -> GPUSpeed:
+    return GPUSpeed(**data_yaml("gpu_speed.yaml"))
+
+
+def gpu_constants(name: str, backend_name: str) -> tuple[str, GPUFamily] | None:
+    """(what it rests on, the constants) for a GPU: its family's fit to public results, else its backend's pooled
+    fit, else None (planner/data/backends.yaml's constants hold)."""
+    from planner.profile.gpu_specs import lookup_gpu_spec
+    spec = lookup_gpu_spec(name)
+    fams = gpu_speed().families
+    if spec and spec.family in fams:
+        return f"public llama-bench results of {spec.family} cards", fams[spec.family]
+    if f"backend:{backend_name}" in fams:
+        return f"public llama-bench results pooled over {backend_name} cards", fams[f"backend:{backend_name}"]
+    return None

@@ -2,14 +2,17 @@
 cpu_kernels.yaml).
 
 Decode, per token: each device reads its weights (only the active experts of MoE layers) and
-its KV cache up to the context depth at its effective bandwidth, plus a fixed cost: per layer on
+its KV cache up to the context depth at its effective bandwidth (a GPU's family constants fitted to public
+llama-bench results, planner/data/gpu_speed.yaml; without flash attention its KV reads that family's factor
+slower), plus a fixed cost: per layer on
 a GPU (kernel launches and synchronisation: it dominates small models on fast GPUs, where a pure
 bandwidth roofline is 3x off), per graph node on the CPU (a thread barrier after every node: a
 Mamba or MoE layer has 2-3x a Llama layer's nodes, graph.py). On the CPU each weight type is read
 no faster than its kernel dequantizes it on the cores used. Devices run one after the other
 (layer split).
 Prefill: FLOPs = 2 x the weights a prompt token is multiplied with (active experts only; lookup
-tables and the output matrix left out) at the device's effective rate — on the CPU each type's own,
+tables and the output matrix left out; on a GPU with a public fit F16 weights at its F16 factor, plus the
+attention of a prompt of n_ubatch tokens) at the device's effective rate — on the CPU each type's own,
 experts lower — plus on the CPU a cost per node and token (the elementwise work); weights on the
 host are streamed over PCIe to the GPU for big batches (op offload).
 """
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from planner.data import data_digest
-from planner.estimate.constants import backend, backends, cpu_kernels
+from planner.estimate.constants import backend, backends, cpu_kernels, gpu_constants
 from planner.estimate.placement import CPU
 from planner.estimate.result import Throughput
 from planner.model.spec import ModelSpec
@@ -29,13 +32,13 @@ from planner.profile.hardware import HardwareProfile
 # the speed formulas' revision: with the constants' digest it names the model a verify run's measured/predicted
 # ratios were taken against (planner/verify/calibration.py uses only ratios of the current one); bump it when a
 # formula changes
-FORMULAS = "2026-12-03 measured CPU constants, multi-thread copy test"
+FORMULAS = "2026-12-03 measured CPU constants, GPU families from public results"
 
 
 @cache
 def speed_model() -> str:
     """The speed model a prediction comes from: the formulas' revision and the constants' digest (read once)."""
-    return f"{FORMULAS} {data_digest('backends.yaml', 'cpu_kernels.yaml')}"
+    return f"{FORMULAS} {data_digest('backends.yaml', 'cpu_kernels.yaml', 'gpu_speed.yaml', 'gpus.yaml')}"
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,51 @@ def slow_kernels(read_types: dict[str, int], bw_gbps: float, cores: int, scale: 
             and read_rate_gbps(ty, bw_gbps, cores, scale) < bw_gbps]
 
 
+F16_TYPES = ("F16", "BF16", "F32")  # weights a GPU multiplies with cuBLAS / MPS rather than the quantized kernels
+
+
+@dataclass(frozen=True)
+class GPUSpeedK:
+    """The speed constants a GPU gets, and what they rest on."""
+    bw_efficiency: float
+    layer_ms: float
+    prefill_efficiency: float
+    f16_factor: float
+    kv_factor: float
+    attention: bool
+    basis: str
+
+
+def _gpu_speed(g) -> GPUSpeedK:
+    """Its family's fit to public llama-bench results (planner/data/gpu_speed.yaml), else its backend's pooled
+    fit, else planner/data/backends.yaml's constants (measured on the lent H100, or assumed)."""
+    fit = gpu_constants(g.name, g.backend)
+    if fit:
+        basis, k = fit
+        return GPUSpeedK(k.decode_bw_efficiency, k.decode_layer_ms, k.prefill_flops_efficiency, k.prefill_f16_factor,
+                         k.kv_factor_no_flash, True, basis)
+    c = backend(g.backend)
+    return GPUSpeedK(c.decode_bw_efficiency, c.decode_layer_ms, c.prefill_flops_efficiency or 0.2, 1.0, 1.0, False,
+                     f"{g.backend} constants of planner/data/backends.yaml ({c.decode_source[:60]})")
+
+
+def _basis(hw: HardwareProfile, devices: set[int]) -> list[str]:
+    """What each device's figures rest on: measured here, a public fit, the reference constants; calibration."""
+    out = []
+    if CPU in devices:
+        if hw.cpu_speed:
+            out.append(f"CPU measured here by llama.cpp ({hw.cpu_speed.measured_at})")
+        elif hw.ram.bandwidth_source.startswith("measured"):
+            out.append("CPU: this box's copy test and the reference kernel rates (no llama.cpp self-benchmark)")
+        else:
+            out.append("CPU: the profile's RAM bandwidth and the reference kernel rates")
+    for d in sorted(x for x in devices if x != CPU):
+        out.append(f"{hw.gpus[d].name}: {_gpu_speed(hw.gpus[d]).basis}")
+    if hw.calibration and hw.calibration.runs:
+        out.append("then calibrated by verify runs here")
+    return out
+
+
 def attention_flops(model: ModelSpec, ctx: float) -> float:
     """FLOPs a token's attention takes over `ctx` tokens of context: QK and PV, 2 x heads x (K + V width) x the
     tokens each layer attends (a sliding layer its window; recurrent and attention-free layers none)."""
@@ -190,16 +238,19 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
                 notes.append(f"on {cores} CPU core(s) the kernel, not the memory, paces {', '.join(slow)}")
         else:
             g = hw.gpus[d]
-            c = backend(g.backend)
-            bw = g.bandwidth_gbps * c.decode_bw_efficiency
-            t_decode += nbytes / (bw * 1e9) + layers.get(d, 0) * c.decode_layer_ms / 1e3
-    flops_tok = 2 * model.n_matmul_params
+            k = _gpu_speed(g)
+            kv_read = kv.get(d, 0) * frac * (1.0 if flash_attn else k.kv_factor)
+            t_decode += (read_per_token.get(d, 0) + kv_read) / (g.bandwidth_gbps * k.bw_efficiency * 1e9) \
+                + layers.get(d, 0) * k.layer_ms / 1e3
     gpu_layers = sum(v for d, v in layers.items() if d != CPU)
     if hw.gpus and (gpu_layers or n_ubatch >= 32):  # op offload: big batches run on the GPU
         g = hw.gpus[0]
-        eff = backend(g.backend).prefill_flops_efficiency
-        tflops = (g.fp16_tflops or 20.0) * eff
-        t_pp = flops_tok / (tflops * 1e12)
+        k = _gpu_speed(g)
+        f16 = 2 * sum(n for (ty, _), n in matmul_types.items() if ty in F16_TYPES)
+        flops_tok = 2 * model.n_matmul_params - f16 + f16 / k.f16_factor
+        if k.attention:  # the fit counted a prompt's attention (n_ubatch tokens attend n_ubatch / 2 on average)
+            flops_tok += attention_flops(model, min(n_ubatch, n_ctx) / 2)
+        t_pp = flops_tok / ((g.fp16_tflops or 20.0) * k.prefill_efficiency * 1e12)
         host_bytes = read_per_token.get(CPU, 0)
         if host_bytes:
             # op offload streams host weights to the GPU once per ubatch of n_ubatch tokens
@@ -212,6 +263,7 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             t_pp += attention_flops(model, min(n_ubatch, n_ctx) / 2) / (hw.cpu_speed.attention_gflops * 1e9)
     if not flash_attn:
         notes.append("flash attention off: long prompts are slower than shown")
+    notes.append("speed rests on: " + "; ".join(_basis(hw, set(read_per_token) | set(kv))))
     cal = hw.calibration
     if cal and cal.runs:
         t_decode /= cal.decode_factor

@@ -1,18 +1,24 @@
-"""This CPU measured by llama.cpp: a self-benchmark of a few seconds that fits the CPU speed constants
+"""This CPU measured by llama.cpp: a self-benchmark (about 15 s on 2 cores) that fits the CPU speed constants
 (profile.hardware.CPUSpeed) to this machine, kept per boot in the user's cache dir.
 
-Two shape twins, every matrix Q4_K (the kernel the reference rates are relative to):
-- NODES: 32 layers 256 wide, 7 MB: a token is mostly llama.cpp's fixed cost per graph node;
-- BYTES: 6 layers of a 3B model (2048 wide, FFN 5632), 174 MB, past the caches: a token is mostly reading
-  its weights.
-Each is timed like llama-bench (planner/verify/probe.py bench: llama_decode in a loop, random tokens, a
-warm-up, the median of 3 runs) on all physical cores and on one. With the estimator's own facts of each twin
-(estimate.cpu_facts: bytes by type, nodes), the two decode times at a thread count give the Q4_K read rate R
-and the cost per node t (two equations, two unknowns); the two prompt times give the matrix-matrix rate and
-the cost per node and token. One core is kernel-bound, so its R over the reference Q4_K rate per core is this
-CPU's kernel scale; all cores are memory-bound when they reach under 85% of cores x one core's rate, and then
-R is the memory's ceiling (else the ceiling is at least R, and the multi-thread copy test says how far).
-docs/model.md "CPU speed" has the formulas; bench/cpu_truth.py checks the fit against llama-bench.
+Shape twins, written to a temporary folder and deleted after:
+- nodes: 32 layers 256 wide, 7 MB of Q4_K that stays in the caches: a token is llama.cpp's fixed cost per graph
+  node; timed again after DEPTH tokens of context (its 64 MiB of KV past the caches): the KV read rate at depth
+  and a prompt's attention rate;
+- one per type of TYPES: 4 layers of a 3B model (2048 wide, FFN 5632), 116-219 MB, past the caches: a token is
+  mostly reading its weights.
+Each is timed like llama-bench (probe.py bench: llama_decode in a loop, random tokens, a warm-up, the median of
+REPS runs) on all physical cores (decode and prompt) and on one (decode). With the estimator's own facts of each
+twin (estimate.cpu_facts: bytes by type, nodes, KV per cell):
+- t_node = the nodes twin's decode time / its nodes;
+- each type's read rate R_T = its bytes / (its decode time - nodes x t_node); the memory's ceiling is the
+  fastest R_T (or the copy test, if higher); a type read at MEMORY_BOUND_AT of it on all cores is paced by the
+  memory, and one core's rate tells its kernel; each type's scale is its per-core rate over the reference
+  kernels' (cpu_kernels.yaml); untimed types take SCALE_LIKE's;
+- the prompt: the nodes and Q4_K twins' prompt times are two equations in the matrix-matrix rate and the cost
+  per node and prompt token; each type's prompt scale likewise;
+- at depth: the decode time's growth over the KV bytes it reads, and the prompt's over its attention FLOPs.
+docs/speed.md has the formulas and the accuracy; bench/cpu_truth.py checks the fit against llama-bench.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def test_self_benchmark_runs_llama_cpp_once_per_boot_and_feeds_the_estimate(smol
     hw = cb.measured(base, force=True)
     s = hw.cpu_speed
     assert s and s.threads == base.cpu.cores and s.memory_gbps > 1 and s.decode_node_us > 0
-    assert set(s.decode_type_scale) == set(cb.TYPES)
+    assert set(cb.TYPES) <= set(s.decode_type_scale)  # timed, and the untimed ones their family's
     calls = []
     monkeypatch.setattr(cb, "measure", lambda hw: calls.append(1))
     assert cb.measured(base).cpu_speed == s and not calls  # this boot's result, not measured again
