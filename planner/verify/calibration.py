@@ -83,13 +83,19 @@ def _locked() -> Iterator[None]:
         yield
 
 
-def _read() -> dict:
+def read_cache(path: str) -> dict:
+    """A JSON object kept in the cache dir: {} when there is none or it is damaged (start over rather than fail
+    a plan)."""
     try:
-        with open(_path(), encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             d = json.load(f)
         return d if isinstance(d, dict) else {}
     except (OSError, ValueError):
-        return {}  # no file or a damaged one: start over rather than fail a plan
+        return {}
+
+
+def _read() -> dict:
+    return read_cache(_path())
 
 
 SPEED_KEYS = ("decode_ratio", "prefill_ratio")

@@ -107,12 +107,8 @@ def _path() -> str:
 
 
 def _read() -> dict:
-    try:
-        with open(_path(), encoding="utf-8") as f:
-            d = json.load(f)
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    from planner.verify.calibration import read_cache
+    return read_cache(_path())
 
 
 def cached(hw: HardwareProfile) -> CPUSpeed | None:
