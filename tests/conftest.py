@@ -31,12 +31,15 @@ AMX_SAFE: dict = {"repack": False} if _this_cpu_has_amx() else {}
 @pytest.fixture(scope="session", autouse=True)
 def _own_caches(tmp_path_factory):
     """Tests never read or write the user's caches or stores: the planner's cache, XDG's, the Hugging Face
-    cache and the Ollama store all point into this session's temporary folder (child processes inherit it)."""
+    cache and the Ollama store all point into this session's temporary folder (child processes inherit it);
+    the CPU self-benchmark is off unless a test turns it on."""
     root = tmp_path_factory.mktemp("user")
     env = {"PLANNER_CACHE_DIR": root / "planner-cache", "XDG_CACHE_HOME": root / "xdg-cache",
            "HF_HOME": root / "hf", "OLLAMA_MODELS": root / "ollama-models"}
-    saved = {k: os.environ.get(k) for k in [*env, "HF_HUB_OFFLINE"]}
-    os.environ.update({k: str(v) for k, v in env.items()}, HF_HUB_OFFLINE="1")
+    saved = {k: os.environ.get(k) for k in [*env, "HF_HUB_OFFLINE", "PLANNER_SELF_BENCH"]}
+    # plans for --target auto use the copy test: a self-benchmark (tests/verify/test_cpu_bench.py runs it) would
+    # make every such test's figures depend on how busy the box was that minute
+    os.environ.update({k: str(v) for k, v in env.items()}, HF_HUB_OFFLINE="1", PLANNER_SELF_BENCH="0")
     yield root
     for k, v in saved.items():
         if v is None:

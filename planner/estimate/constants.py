@@ -111,6 +111,7 @@ def gpu_speed() -> GPUSpeed:
     return GPUSpeed(**data_yaml("gpu_speed.yaml"))
 
 
+@cache
 def gpu_constants(name: str, backend_name: str) -> tuple[str, GPUFamily] | None:
     """(what it rests on, the constants) for a GPU: its family's fit to public results, else its backend's pooled
     fit, else None (planner/data/backends.yaml's constants hold)."""

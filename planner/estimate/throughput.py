@@ -19,7 +19,7 @@ host are streamed over PCIe to the GPU for big batches (op offload).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from planner.data import data_digest
@@ -46,10 +46,10 @@ class KernelScale:
     """Each ggml type's CPU kernel speed against the reference box's (cpu_kernels.yaml): measured per type on this
     CPU by llama.cpp when the profile has it (CPUSpeed), the rest at `default`."""
     default: float
-    by_type: tuple[tuple[str, float], ...] = ()
+    by_type: dict[str, float] = field(default_factory=dict)
 
     def of(self, ty: str) -> float:
-        return dict(self.by_type).get(ty, self.default)
+        return self.by_type.get(ty, self.default)
 
 
 def _isa_guess(hw: HardwareProfile) -> float:
@@ -65,14 +65,14 @@ def _isa_scale(hw: HardwareProfile) -> KernelScale:
     """Decode's matrix-vector kernels: this CPU's measured per-type scales, else the SIMD-width guess."""
     c = hw.cpu_speed
     if c:
-        return KernelScale(c.kernel_scale, tuple(sorted(c.decode_type_scale.items())))
+        return KernelScale(c.kernel_scale, c.decode_type_scale)
     return KernelScale(_isa_guess(hw))
 
 
 def _prefill_scale(hw: HardwareProfile) -> KernelScale:
     c = hw.cpu_speed
     if c:
-        return KernelScale(c.prefill_scale, tuple(sorted(c.prefill_type_scale.items())))
+        return KernelScale(c.prefill_scale, c.prefill_type_scale)
     return KernelScale(_isa_guess(hw))
 
 
@@ -160,33 +160,46 @@ class GPUSpeedK:
 
 
 def _gpu_speed(g) -> GPUSpeedK:
+    return _gpu_speed_of(g.name, g.backend)
+
+
+@cache
+def _gpu_speed_of(name: str, backend_name: str) -> GPUSpeedK:
     """Its family's fit to public llama-bench results (planner/data/gpu_speed.yaml), else its backend's pooled
     fit, else planner/data/backends.yaml's constants (measured on the lent H100, or assumed)."""
-    fit = gpu_constants(g.name, g.backend)
+    fit = gpu_constants(name, backend_name)
     if fit:
         basis, k = fit
         return GPUSpeedK(k.decode_bw_efficiency, k.decode_layer_ms, k.prefill_flops_efficiency, k.prefill_f16_factor,
                          k.kv_factor_no_flash, True, basis)
-    c = backend(g.backend)
+    c = backend(backend_name)
     return GPUSpeedK(c.decode_bw_efficiency, c.decode_layer_ms, c.prefill_flops_efficiency or 0.2, 1.0, 1.0, False,
-                     f"{g.backend} constants of planner/data/backends.yaml ({c.decode_source[:60]})")
+                     f"{backend_name} constants of planner/data/backends.yaml ({c.decode_source[:60]})")
 
 
 def _basis(hw: HardwareProfile, devices: set[int]) -> list[str]:
     """What each device's figures rest on: measured here, a public fit, the reference constants; calibration."""
+    return list(_basis_of(CPU in devices, hw.cpu_speed.measured_at if hw.cpu_speed else None,
+                          hw.ram.bandwidth_source.startswith("measured"),
+                          tuple((hw.gpus[d].name, hw.gpus[d].backend) for d in sorted(devices) if d != CPU),
+                          bool(hw.calibration and hw.calibration.runs)))
+
+
+@cache
+def _basis_of(cpu: bool, measured_at: str | None, copy_test: bool, gpus: tuple[tuple[str, str], ...],
+              calibrated: bool) -> tuple[str, ...]:
     out = []
-    if CPU in devices:
-        if hw.cpu_speed:
-            out.append(f"CPU measured here by llama.cpp ({hw.cpu_speed.measured_at})")
-        elif hw.ram.bandwidth_source.startswith("measured"):
+    if cpu:
+        if measured_at:
+            out.append(f"CPU measured here by llama.cpp ({measured_at})")
+        elif copy_test:
             out.append("CPU: this box's copy test and the reference kernel rates (no llama.cpp self-benchmark)")
         else:
             out.append("CPU: the profile's RAM bandwidth and the reference kernel rates")
-    for d in sorted(x for x in devices if x != CPU):
-        out.append(f"{hw.gpus[d].name}: {_gpu_speed(hw.gpus[d]).basis}")
-    if hw.calibration and hw.calibration.runs:
+    out += [f"{name}: {_gpu_speed_of(name, b).basis}" for name, b in gpus]
+    if calibrated:
         out.append("then calibrated by verify runs here")
-    return out
+    return tuple(out)
 
 
 def attention_flops(model: ModelSpec, ctx: float) -> float:
