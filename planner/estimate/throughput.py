@@ -61,18 +61,13 @@ def _isa_guess(hw: HardwareProfile) -> float:
     return 1.0 if "avx2" in f or "i8mm" in f or "dotprod" in f else 0.5
 
 
-def _isa_scale(hw: HardwareProfile) -> KernelScale:
-    """Decode's matrix-vector kernels: this CPU's measured per-type scales, else the SIMD-width guess."""
+def _isa_scale(hw: HardwareProfile, prefill: bool = False) -> KernelScale:
+    """Decode's matrix-vector kernels (or, prefill=True, the prompt's matrix-matrix ones): this CPU's measured
+    per-type scales, else the SIMD-width guess."""
     c = hw.cpu_speed
     if c:
-        return KernelScale(c.kernel_scale, c.decode_type_scale)
-    return KernelScale(_isa_guess(hw))
-
-
-def _prefill_scale(hw: HardwareProfile) -> KernelScale:
-    c = hw.cpu_speed
-    if c:
-        return KernelScale(c.prefill_scale, c.prefill_type_scale)
+        return KernelScale(c.prefill_scale, c.prefill_type_scale) if prefill \
+            else KernelScale(c.kernel_scale, c.decode_type_scale)
     return KernelScale(_isa_guess(hw))
 
 
@@ -270,7 +265,7 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             t_pp += host_bytes / (backends().op_offload_gbps * 1e9) / n_ubatch
             notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
-        t_pp = cpu_prefill_seconds(matmul_types, cores, _prefill_scale(hw)) \
+        t_pp = cpu_prefill_seconds(matmul_types, cores, _isa_scale(hw, prefill=True)) \
             + sum(nodes.values()) * _node_us(hw)[1] / 1e6
         if hw.cpu_speed and hw.cpu_speed.attention_gflops:  # a prompt of n_ubatch tokens attends n_ubatch / 2
             t_pp += attention_flops(model, min(n_ubatch, n_ctx) / 2) / (hw.cpu_speed.attention_gflops * 1e9)

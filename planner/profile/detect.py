@@ -112,24 +112,6 @@ def measure_ram_bandwidth(threads: int | None = None, rounds: int = 7) -> Bandwi
     return Bandwidth(round(gbps, 1), src, busy)
 
 
-def measure_ram_bandwidth_gbps(budget_s: float = 0.4) -> float:
-    """The single-thread copy test the reference CPU constants were fitted against (bench/cpu_decode.py):
-    best of repeated 64 MiB copies within the time budget."""
-    import numpy as np
-
-    n = 64 * 1024 * 1024
-    src = np.ones(n, dtype=np.uint8)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)  # fault pages in
-    best, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < budget_s:
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        dt = time.perf_counter() - t0
-        best = max(best, 2 * n / dt / 1e9)
-    return round(best, 1)
-
-
 def _ram(notes: list[str]) -> RAM:
     vm = psutil.virtual_memory()
     bw = _probe(notes, "RAM bandwidth test", measure_ram_bandwidth, Bandwidth(0.0, "", False))

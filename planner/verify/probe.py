@@ -8,7 +8,9 @@ RSS and (when NVML works) GPU memory before and after, and optionally pp/tg spee
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import sys
 import time
@@ -189,10 +191,7 @@ def _bench_threads(lc, model, job: dict[str, Any], threads: int, with_pp: bool, 
             windows["tg_deep"].append(timed(tg, 1, None))
             windows["pp_deep"].append(timed(1, pp, None))
     lc.llama_free(ctx)
-    every = [w for ws in windows.values() for w in ws]
-    total = every[0]
-    for w in every[1:]:
-        total = total + w
+    total = functools.reduce(operator.add, (w for ws in windows.values() for w in ws))
     return {"threads": threads, "depth": depth, **{f"{k}_s": [w.wall_s for w in ws] for k, ws in windows.items()},
             "load": load_figures(total, threads)}
 

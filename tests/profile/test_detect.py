@@ -19,7 +19,7 @@ def test_a_failing_gpu_probe_becomes_a_note_not_a_crash(monkeypatch):
 
 def test_ram_bandwidth_is_measured():
     # how long it takes is bench/speed.py's business; here: a plausible figure
-    assert 0.5 < detect.measure_ram_bandwidth_gbps(0.2) < 2000
+    assert 0.5 < detect.measure_ram_bandwidth(rounds=3).gbps < 2000
 
 
 def test_cpu_flags_keep_only_the_ones_llama_cpp_cares_about(tmp_path):
