@@ -12,6 +12,7 @@ from planner.data import data_yaml
 class GPUSpec(BaseModel):
     name: str
     family: str = ""  # the generation whose speed constants apply (planner/data/gpu_speed.yaml)
+    memory: str = ""  # "hbm" for stacked memory (a card without its family's rows takes its backend's HBM pool)
     match: list[str]
     vram_gib: float
     bandwidth_gbps: float
