@@ -278,6 +278,24 @@ def multi_device_section() -> list[str]:
     return lines + [""]
 
 
+def gpu_public_section() -> list[str]:
+    """The GPU speed fit against llama.cpp's public result threads (bench/gpu_public.py): per backend and build, the
+    rows, the fit's residuals and each card's error when it is left out of the fit, with the plot."""
+    from bench import gpu_public as gp
+    rs = gp.rows()
+    _, table = gp.check(rs, gp.fit(rs))
+    lines = ["## GPU speed: the fit to public llama-bench results", "",
+             "`python -m bench.gpu_public` (docs/speed.md explains the model and the data): decode within 15% and",
+             "prefill within 25% on the fit build of each backend; \"left out\" predicts each card from the fit made",
+             "without its rows. Rows of other builds are not fitted (llama.cpp has changed since).", "",
+             "| backend | build | figure | fitted | rows | median error | worst | left out: median | worst |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for b, build, kind, fitted, n, med, worst, lmed, lworst, _ in gp.summary(table):
+        lo = f"{lmed:.1%} | {lworst:+.0%}" if lmed is not None else "- | -"
+        lines.append(f"| {b} | {build} | {kind} | {'yes' if fitted else 'no'} | {n} | {med:.1%} | {worst:+.0%} | {lo} |")
+    return lines + ["", "![predicted / measured per public row](gpu-speed.svg)", ""]
+
+
 def write_doc(rs: list[dict], peers: list[dict], path: str) -> None:
     by: dict[str, list[dict]] = {}
     for r in rs:
@@ -296,6 +314,7 @@ def write_doc(rs: list[dict], peers: list[dict], path: str) -> None:
     lines += ["", "Misses are listed in docs/model.md under Known gaps.", ""]
     lines += recurrent_section()
     lines += multi_device_section()
+    lines += gpu_public_section()
     lines += peer_section(peers, os.path.splitext(path)[0] + "-llmfit.svg")
     lines += ["## Every case", "",
               "| case | part | llama.cpp | ours | error | goal | ok |", "|---|---|---|---|---|---|---|"]

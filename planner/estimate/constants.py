@@ -90,6 +90,7 @@ def backend(name: str) -> Backend:
 class GPUFamily(Table):
     """One GPU generation's (or one backend's pooled) speed constants, fitted to public llama-bench results
     (bench/gpu_public.py --write on bench/data/public-gpu-bench.jsonl)."""
+    backend: str  # the backend its rows ran on
     decode_bw_efficiency: float  # the share of the spec bandwidth decode reads weights and KV at
     decode_layer_ms: float  # fixed time per layer and token (launches, synchronisation), per backend
     prefill_flops_efficiency: float  # the share of the fp16 TFLOPS a quantized prompt's products reach
@@ -97,8 +98,6 @@ class GPUFamily(Table):
     kv_factor_no_flash: float  # without flash attention the KV cache reads this much slower than its bytes
     cards: list[str]  # the cards whose public figures it rests on
     rows: int
-    rms_decode: float
-    rms_prefill: float
 
 
 class GPUSpeed(Table):
@@ -113,13 +112,19 @@ def gpu_speed() -> GPUSpeed:
 
 @cache
 def gpu_constants(name: str, backend_name: str) -> tuple[str, GPUFamily] | None:
-    """(what it rests on, the constants) for a GPU: its family's fit to public results, else its backend's pooled
+    """(what it rests on, the constants) for a GPU on a backend: its family's fit to public results on that
+    backend (family@backend for a card on another vendor's backend, an RTX on Vulkan), else the backend's pooled
     fit, else None (planner/data/backends.yaml's constants hold)."""
     from planner.profile.gpu_specs import lookup_gpu_spec
     spec = lookup_gpu_spec(name)
     fams = gpu_speed().families
-    if spec and spec.family in fams:
-        return f"public llama-bench results of {spec.family} cards", fams[spec.family]
+    if spec:
+        for key in (f"{spec.family}@{backend_name}", spec.family):
+            if key in fams and fams[key].backend == backend_name:
+                return f"public llama-bench results of {key} cards", fams[key]
+    if spec and spec.memory == "hbm" and f"backend:{backend_name}:hbm" in fams:
+        return (f"public llama-bench results pooled over {backend_name} HBM cards",
+                fams[f"backend:{backend_name}:hbm"])
     if f"backend:{backend_name}" in fams:
         return f"public llama-bench results pooled over {backend_name} cards", fams[f"backend:{backend_name}"]
     return None

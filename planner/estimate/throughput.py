@@ -32,7 +32,7 @@ from planner.profile.hardware import HardwareProfile
 # the speed formulas' revision: with the constants' digest it names the model a verify run's measured/predicted
 # ratios were taken against (planner/verify/calibration.py uses only ratios of the current one); bump it when a
 # formula changes
-FORMULAS = "2026-12-03 measured CPU constants, GPU families from public results"
+FORMULAS = "2026-12-03b measured CPU constants, GPU families from llama.cpp's result threads, one build per backend"
 
 
 @cache
