@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -706,6 +707,21 @@ def _sub_show(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser)
     p.set_defaults(func=cmd_show)
 
 
+class _Progress(logging.Handler):
+    """One plain line on stderr per message (the stream looked up when it is written: tests swap it)."""
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"plan: {record.getMessage()}", file=sys.stderr)
+
+
+def _progress_to_stderr() -> None:
+    """What the planner says it is doing while a user waits (the CPU self-benchmark), on stderr: stdout stays the
+    plan (or its JSON)."""
+    log = logging.getLogger("planner")
+    if not any(isinstance(h, _Progress) for h in log.handlers):
+        log.addHandler(_Progress())
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     main_p, sub_p = build_parser()
@@ -714,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         a = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or an option refused with its one line (Parser.error)
         return int(exc.code or 0)
+    _progress_to_stderr()
     try:
         return a.func(a)
     except PlannerError as exc:

@@ -58,6 +58,7 @@ class PlannerApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._progress_as_notices()
         t = self.query_one("#models", DataTable)
         t.add_columns("model", "params", "arch", "context", "use")
         self._fill_models("")
@@ -67,6 +68,22 @@ class PlannerApp(App):
             self.load_model(self.model_name)
 
     # ---- helpers ----
+    def _progress_as_notices(self) -> None:
+        """What the planner says it is doing while the user waits (the CPU self-benchmark, run in the hardware
+        worker) as a notice on the app's thread."""
+        import logging
+        app = self
+
+        class Notice(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                from rich.markup import escape
+                app.call_from_thread(app.notify, escape(record.getMessage()), timeout=15)
+
+        log = logging.getLogger("planner")
+        log.addHandler(Notice())
+        log.setLevel(logging.INFO)
+        log.propagate = False  # not also to the terminal under the app
+
     FOCUS = {"hardware": "#target", "model": "#model-q", "goal": "#goal-sel", "plan": "#alts", "export": "#kind",
              "verify": "#source"}
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import platform
 import statistics
@@ -55,6 +56,9 @@ SHAPES = {  # twin -> (layers, width, FFN, heads, KV heads)
     "bytes": (4, 2048, 5632, 16, 4),  # 4 layers of a 3B model, 116-219 MB, past the caches: mostly reading weights
 }
 
+
+# what the self-benchmark is doing, for a front end to show (the CLI prints it on stderr, the wizard as a notice)
+log = logging.getLogger(__name__)
 
 def twin_spec(name: str, ty: str = "Q4_K") -> ModelSpec:
     layers, width, ff, heads, kv = SHAPES[name]
@@ -253,6 +257,7 @@ def self_benchmark(hw: HardwareProfile, *, force: bool = False) -> CPUSpeed:
     """This boot's measured constants: the cached ones, else measured now (and kept)."""
     if not force and (hit := cached(hw)):
         return hit
+    log.info("measuring this CPU with llama.cpp (about 15 s on 2 cores, once per boot; PLANNER_SELF_BENCH=0 skips it)")
     speed = fit(measure(hw), hw)
     d = _read()
     d[_key(hw)] = {"speed": speed.model_dump(), "time": datetime.datetime.now(datetime.UTC).timestamp(),

@@ -58,3 +58,16 @@ def test_self_benchmark_runs_llama_cpp_once_per_boot_and_feeds_the_estimate(smol
     opts = RuntimeOptions(n_ctx=1024, n_gpu_layers=0)
     spec = load_gguf(smol_path)
     assert estimate(spec, hw, opts).throughput.decode_tps != estimate(spec, base, opts).throughput.decode_tps
+
+
+def test_the_cli_says_it_is_measuring_while_it_does(monkeypatch, capsys):
+    """The first plan of a boot waits for the self-benchmark: the CLI says so on stderr, stdout stays the answer."""
+    from planner.cli.main import main
+    rate = {"Q4_K": 18.0, "Q6_K": 24.0, "Q8_0": 25.0, "Q4_0": 16.0, "Q4_1": 11.0}
+    monkeypatch.setattr(cb, "available", lambda: True)
+    monkeypatch.setattr(cb, "cached", lambda hw: None)
+    monkeypatch.setattr(cb, "measure", lambda hw: _timings(rate, t_node=1.5e-6, gflops=150.0, t_pp=0.4e-6))
+    assert main(["profile"]) == 0
+    out, err = capsys.readouterr()
+    assert "measuring this CPU with llama.cpp" in err and "measuring" not in out
+    assert "CPU measured by llama.cpp" in out
