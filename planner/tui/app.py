@@ -70,19 +70,29 @@ class PlannerApp(App):
     # ---- helpers ----
     def _progress_as_notices(self) -> None:
         """What the planner says it is doing while the user waits (the CPU self-benchmark, run in the hardware
-        worker) as a notice on the app's thread."""
+        worker) as a notice on the app's thread, for as long as the app runs (on_unmount takes it away)."""
         import logging
         app = self
 
         class Notice(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:
                 from rich.markup import escape
-                app.call_from_thread(app.notify, escape(record.getMessage()), timeout=15)
+                try:
+                    app.call_from_thread(app.notify, escape(record.getMessage()), timeout=15)
+                except Exception:  # noqa: BLE001 - the app is closing: the message has no one to reach
+                    self.handleError(record)
 
         log = logging.getLogger("planner")
-        log.addHandler(Notice())
+        self._notice = Notice()
+        log.addHandler(self._notice)
         log.setLevel(logging.INFO)
         log.propagate = False  # not also to the terminal under the app
+
+    def on_unmount(self) -> None:
+        import logging
+        log = logging.getLogger("planner")
+        log.removeHandler(getattr(self, "_notice", None))
+        log.propagate = True
 
     FOCUS = {"hardware": "#target", "model": "#model-q", "goal": "#goal-sel", "plan": "#alts", "export": "#kind",
              "verify": "#source"}
