@@ -84,35 +84,46 @@ def dry_run(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _speed(llm, cfg: dict[str, Any]) -> dict[str, Any]:
-    """llama-bench's method: random tokens, one warm-up run, then `reps` timed runs of pp
-    (the prompt in n_batch batches) and of tg (one token at a time, after `depth` tokens)."""
+    """llama-bench's method and loop: random tokens, one warm-up run, then `reps` timed runs of pp (the prompt in
+    n_batch batches) and of tg (one token at a time, after `depth` tokens), each a llama_decode on the loaded
+    context with nothing between the calls (llama-cpp-python's eval, which reads half of llama-bench's tg on a
+    135M model, is not in the timed loop)."""
     import random
+
+    import llama_cpp as lc
+
+    from planner.profile.load import Window, load_figures, since, snapshot
     rng = random.Random(0)
-    n_vocab = llm.n_vocab()
+    ctx, n_vocab, n_batch = llm.ctx, llm.n_vocab(), llm.n_batch
+    mem = lc.llama_get_memory(ctx)
     pp, tg, depth = int(cfg.get("pp", 512)), int(cfg.get("tg", 128)), int(cfg.get("depth", 0))
     reps = max(1, int(cfg.get("reps", 1)))
-    rand = lambda n: [rng.randrange(3, n_vocab) for _ in range(n)]  # noqa: E731
-    from planner.profile.load import Window, load_figures, since, snapshot
+
+    def decode(n_tok: int) -> None:
+        for start in range(0, n_tok, n_batch):
+            n = min(n_batch, n_tok - start)
+            toks = (lc.llama_token * n)(*(rng.randrange(3, n_vocab) for _ in range(n)))
+            if lc.llama_decode(ctx, lc.llama_batch_get_one(toks, n)) != 0:
+                raise RuntimeError("llama_decode failed")
+        lc.llama_synchronize(ctx)
+
     pp_t, tg_t = [], []
     timed = Window(0.0, 0.0, 0.0)  # the timed runs' CPU: this process's and the other programs'
     for r in range(reps + 1):  # run 0 is the warm-up
-        llm.reset()
-        llm._ctx.kv_cache_clear()
+        lc.llama_memory_clear(mem, True)
         s = snapshot()
-        llm.eval(rand(pp))
+        decode(pp)
         if r:
             w = since(s)
             pp_t.append(w.wall_s)
             timed += w
     for r in range(reps + 1):
-        llm.reset()
-        llm._ctx.kv_cache_clear()
+        lc.llama_memory_clear(mem, True)
         if depth:
-            llm.eval(rand(depth))
-        n = tg if r else min(tg, 4)
+            decode(depth)
         s = snapshot()
-        for tok in rand(n):
-            llm.eval([tok])
+        for _ in range(tg if r else min(tg, 4)):
+            decode(1)
         if r:
             w = since(s)
             tg_t.append(w.wall_s)
