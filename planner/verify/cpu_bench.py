@@ -1,4 +1,4 @@
-"""This CPU measured by llama.cpp: a self-benchmark (about 15 s on 2 cores) that fits the CPU speed constants
+"""This CPU measured by llama.cpp: a self-benchmark (about 40 s on 2 cores) that fits the CPU speed constants
 (profile.hardware.CPUSpeed) to this machine, kept per boot in the user's cache dir.
 
 Shape twins, written to a temporary folder and deleted after:
@@ -38,7 +38,7 @@ from planner.model.hf_config import spec_from_hf_config
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import CPUSpeed, HardwareProfile
 
-BENCH_VERSION = 1  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
+BENCH_VERSION = 2  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
 # types not timed take the scale of the timed type whose kernel family they share (an assumption, not measured):
 # legacy blocks without a repacked kernel like Q4_1, the other K and I types like Q4_K, F16/BF16 like Q8_0
 SCALE_LIKE = {"Q5_0": "Q4_1", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "MXFP4": "Q4_0", "F16": "Q8_0", "BF16": "Q8_0",
@@ -131,19 +131,20 @@ def cached(hw: HardwareProfile) -> CPUSpeed | None:
 
 def _time(paths: dict[str, str], threads: list[int]) -> dict:
     from planner.verify.child import run_probe
-    jobs = [{"model": p, "pp": 128, "tg": 256, "depth": DEPTH} if k == "nodes" else {"model": p, "pp": 64, "tg": 48}
-            for k, p in paths.items()]
+    jobs = [{"model": p, "pp": 128, "tg": 256, "depth": DEPTH, "tg_deep": 64} if k == "nodes"
+            else {"model": p, "pp": 64, "tg": 48} for k, p in paths.items()]
     r = run_probe({"mode": "bench", "models": jobs, "threads": threads, "pp_threads": threads[:1], "reps": REPS},
                   timeout_s=300)
     if not r.get("ok"):
         raise RuntimeError(f"the llama.cpp self-benchmark failed: {r.get('error')}")
-    return {k: {"pp": j["pp"], "tg": j["tg"], "runs": {str(run["threads"]): run for run in j["runs"]}}
-            for k, j in zip(paths, r["models"], strict=True)}
+    return {k: {"pp": j["pp"], "tg": j["tg"], "tg_deep": job.get("tg_deep", j["tg"]),
+                "runs": {str(run["threads"]): run for run in j["runs"]}}
+            for (k, j), job in zip(zip(paths, r["models"], strict=True), jobs, strict=True)}
 
 
 def measure(hw: HardwareProfile) -> dict:
     """Write the twins to a temporary folder and time them on all physical cores (decode and prompt) and on one
-    (decode), in one llama.cpp child (about 10 s on 2 cores); returns what fit() takes."""
+    (decode), in one llama.cpp child (about 35 s on 2 cores); returns what fit() takes."""
     import tempfile
 
     from planner.verify.twin import write_twin
@@ -210,10 +211,11 @@ def _depth_rates(m: dict, threads: int) -> tuple[float | None, float | None]:
     spec = twin_spec("nodes")
     f = cpu_facts(spec, _box(), OPTS)
     depth = run.get("depth") or DEPTH
-    dt_tg = statistics.median(run["tg_deep_s"]) / t["tg"] - _per_token(t, threads, "tg")
+    tg_deep = t.get("tg_deep", t["tg"])
+    dt_tg = statistics.median(run["tg_deep_s"]) / tg_deep - _per_token(t, threads, "tg")
     dt_pp = statistics.median(run["pp_deep_s"]) / t["pp"] - _per_token(t, threads, "pp")
-    kv = f.kv_per_cell * (depth + t["tg"] / 2)
-    extra = attention_flops(spec, depth + t["tg"] + t["pp"] / 2) - attention_flops(spec, t["pp"] / 2)
+    kv = f.kv_per_cell * (depth + tg_deep / 2)
+    extra = attention_flops(spec, depth + tg_deep + t["pp"] / 2) - attention_flops(spec, t["pp"] / 2)
     return (round(kv / dt_tg / 1e9, 2) if dt_tg > 0 else None), (round(extra / dt_pp / 1e9, 2) if dt_pp > 0 else None)
 
 
@@ -257,7 +259,7 @@ def self_benchmark(hw: HardwareProfile, *, force: bool = False) -> CPUSpeed:
     """This boot's measured constants: the cached ones, else measured now (and kept)."""
     if not force and (hit := cached(hw)):
         return hit
-    log.info("measuring this CPU with llama.cpp (about 15 s on 2 cores, once per boot; PLANNER_SELF_BENCH=0 skips it)")
+    log.info("measuring this CPU with llama.cpp (under a minute, once per boot; PLANNER_SELF_BENCH=0 skips it)")
     speed = fit(measure(hw), hw)
     d = _read()
     d[_key(hw)] = {"speed": speed.model_dump(), "time": datetime.datetime.now(datetime.UTC).timestamp(),
@@ -271,7 +273,7 @@ def measured(hw: HardwareProfile, *, force: bool = False) -> HardwareProfile:
     multi-thread copy test and the reference kernels), with a note saying so."""
     if not available():
         note = ("CPU speed: from the copy test and reference kernel rates; `pip install llama-cpp-python` lets "
-                "`plan profile` measure this CPU with llama.cpp itself (a few seconds, once per boot)")
+                "`plan profile` measure this CPU with llama.cpp itself (under a minute, once per boot)")
         return hw.model_copy(update={"notes": [*hw.notes, note]})
     try:
         speed = self_benchmark(hw, force=force)

@@ -156,16 +156,17 @@ def bench(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bench_threads(lc, model, job: dict[str, Any], threads: int, with_pp: bool, reps: int) -> dict[str, Any]:
-    """One thread count of bench(): tg and pp from an empty cache, and (job["depth"] > 0) both again after that
-    many tokens of context (the prompt's batch at that depth, like llama-bench -d)."""
+    """One thread count of bench(): tg and pp from an empty cache, and (job["depth"] > 0) job["tg_deep"] tokens
+    and the prompt again after that many tokens of context (like llama-bench -d), the context filled once."""
     import random
 
     from planner.profile.load import load_figures, since, snapshot
     rng = random.Random(0)
     n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
     pp, tg, depth = int(job["pp"]), int(job["tg"]), int(job.get("depth", 0))
+    tg_deep = int(job.get("tg_deep", tg))
     cp = lc.llama_context_default_params()
-    cp.n_ctx = depth + pp + tg + 64
+    cp.n_ctx = depth + pp + max(tg, tg_deep) + 64
     cp.n_batch = cp.n_ubatch = max(pp, 512 if depth else 1)
     cp.n_threads = cp.n_threads_batch = threads
     ctx = lc.llama_init_from_model(model, cp)
@@ -197,9 +198,11 @@ def _bench_threads(lc, model, job: dict[str, Any], threads: int, with_pp: bool, 
         if with_pp:
             windows["pp"].append(timed(1, pp))
         windows["tg"].append(timed(tg, 1))
-        if depth and with_pp:  # one fill: tg at depth, then the prompt after it (depth + tg)
-            fill(depth)
-            windows["tg_deep"].append(timed(tg, 1, None))
+    if depth and with_pp:  # the context filled once; each run: tg_deep tokens at depth, then the prompt after them
+        fill(depth)
+        for _ in range(reps):
+            lc.llama_memory_seq_rm(mem, 0, depth, -1)  # back to the filled context
+            windows["tg_deep"].append(timed(tg_deep, 1, None))
             windows["pp_deep"].append(timed(1, pp, None))
     lc.llama_free(ctx)
     total = functools.reduce(operator.add, (w for ws in windows.values() for w in ws))
