@@ -174,7 +174,8 @@ def f16_factors(rs: list[dict]) -> dict[str, float]:
             q = next((x for x in rs if x["gpu"] == r["gpu"] and x["model"] == r["model"] and x["quant"] != "F16"
                       and x["test"] == "pp512" and x["build"] == r["build"]), None)
             if q:
-                out.setdefault(r["backend"], []).append((r["tps"] * facts(r)["f16_flops"]) / (q["tps"] * facts(q)["q_flops"]))
+                ratio = (r["tps"] * facts(r)["f16_flops"]) / (q["tps"] * facts(q)["q_flops"])
+                out.setdefault(r["backend"], []).append(ratio)
     return {b: round(median(v), 3) for b, v in out.items()}
 
 
@@ -186,7 +187,8 @@ def kv_factors(rs: list[dict], costs: dict[str, float]) -> dict[str, float]:
     for r in rs:
         if r["test"] != "tg4096":
             continue
-        s = next((x for x in rs if x["test"] == "tg512" and all(x[k] == r[k] for k in ("gpu", "model", "quant", "build"))), None)
+        same = ("gpu", "model", "quant", "build")
+        s = next((x for x in rs if x["test"] == "tg512" and all(x[k] == r[k] for k in same)), None)
         if not s:
             continue
         f, fs = facts(r), facts(s)
@@ -209,9 +211,11 @@ def fit(rs: list[dict]) -> dict:
         costs[b] = c
         # the pools: every card of the backend, and its stacked-memory (HBM) cards apart
         pools = {f"backend:{b}": sel, f"backend:{b}:hbm": [(r, f) for r, f in sel if is_hbm(r["gpu"])]}
-        pool_e = {k: decode_fit([(r, f | {"group": k}) for r, f in v], c, fit_c=False)[1].get(k) for k, v in pools.items()}
+        pool_e = {k: decode_fit([(r, f | {"group": k}) for r, f in v], c, fit_c=False)[1].get(k)
+                  for k, v in pools.items()}
         ps = prefill_fit(sel, ff.get(b, 1.0))
-        pool_p = {k: prefill_fit([(r, f | {"group": k}) for r, f in v], ff.get(b, 1.0)).get(k) for k, v in pools.items()}
+        pool_p = {k: prefill_fit([(r, f | {"group": k}) for r, f in v], ff.get(b, 1.0)).get(k)
+                  for k, v in pools.items()}
         for g in [p for p, v in pools.items() if v] + sorted({f["group"] for _, f in sel}):
             pool = g in pools
             mine = pools[g] if pool else [(r, f) for r, f in sel if f["group"] == g]
@@ -331,7 +335,8 @@ def main() -> int:
     misses, table = check(rs, fams)
     for key, k in fams.items():
         print(f"{key:26s} decode eff {k['decode_bw_efficiency']:.3f} layer {k['decode_layer_ms']:.4f} ms, prefill eff "
-              f"{k['prefill_flops_efficiency']:.4f} (F16 x{k['prefill_f16_factor']}), KV no-FA x{k['kv_factor_no_flash']}"
+              f"{k['prefill_flops_efficiency']:.4f} (F16 x{k['prefill_f16_factor']}), "
+              f"KV no-FA x{k['kv_factor_no_flash']}"
               f" over {len(k['cards'])} card(s)")
     for t in table:
         lo = f" left out {t['left_out']:+6.1%}" if t["left_out"] is not None else ""

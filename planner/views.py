@@ -29,7 +29,9 @@ def profile_text(p: HardwareProfile) -> str:
         lines.append(f"  speed CPU measured by llama.cpp at {c.threads} threads ({c.measured_at}): weights read at up "
                      f"to {c.memory_gbps:.1f} GB/s, kernels x{c.kernel_scale:.2f} / prompt x{c.prefill_scale:.2f} "
                      f"the reference box's per core, {c.decode_node_us:.2f} us per graph node"
-                     + (" (other programs were busy: plan profile --remeasure when it is quiet)" if c.busy else ""))
+                     + (" (other programs were busy: plan profile --remeasure when it is quiet)" if c.busy else "")
+                     + (f" (the machine's speed moved {abs(c.drift):.0%} while it was timed: speed figures carry "
+                        "that much)" if c.drift is not None and abs(c.drift) > 0.10 else ""))
     if not p.gpus:
         lines.append("  GPU   none")
     for g in p.gpus:

@@ -80,6 +80,9 @@ class CPUSpeed(_Checked):
     attention_gflops: float | None = Field(None, gt=0, le=1e9,
                                            description="a prompt's attention over its context, GFLOPS on all cores")
     busy: bool = Field(False, description="other programs kept cores busy while it was timed")
+    drift: float | None = Field(None, ge=-1, le=100,
+                                description="how far the first twin's decode moved between the start and the end "
+                                            "of the run (a VM's neighbours show here, not in the load figures)")
     measured_at: str = Field("", description="when (UTC, ISO 8601)")
     source: str = ""
 

@@ -8,7 +8,8 @@ Shape twins, written to a temporary folder and deleted after:
 - one per type of TYPES: 4 layers of a 3B model (2048 wide, FFN 5632), 116-219 MB, past the caches: a token is
   mostly reading its weights.
 Each is timed like llama-bench (probe.py bench: llama_decode in a loop, random tokens, a warm-up, the median of
-REPS runs) on all physical cores (decode and prompt) and on one (decode). With the estimator's own facts of each
+REPS runs) on all physical cores (decode and prompt) and on one (decode), the first type's twin once more at the
+end (the drift between the two says whether the machine held still). With the estimator's own facts of each
 twin (estimate.cpu_facts: bytes by type, nodes, KV per cell):
 - t_node = the nodes twin's decode time / its nodes;
 - each type's read rate R_T = its bytes / (its decode time - nodes x t_node); the memory's ceiling is the
@@ -38,7 +39,7 @@ from planner.model.hf_config import spec_from_hf_config
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import CPUSpeed, HardwareProfile
 
-BENCH_VERSION = 2  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
+BENCH_VERSION = 3  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
 # types not timed take the scale of the timed type whose kernel family they share (an assumption, not measured):
 # legacy blocks without a repacked kernel like Q4_1, the other K and I types like Q4_K, F16/BF16 like Q8_0
 SCALE_LIKE = {"Q5_0": "Q4_1", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "MXFP4": "Q4_0", "F16": "Q8_0", "BF16": "Q8_0",
@@ -49,6 +50,8 @@ PAIR = ("nodes", "bytes")  # the two twins the node costs are solved from
 DEPTH = 4096  # the nodes twin is timed again after this much context: its 64 MiB of KV is past the caches
 MEMORY_BOUND_AT = 0.9  # a type read at this share of the fastest type's rate on all cores is paced by the memory
 BUSY_KEEP_S = 600  # a result timed on a busy machine is kept this long, then measured again
+AGAIN = "again"  # the first type's twin timed once more at the end: how far the machine moved meanwhile
+UNSTEADY = 0.10  # a drift past this is said in the profile and the plans' notes
 OPTS = RuntimeOptions(n_ctx=512, n_gpu_layers=0)
 TYPES = ("Q4_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1")  # one twin each: the types published files are made of
 SHAPES = {  # twin -> (layers, width, FFN, heads, KV heads)
@@ -153,8 +156,9 @@ def measure(hw: HardwareProfile) -> dict:
         paths = {k: os.path.join(d, f"{k}.gguf") for k in ("nodes", *TYPES)}
         for k, p in paths.items():
             write_twin(twin_spec(k) if k in SHAPES else twin_spec("bytes", k), p, fill="random", default_type="F32")
-        t = _time(paths, [n, 1] if n > 1 else [1])
-    return {"cores": n, "copy_gbps": hw.ram.bandwidth_gbps, "nodes": t.pop("nodes"), "bytes": t}
+        t = _time(paths | {AGAIN: paths[TYPES[0]]}, [n, 1] if n > 1 else [1])
+    return {"cores": n, "copy_gbps": hw.ram.bandwidth_gbps, "nodes": t.pop("nodes"), "again": t.pop(AGAIN),
+            "bytes": t}
 
 
 def _solve(a: tuple[float, float], b: tuple[float, float], y: tuple[float, float]) -> tuple[float, float]:
@@ -242,17 +246,22 @@ def fit(m: dict, hw: HardwareProfile) -> CPUSpeed:
         if ty not in decode and like in decode:
             decode[ty], prefill[ty] = decode[like], prefill[like]
     busy = any(run["load"].get("busy") for t in [m["nodes"], *m["bytes"].values()] for run in t["runs"].values())
+    drift = round(_per_token(m[AGAIN], n, "tg") / _per_token(m["bytes"][TYPES[0]], n, "tg") - 1, 3) \
+        if AGAIN in m else None
     rates = ", ".join(f"{ty} {r:.1f}" for ty, (r, _) in at_n.items())
     return CPUSpeed(threads=n, memory_gbps=round(mem, 2), kernel_scale=decode["Q4_K"], decode_type_scale=decode,
                     decode_node_us=round(nodes_n[0] * 1e6, 3), prefill_scale=prefill["Q4_K"],
                     prefill_type_scale=prefill, prefill_node_us=round(nodes_n[1] * 1e6, 3),
-                    kv_read_gbps=kv_gbps, attention_gflops=attn_gflops, busy=busy,
+                    kv_read_gbps=kv_gbps, attention_gflops=attn_gflops, busy=busy, drift=drift,
                     measured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     source=f"measured here: llama.cpp (llama-cpp-python {_version()}) "
                            f"self-benchmark on one-type twins at {n} threads, weights read at GB/s: {rates}"
                            + (f" ({', '.join(bound)} at the memory's pace)" if bound else "")
                            + f"; {nodes_n[0] * 1e6:.2f} us per node"
-                           + ("; other programs were busy meanwhile: it may read slow" if busy else ""))
+                           + ("; other programs were busy meanwhile: it may read slow" if busy else "")
+                           + (f"; the machine's speed moved {abs(drift):.0%} while it was timed (the {TYPES[0]} twin "
+                              f"{'slower' if drift > 0 else 'faster'} at the end): its figures carry that much"
+                              if drift is not None and abs(drift) > UNSTEADY else ""))
 
 
 def self_benchmark(hw: HardwareProfile, *, force: bool = False) -> CPUSpeed:

@@ -20,6 +20,7 @@ def _timings(rate: dict[str, float], t_node: float, gflops: float, t_pp: float, 
         one = {"pp_s": [pp * 64] * 3, "tg_s": [tg * 16] * 3, "load": {"busy": False}}
         return {"pp": 64, "tg": 16, "runs": {str(cores): one, "1": one}}
     return {"cores": cores, "copy_gbps": 20.0, "nodes": run(cb.twin_spec("nodes"), "Q4_K", cached=True),
+            "again": run(cb.twin_spec("bytes", "Q4_K"), "Q4_K"),
             "bytes": {ty: run(cb.twin_spec("bytes", ty), ty) for ty in rate}}
 
 
@@ -32,6 +33,19 @@ def test_fit_recovers_the_constants_it_was_timed_with():
     ref = cpu_kernels().types
     assert s.decode_type_scale["Q4_1"] == pytest.approx(11.0 / 2 / ref["Q4_1"].decode_gbps_per_core, rel=0.1)
     assert s.prefill_scale == pytest.approx(150.0 / 2 / ref["Q4_K"].prefill_gflops_per_core, rel=0.15)
+
+
+def test_a_machine_that_moves_while_timed_says_so():
+    """The first twin is timed again at the end: a VM whose neighbours change its speed shows there (its own load
+    figures do not), and the profile and the plans say how far it moved."""
+    rate = {"Q4_K": 18.0, "Q6_K": 24.0, "Q8_0": 25.0, "Q4_0": 16.0, "Q4_1": 11.0}
+    m = _timings(rate, t_node=1.5e-6, gflops=150.0, t_pp=0.4e-6)
+    assert cb.fit(m, cb._box()).drift == pytest.approx(0.0, abs=1e-9)
+    slow = _timings({**rate, "Q4_K": 18.0 / 1.3}, t_node=1.5e-6, gflops=150.0, t_pp=0.4e-6)["again"]
+    s = cb.fit(m | {"again": slow}, cb._box())
+    assert s.drift > 0.2 and "moved" in s.source
+    from planner.views import profile_text
+    assert "speed moved" in profile_text(cb._box().model_copy(update={"cpu_speed": s}))
 
 
 def test_off_switch_and_missing_llama_cpp_leave_the_copy_test(monkeypatch):
