@@ -61,3 +61,22 @@ def test_the_h100_70b_case_reads_what_the_8b_run_says():
     HBM3 bandwidth; the 70B, not fitted, then lands within the decode goal."""
     t = evaluate("llama3.1-70b", "h100-80gb", quant="Q4_K_M", n_ctx=4096, flash_attn=True).estimate.throughput
     assert abs(t.decode_tps / 26.5 - 1) < 0.15, t.decode_tps
+
+
+def test_the_public_fit_recovers_the_constants_rows_were_made_with():
+    """bench.gpu_public's decode fit: rows made with known per-family efficiencies and one cost per layer give
+    them back (cards of one family at two bandwidths separate the two terms), and a backend whose rows cannot
+    separate them takes the cost it is given."""
+    from bench.gpu_public import decode_fit
+    truth_e, c = {"fam-a": 0.9, "fam-b": 0.6}, 40e-6
+    sel = []
+    for fam, bw, nbytes, layers in (("fam-a", 1000e9, 4e9, 32), ("fam-a", 500e9, 4e9, 32), ("fam-b", 2000e9, 4e9, 32),
+                                    ("fam-b", 2000e9, 40e9, 80)):
+        t = nbytes / (bw * truth_e[fam]) + layers * c
+        sel.append(({"test": "tg128", "n_gen": 128, "depth": 0, "tps": 1 / t},
+                    {"group": fam, "bytes": nbytes, "kv": 0.0, "bw": bw, "layers": layers}))
+    got_c, es = decode_fit(sel)
+    assert got_c == pytest.approx(c, rel=1e-6) and es == pytest.approx(truth_e, abs=1e-3)
+    one = [x for x in sel if x[1]["group"] == "fam-b" and x[1]["layers"] == 32]  # one card, one size
+    got_c, es = decode_fit(one, c_fixed=c)
+    assert got_c == c and es["fam-b"] == pytest.approx(0.6, abs=1e-3)
