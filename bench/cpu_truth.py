@@ -86,28 +86,27 @@ def _bin() -> str:
     return r.stdout.strip().splitlines()[-1]
 
 
-def llama_bench(path: str, threads: int) -> dict[str, float]:
-    """llama-bench's own pp512 and tg128 (flash attention on, as plans launch), mean of REPS."""
+def _run_bench(path: str, threads: int, pp: int, tg: int, timeout: int) -> list[dict]:
+    """llama-bench's jsonl rows for one file (flash attention on, as plans launch), REPS runs each."""
     exe = os.path.join(_bin(), "llama-bench")
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(exe))
-    r = subprocess.run([exe, "-m", path, "-t", str(threads), "-p", str(PP), "-n", str(TG), "-r", str(REPS),
-                        "-fa", "1", "-o", "jsonl"], capture_output=True, text=True, env=env, timeout=1800)
+    r = subprocess.run([exe, "-m", path, "-t", str(threads), "-p", str(pp), "-n", str(tg), "-r", str(REPS),
+                        "-fa", "1", "-o", "jsonl"], capture_output=True, text=True, env=env, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"llama-bench failed on {path}: {r.stderr[-500:]}")
-    rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    return [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+
+
+def llama_bench(path: str, threads: int) -> dict[str, float]:
+    """llama-bench's own pp512 and tg128, mean of REPS."""
+    rows = _run_bench(path, threads, PP, TG, timeout=1800)
     return {"prefill": next(x["avg_ts"] for x in rows if x["n_prompt"]),
             "decode": next(x["avg_ts"] for x in rows if x["n_gen"])}
 
 
 def canary_tps(path: str, threads: int) -> float:
     """The canary's decode now: llama-bench tg64, REPS runs."""
-    exe = os.path.join(_bin(), "llama-bench")
-    env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(exe))
-    r = subprocess.run([exe, "-m", path, "-t", str(threads), "-p", "0", "-n", "64", "-r", str(REPS), "-fa", "1",
-                        "-o", "jsonl"], capture_output=True, text=True, env=env, timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError(f"llama-bench failed on the canary: {r.stderr[-500:]}")
-    return next(json.loads(x)["avg_ts"] for x in r.stdout.splitlines() if x.startswith("{"))
+    return _run_bench(path, threads, 0, 64, timeout=600)[0]["avg_ts"]
 
 
 def predicted(spec, hw) -> dict[str, float]:

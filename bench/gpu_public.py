@@ -242,13 +242,13 @@ def predict(f: dict, k: dict) -> tuple[float, float]:
 
 
 def constants_for(name: str, backend: str, fams: dict) -> tuple[str, dict]:
-    """(the key, the constants) a card gets on a backend: its group's, else the backend's pool, else
-    planner/data/backends.yaml's (what the estimator does, planner/estimate/constants.py gpu_constants)."""
+    """(the key, the constants) a card gets on a backend: the fit constants.family_key names (the estimator's rule),
+    else planner/data/backends.yaml's."""
     from planner.estimate.constants import backend as backend_constants
-    g = group(lookup_gpu_spec(name).family, backend)
-    for key in (g, *([f"backend:{backend}:hbm"] if is_hbm(name) else []), f"backend:{backend}"):
-        if key in fams:
-            return key, fams[key]
+    from planner.estimate.constants import family_key
+    key = family_key(name, backend, {k: v["backend"] for k, v in fams.items()})
+    if key:
+        return key, fams[key]
     c = backend_constants(backend)
     return "backends.yaml", {"decode_bw_efficiency": c.decode_bw_efficiency, "decode_layer_ms": c.decode_layer_ms,
                              "prefill_flops_efficiency": c.prefill_flops_efficiency or 0.2, "prefill_f16_factor": 1.0}

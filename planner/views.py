@@ -30,8 +30,8 @@ def profile_text(p: HardwareProfile) -> str:
                      f"to {c.memory_gbps:.1f} GB/s, kernels x{c.kernel_scale:.2f} / prompt x{c.prefill_scale:.2f} "
                      f"the reference box's per core, {c.decode_node_us:.2f} us per graph node"
                      + (" (other programs were busy: plan profile --remeasure when it is quiet)" if c.busy else "")
-                     + (f" (the machine's speed moved {abs(c.drift):.0%} while it was timed: speed figures carry "
-                        "that much)" if c.drift is not None and abs(c.drift) > 0.10 else ""))
+                     + (f" (the machine's speed moved {c.moved():.0%} while it was timed: speed figures carry "
+                        "that much)" if c.moved() else ""))
     if not p.gpus:
         lines.append("  GPU   none")
     for g in p.gpus:

@@ -4,6 +4,7 @@ the key's name, not deep inside an estimate."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 
 from planner.data import Table, data_yaml
@@ -86,7 +87,6 @@ def backend(name: str) -> Backend:
     return getattr(backends(), name)
 
 
-
 class GPUFamily(Table):
     """One GPU generation's (or one backend's pooled) speed constants, fitted to public llama-bench results
     (bench/gpu_public.py --write on bench/data/public-gpu-bench.jsonl)."""
@@ -110,21 +110,28 @@ def gpu_speed() -> GPUSpeed:
     return GPUSpeed(**data_yaml("gpu_speed.yaml"))
 
 
-@cache
-def gpu_constants(name: str, backend_name: str) -> tuple[str, GPUFamily] | None:
-    """(what it rests on, the constants) for a GPU on a backend: its family's fit to public results on that
-    backend (family@backend for a card on another vendor's backend, an RTX on Vulkan), else the backend's pooled
-    fit, else None (planner/data/backends.yaml's constants hold)."""
+def family_key(name: str, backend_name: str, backends_of: Mapping[str, str]) -> str | None:
+    """Which of the fits named in backends_of (key -> the backend its rows ran on) a GPU on a backend takes: its
+    family's on that backend (family@backend for a card on another vendor's backend, an RTX on Vulkan), else its
+    backend's pool (its HBM cards' for a stacked-memory card), else None. The estimator's and bench/gpu_public.py's
+    one rule."""
     from planner.profile.gpu_specs import lookup_gpu_spec
     spec = lookup_gpu_spec(name)
+    keys = [f"{spec.family}@{backend_name}", spec.family] if spec else []
+    if spec and spec.memory == "hbm":
+        keys.append(f"backend:{backend_name}:hbm")
+    keys.append(f"backend:{backend_name}")
+    return next((k for k in keys if backends_of.get(k) == backend_name), None)
+
+
+@cache
+def gpu_constants(name: str, backend_name: str) -> tuple[str, GPUFamily] | None:
+    """(what it rests on, the constants) for a GPU on a backend: the fit family_key names, else None
+    (planner/data/backends.yaml's constants hold)."""
     fams = gpu_speed().families
-    if spec:
-        for key in (f"{spec.family}@{backend_name}", spec.family):
-            if key in fams and fams[key].backend == backend_name:
-                return f"public llama-bench results of {key} cards", fams[key]
-    if spec and spec.memory == "hbm" and f"backend:{backend_name}:hbm" in fams:
-        return (f"public llama-bench results pooled over {backend_name} HBM cards",
-                fams[f"backend:{backend_name}:hbm"])
-    if f"backend:{backend_name}" in fams:
-        return f"public llama-bench results pooled over {backend_name} cards", fams[f"backend:{backend_name}"]
-    return None
+    key = family_key(name, backend_name, {k: f.backend for k, f in fams.items()})
+    if key is None:
+        return None
+    what = (f"pooled over {backend_name} HBM cards" if key.endswith(":hbm")
+            else f"pooled over {backend_name} cards" if key.startswith("backend:") else f"of {key} cards")
+    return f"public llama-bench results {what}", fams[key]

@@ -175,20 +175,20 @@ def _gpu_speed_of(name: str, backend_name: str) -> GPUSpeedK:
 def _basis(hw: HardwareProfile, devices: set[int]) -> list[str]:
     """What each device's figures rest on: measured here, a public fit, the reference constants; calibration."""
     return list(_basis_of(CPU in devices, hw.cpu_speed.measured_at if hw.cpu_speed else None,
-                          hw.cpu_speed.drift if hw.cpu_speed else None,
+                          hw.cpu_speed.moved() if hw.cpu_speed else None,
                           hw.ram.bandwidth_source.startswith("measured"),
                           tuple((hw.gpus[d].name, hw.gpus[d].backend) for d in sorted(devices) if d != CPU),
                           bool(hw.calibration and hw.calibration.runs)))
 
 
 @cache
-def _basis_of(cpu: bool, measured_at: str | None, drift: float | None, copy_test: bool,
+def _basis_of(cpu: bool, measured_at: str | None, moved: float | None, copy_test: bool,
               gpus: tuple[tuple[str, str], ...], calibrated: bool) -> tuple[str, ...]:
     out = []
     if cpu:
         if measured_at:
-            moved = f", while the machine's speed moved {abs(drift):.0%}" if drift and abs(drift) > 0.10 else ""
-            out.append(f"CPU measured here by llama.cpp ({measured_at}{moved})")
+            unsteady = f", while the machine's speed moved {moved:.0%}" if moved else ""
+            out.append(f"CPU measured here by llama.cpp ({measured_at}{unsteady})")
         elif copy_test:
             out.append("CPU: this box's copy test and the reference kernel rates (no llama.cpp self-benchmark)")
         else:

@@ -60,6 +60,9 @@ class GPU(_Checked):
         return self.vram_free_bytes if self.vram_free_bytes is not None else self.vram_total_bytes
 
 
+UNSTEADY = 0.10  # a self-benchmark whose first twin moved more than this over the run is said to be unsteady
+
+
 class CPUSpeed(_Checked):
     """This CPU's own speed constants, fitted to llama.cpp's decode and prompt times on shape twins run here
     (planner/verify/cpu_bench.py). They replace the reference box's (planner/data/cpu_kernels.yaml, the copy
@@ -85,6 +88,10 @@ class CPUSpeed(_Checked):
                                             "of the run (a VM's neighbours show here, not in the load figures)")
     measured_at: str = Field("", description="when (UTC, ISO 8601)")
     source: str = ""
+
+    def moved(self) -> float | None:
+        """|drift| where it is past UNSTEADY (the profile and the plans then say the figures carry it), else None."""
+        return abs(self.drift) if self.drift is not None and abs(self.drift) > UNSTEADY else None
 
 
 class Calibration(BaseModel):

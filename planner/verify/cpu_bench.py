@@ -37,7 +37,7 @@ from planner.estimate.options import RuntimeOptions
 from planner.fileio import write_cache
 from planner.model.hf_config import spec_from_hf_config
 from planner.model.spec import ModelSpec
-from planner.profile.hardware import CPUSpeed, HardwareProfile
+from planner.profile.hardware import UNSTEADY, CPUSpeed, HardwareProfile
 
 BENCH_VERSION = 3  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
 # types not timed take the scale of the timed type whose kernel family they share (an assumption, not measured):
@@ -51,7 +51,6 @@ DEPTH = 4096  # the nodes twin is timed again after this much context: its 64 Mi
 MEMORY_BOUND_AT = 0.9  # a type read at this share of the fastest type's rate on all cores is paced by the memory
 BUSY_KEEP_S = 600  # a result timed on a busy machine is kept this long, then measured again
 AGAIN = "again"  # the first type's twin timed once more at the end: how far the machine moved meanwhile
-UNSTEADY = 0.10  # a drift past this is said in the profile and the plans' notes
 OPTS = RuntimeOptions(n_ctx=512, n_gpu_layers=0)
 TYPES = ("Q4_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1")  # one twin each: the types published files are made of
 SHAPES = {  # twin -> (layers, width, FFN, heads, KV heads)
@@ -142,7 +141,7 @@ def _time(paths: dict[str, str], threads: list[int]) -> dict:
         raise RuntimeError(f"the llama.cpp self-benchmark failed: {r.get('error')}")
     return {k: {"pp": j["pp"], "tg": j["tg"], "tg_deep": job.get("tg_deep", j["tg"]),
                 "runs": {str(run["threads"]): run for run in j["runs"]}}
-            for (k, j), job in zip(zip(paths, r["models"], strict=True), jobs, strict=True)}
+            for k, j, job in zip(paths, r["models"], jobs, strict=True)}
 
 
 def measure(hw: HardwareProfile) -> dict:

@@ -83,29 +83,34 @@ def dry_run(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _decoder(lc, ctx, n_vocab: int, n_batch: int, lowest: int = 0):
+    """llama-bench's loop on a context: decode(n) feeds n random tokens (ids lowest..n_vocab-1) in batches of at
+    most n_batch, one llama_decode each with nothing between the calls, and waits for them."""
+    import random
+    rng = random.Random(0)
+
+    def decode(n_tok: int) -> None:
+        for start in range(0, n_tok, n_batch):
+            n = min(n_batch, n_tok - start)
+            toks = (lc.llama_token * n)(*(rng.randrange(lowest, n_vocab) for _ in range(n)))
+            if lc.llama_decode(ctx, lc.llama_batch_get_one(toks, n)) != 0:
+                raise RuntimeError("llama_decode failed")
+        lc.llama_synchronize(ctx)
+    return decode
+
+
 def _speed(llm, cfg: dict[str, Any]) -> dict[str, Any]:
     """llama-bench's method and loop: random tokens, one warm-up run, then `reps` timed runs of pp (the prompt in
     n_batch batches) and of tg (one token at a time, after `depth` tokens), each a llama_decode on the loaded
     context with nothing between the calls (llama-cpp-python's eval, which reads half of llama-bench's tg on a
     135M model, is not in the timed loop)."""
-    import random
-
     import llama_cpp as lc
 
     from planner.profile.load import Window, load_figures, since, snapshot
-    rng = random.Random(0)
-    ctx, n_vocab, n_batch = llm.ctx, llm.n_vocab(), llm.n_batch
-    mem = lc.llama_get_memory(ctx)
+    mem = lc.llama_get_memory(llm.ctx)
     pp, tg, depth = int(cfg.get("pp", 512)), int(cfg.get("tg", 128)), int(cfg.get("depth", 0))
     reps = max(1, int(cfg.get("reps", 1)))
-
-    def decode(n_tok: int) -> None:
-        for start in range(0, n_tok, n_batch):
-            n = min(n_batch, n_tok - start)
-            toks = (lc.llama_token * n)(*(rng.randrange(3, n_vocab) for _ in range(n)))
-            if lc.llama_decode(ctx, lc.llama_batch_get_one(toks, n)) != 0:
-                raise RuntimeError("llama_decode failed")
-        lc.llama_synchronize(ctx)
+    decode = _decoder(lc, llm.ctx, llm.n_vocab(), llm.n_batch, lowest=3)
 
     pp_t, tg_t = [], []
     timed = Window(0.0, 0.0, 0.0)  # the timed runs' CPU: this process's and the other programs'
@@ -158,10 +163,7 @@ def bench(cfg: dict[str, Any]) -> dict[str, Any]:
 def _bench_threads(lc, model, job: dict[str, Any], threads: int, with_pp: bool, reps: int) -> dict[str, Any]:
     """One thread count of bench(): tg and pp from an empty cache, and (job["depth"] > 0) job["tg_deep"] tokens
     and the prompt again after that many tokens of context (like llama-bench -d), the context filled once."""
-    import random
-
     from planner.profile.load import load_figures, since, snapshot
-    rng = random.Random(0)
     n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
     pp, tg, depth = int(job["pp"]), int(job["tg"]), int(job.get("depth", 0))
     tg_deep = int(job.get("tg_deep", tg))
@@ -171,17 +173,11 @@ def _bench_threads(lc, model, job: dict[str, Any], threads: int, with_pp: bool, 
     cp.n_threads = cp.n_threads_batch = threads
     ctx = lc.llama_init_from_model(model, cp)
     mem = lc.llama_get_memory(ctx)
-
-    def decode(n_tok: int) -> None:
-        toks = (lc.llama_token * n_tok)(*(rng.randrange(n_vocab) for _ in range(n_tok)))
-        if lc.llama_decode(ctx, lc.llama_batch_get_one(toks, n_tok)) != 0:
-            raise RuntimeError("llama_decode failed")
-        lc.llama_synchronize(ctx)
+    decode = _decoder(lc, ctx, n_vocab, cp.n_batch)
 
     def fill(at: int) -> None:
         lc.llama_memory_clear(mem, True)
-        for start in range(0, at, cp.n_batch):  # the context first, untimed
-            decode(min(cp.n_batch, at - start))
+        decode(at)  # the context first, untimed
 
     def timed(n_calls: int, n_tok: int, at: int | None = 0):
         if at is not None:
