@@ -18,10 +18,11 @@ from bench import cpu_decode
 from planner.estimate import RuntimeOptions, estimate
 from planner.estimate.compute import compute_buffers
 from planner.estimate.memory import kv_cells
+from planner.estimate.quant_mix import ftype_tensor_types
 from planner.model import load_gguf, load_model
 from planner.profile.hardware import CPU as CPUSpec
 from planner.profile.hardware import RAM, HardwareProfile
-from planner.profile.targets import load_target
+from planner.profile.targets import load_target, profile_from_dict
 
 HERE = os.path.join(os.path.dirname(__file__), "data")
 KV = {8: "q8_0", None: "f16"}
@@ -31,6 +32,29 @@ def h100_llama3_8b_types(m):
     """The calibration file's layout: Q6_K output, attn_v, ffn_down; Q4_K the rest; F32 norms."""
     return m.with_types({t.name: ("Q6_K" if t.name == "output.weight" or "attn_v" in t.name or "ffn_down" in t.name
                                   else "Q4_K" if len(t.shape) > 1 else "F32") for t in m.tensors})
+
+
+def public_host(r: dict) -> HardwareProfile:
+    """A public run's machine as a named profile would give it: the CPU and its spec-sheet RAM bandwidth, and the
+    GPU (by its name in gpus.yaml) where the run had one."""
+    d = {"title": r["source"][:60], "cpu": {"model": r["cpu"], "cores": r["cores"], "threads": r["cores"], "flags": r["flags"]},
+         "ram": {"total_gib": r["ram_gib"], "bandwidth_gbps": r["ram_spec_gbps"], "source": r["ram_spec_source"]}}
+    if r.get("gpu"):
+        gen, width = r["pcie"].split(" x")
+        d["gpus"] = [{"spec": r["gpu"], "pcie_gen": int(float(gen)), "pcie_width": int(width)}]
+    return profile_from_dict(d, "public run")
+
+
+def public_offload() -> list[tuple[dict, object]]:
+    """(row, estimate) for each public partial-offload run (bench/data/public-offload.jsonl: an -ngl sweep on a named
+    GPU and host). The context is not given there; decode at depth 0 does not depend on it."""
+    out = []
+    for line in open(os.path.join(HERE, "public-offload.jsonl")):
+        r = json.loads(line)
+        m = load_model(r["model"])
+        m = m.with_types(ftype_tensor_types(m, r["quant"]))
+        out.append((r, estimate(m, public_host(r), RuntimeOptions(n_ctx=r.get("ctx") or 4096, n_gpu_layers=r["ngl"]))))
+    return out
 
 
 def rows() -> list[dict]:
@@ -67,7 +91,6 @@ def rows() -> list[dict]:
             m = load_gguf(smol[0])
         else:
             base, ftype = name[: -len(".gguf")].rsplit("-", 1)
-            from planner.estimate.quant_mix import ftype_tensor_types
             m = load_model(base)
             m = m.with_types(ftype_tensor_types(m, ftype))
         o = RuntimeOptions(n_ctx=c["ctx"], flash_attn=c["fa"], mmap=c.get("mmap", True), swa_full=True,
@@ -97,16 +120,18 @@ def rows() -> list[dict]:
                 f"rounds (2 cores, copy test {r['ram_copy_gbps']} GB/s)")
         out.append(dict(case=case, part="decode tok/s", meas=r["tg_tps"], est=t.decode_tps, goal="15%"))
         out.append(dict(case=case, part="prefill tok/s", meas=r["pp_tps"], est=t.prefill_tps, goal="25%"))
-    # public bare-metal runs (a spec-sheet bandwidth: what a named profile gives the estimator)
+    # public runs on named hardware (a spec-sheet bandwidth: what a named profile gives the estimator)
     for line in open(os.path.join(HERE, "public-cpu-decode.jsonl")):
         r = json.loads(line)
-        hw_p = HardwareProfile(cpu=CPUSpec(model=r["cpu"], cores=r["cores"], threads=r["cores"], flags=r["flags"]),
-                               ram=RAM(total_bytes=r["ram_gib"] << 30, bandwidth_gbps=r["ram_spec_gbps"]))
         m = load_model(r["model"])
-        t = estimate(m.with_types(ftype_tensor_types(m, r["quant"])), hw_p, RuntimeOptions(n_ctx=4096)).throughput
+        t = estimate(m.with_types(ftype_tensor_types(m, r["quant"])), public_host(r), RuntimeOptions(n_ctx=4096)).throughput
+        use = "held out" if r.get("held_out") else "used in the fit of the spec efficiency"
         out.append(dict(case=f"public: {r['cpu']} ({r['cores']} cores, {r['ram_spec_gbps']} GB/s spec) {r['model']} "
-                             f"{r['quant']} (used in the fit of the spec efficiency)", part="decode tok/s",
-                        meas=r["tg_tps"], est=t.decode_tps, goal="15%"))
+                             f"{r['quant']} ({use})", part="decode tok/s", meas=r["tg_tps"], est=t.decode_tps, goal="15%"))
+    for r, e in public_offload():
+        out.append(dict(case=f"public offload: {r['gpu']} + {r['cpu']} ({r['ram_spec_gbps']} GB/s spec) {r['model']} "
+                             f"{r['quant']} ngl={r['ngl']} (held out)", part="decode tok/s", meas=r["tg_tps"],
+                        est=e.throughput.decode_tps, goal="15%"))
     for r in out:
         err = r["est"] - r["meas"]
         rel = err / r["meas"] if r["meas"] else 0.0

@@ -111,3 +111,16 @@ def test_prefill_of_a_mix_lies_between_its_types(llama8b):
           for name, m in (("Q4_0", typed(llama8b, "Q4_0")), ("Q6_K", typed(llama8b, "Q6_K")),
                           ("mix", typed(llama8b, "Q4_0").with_types(half)))}
     assert min(pp["Q4_0"], pp["Q6_K"]) < pp["mix"] < max(pp["Q4_0"], pp["Q6_K"])
+
+
+def test_partial_offload_follows_a_public_ngl_sweep():
+    """A public -ngl sweep (Qwen2.5-Coder-14B Q4_K_M, RTX 5060 Ti on PCIe 3.0 x8, i7-8700 with DDR4-2400: held out,
+    bench/data/public-offload.jsonl) from the spec sheets alone: every step within 15%, and the steep end (the last
+    8 layers and the output matrix leaving the host triple the rate) where the run has it."""
+    from bench.accuracy import public_offload
+    runs = public_offload()
+    assert len(runs) >= 7
+    for r, e in runs:
+        assert e.throughput.decode_tps == pytest.approx(r["tg_tps"], rel=0.15), r["ngl"]
+    by = {r["ngl"]: e.throughput.decode_tps for r, e in runs}
+    assert by[99] / by[40] > 3 and by[40] / by[32] > 1.4
