@@ -53,7 +53,8 @@ def cmd_models(a: argparse.Namespace) -> int:
         s = spec_for(e.id)
         out.append({"id": e.id, "repo": e.repo, "family": e.family, "aliases": e.aliases, "use": e.use,
                     "architecture": s.architecture, "n_params": s.n_params, "n_active_params": s.n_active_params,
-                    "n_ctx_train": s.n_ctx_train})
+                    "n_ctx_train": s.n_ctx_train,
+                    "config_checked": e.checked.where if e.checked else None})
     if a.json:
         _json(out)
         return Exit.OK
@@ -62,8 +63,13 @@ def cmd_models(a: argparse.Namespace) -> int:
         return Exit.OK
     for r in out:
         act = f" ({r['n_active_params'] / 1e9:.1f}B active)" if r["n_active_params"] != r["n_params"] else ""
-        print(f"  {r['id']:30s} {r['n_params'] / 1e9:7.2f}B{act:16s} {r['architecture']:9s} "
+        mark = " " if r["config_checked"] else "?"
+        print(f"{mark} {r['id']:30s} {r['n_params'] / 1e9:7.2f}B{act:16s} {r['architecture']:9s} "
               f"ctx {r['n_ctx_train']:>7d}  {', '.join(r['aliases'][:2])}")
+    unchecked = sum(not r["config_checked"] for r in out)
+    if unchecked:
+        print(f"? {unchecked} of {len(out)}: config not yet compared with a public copy of the model's config.json "
+              "(`plan show MODEL` gives the fields used)")
     return Exit.OK
 
 

@@ -15,14 +15,24 @@ from planner.model.hf_config import spec_from_hf_config
 from planner.model.spec import ModelSpec
 
 
+class ConfigCopy(BaseModel):
+    """Where an entry's config was checked field by field: a public copy of the model's config.json that can be
+    opened (a repository file at a commit) or the header of a published GGUF file."""
+    where: str  # "github:owner/name/path@commit", or "gguf:<PyPI package>/<file>"
+    of: str  # the model the copy is of, as it names it (a base model's copy checks its instruct twin's shapes)
+    fields: list[str]  # the entry's config fields compared with it: every one equal
+    note: str = ""
+
+
 class CatalogEntry(BaseModel):
     id: str
     repo: str
     family: str
     aliases: list[str]
     use: list[str]
-    source: str
+    source: str  # the maker's config.json (not reachable offline: `checked` says where it was compared)
     config: dict[str, Any]
+    checked: ConfigCopy | None = None  # None: not yet compared with a copy ("plan models" marks it)
 
 
 def normalize(name: str) -> str:

