@@ -8,10 +8,11 @@ Shape twins, written to a temporary folder and deleted after:
 - one per type of TYPES: 4 layers of a 3B model (2048 wide, FFN 5632), 116-219 MB, past the caches: a token is
   mostly reading its weights.
 Each is timed like llama-bench (probe.py bench: llama_decode in a loop, random tokens, a warm-up, the median of
-REPS runs) on all physical cores (decode and prompt) and on one (decode), the first type's twin once more at the
-end (the drift between the two says whether the machine held still). With the estimator's own facts of each
+REPS runs) on all physical cores (decode and prompt) and on one (decode), the first type's twin and the nodes twin
+once more at the end (the drift between the passes says whether the machine held still; the cost per node is the
+median over both passes). With the estimator's own facts of each
 twin (estimate.cpu_facts: bytes by type, nodes, KV per cell):
-- t_node = the nodes twin's decode time / its nodes;
+- t_node = the nodes twin's decode time (the median over both passes) / its nodes;
 - each type's read rate R_T = its bytes / (its decode time - nodes x t_node); the memory's ceiling is the
   fastest R_T (or the copy test, if higher); a type read at MEMORY_BOUND_AT of it on all cores is paced by the
   memory, and one core's rate tells its kernel; each type's scale is its per-core rate over the reference
@@ -39,7 +40,7 @@ from planner.model.hf_config import spec_from_hf_config
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import UNSTEADY, CPUSpeed, HardwareProfile
 
-BENCH_VERSION = 3  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
+BENCH_VERSION = 4  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
 # types not timed take the scale of the timed type whose kernel family they share (an assumption, not measured):
 # legacy blocks without a repacked kernel like Q4_1, the other K and I types like Q4_K, F16/BF16 like Q8_0
 SCALE_LIKE = {"Q5_0": "Q4_1", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "MXFP4": "Q4_0", "F16": "Q8_0", "BF16": "Q8_0",
@@ -50,7 +51,10 @@ PAIR = ("nodes", "bytes")  # the two twins the node costs are solved from
 DEPTH = 4096  # the nodes twin is timed again after this much context: its 64 MiB of KV is past the caches
 MEMORY_BOUND_AT = 0.9  # a type read at this share of the fastest type's rate on all cores is paced by the memory
 BUSY_KEEP_S = 600  # a result timed on a busy machine is kept this long, then measured again
-AGAIN = "again"  # the first type's twin timed once more at the end: how far the machine moved meanwhile
+AGAIN = "again"  # the first type's twin timed once more at the end: how far the machine's memory moved meanwhile
+NODES_AGAIN = "nodes_again"  # the nodes twin timed once more at the end: its thread barriers move on their own (a
+# VM's vCPUs co-scheduled or not: 1.7-3.3 ms a token within one minute here), so its cost per node is the median
+# over both passes, and the drift is the larger of the two
 OPTS = RuntimeOptions(n_ctx=512, n_gpu_layers=0)
 TYPES = ("Q4_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1")  # one twin each: the types published files are made of
 SHAPES = {  # twin -> (layers, width, FFN, heads, KV heads)
@@ -134,6 +138,7 @@ def cached(hw: HardwareProfile) -> CPUSpeed | None:
 def _time(paths: dict[str, str], threads: list[int]) -> dict:
     from planner.verify.child import run_probe
     jobs = [{"model": p, "pp": 128, "tg": 256, "depth": DEPTH, "tg_deep": 64} if k == "nodes"
+            else {"model": p, "pp": 16, "tg": 256} if k == NODES_AGAIN
             else {"model": p, "pp": 64, "tg": 48} for k, p in paths.items()]
     r = run_probe({"mode": "bench", "models": jobs, "threads": threads, "pp_threads": threads[:1], "reps": REPS},
                   timeout_s=300)
@@ -155,9 +160,9 @@ def measure(hw: HardwareProfile) -> dict:
         paths = {k: os.path.join(d, f"{k}.gguf") for k in ("nodes", *TYPES)}
         for k, p in paths.items():
             write_twin(twin_spec(k) if k in SHAPES else twin_spec("bytes", k), p, fill="random", default_type="F32")
-        t = _time(paths | {AGAIN: paths[TYPES[0]]}, [n, 1] if n > 1 else [1])
-    return {"cores": n, "copy_gbps": hw.ram.bandwidth_gbps, "nodes": t.pop("nodes"), "again": t.pop(AGAIN),
-            "bytes": t}
+        t = _time(paths | {AGAIN: paths[TYPES[0]], NODES_AGAIN: paths["nodes"]}, [n, 1] if n > 1 else [1])
+    return {"cores": n, "copy_gbps": hw.ram.bandwidth_gbps, "nodes": t.pop("nodes"), AGAIN: t.pop(AGAIN),
+            NODES_AGAIN: t.pop(NODES_AGAIN), "bytes": t}
 
 
 def _solve(a: tuple[float, float], b: tuple[float, float], y: tuple[float, float]) -> tuple[float, float]:
@@ -170,13 +175,29 @@ def _per_token(t: dict, threads: int, kind: str) -> float:
     return statistics.median(t["runs"][str(threads)][f"{kind}_s"]) / t[kind]
 
 
+def _node_token(m: dict, threads: int) -> float:
+    """The nodes twin's decode time per token: the median over its runs at the start and at the end."""
+    per = [s / t["tg"] for t in (m["nodes"], m.get(NODES_AGAIN)) if t for s in t["runs"][str(threads)]["tg_s"]]
+    return statistics.median(per)
+
+
+def _drift(m: dict, threads: int) -> tuple[float, str] | None:
+    """(how far the machine moved between the start and the end, which twin shows it): the larger of the Q4_K
+    twin's (memory) and the nodes twin's (thread barriers); None for a result without the second passes."""
+    pairs = [(m.get(AGAIN), m["bytes"].get(TYPES[0]), f"the {TYPES[0]} twin"),
+             (m.get(NODES_AGAIN), m["nodes"], "the nodes twin")]
+    moves = [(_per_token(end, threads, "tg") / _per_token(start, threads, "tg") - 1, what)
+             for end, start, what in pairs if end and start]
+    return max(moves, key=lambda x: abs(x[0])) if moves else None
+
+
 def _node_costs(m: dict, threads: int, decode_only: bool = False) -> tuple[float, float]:
     """(s per node of a decoded token, s per node and prompt token): the nodes twin's 7 MB stay in the caches, so
     its decode time is its nodes' (its prompt's time less its products at the Q4_K twin's rate, solved with that
     twin: two equations in 1 / rate and the cost per node)."""
     f = {k: cpu_facts(twin_spec(k), _box(), OPTS) for k in PAIR}
     t = {"nodes": m["nodes"], "bytes": m["bytes"]["Q4_K"]}
-    t_node = _per_token(t["nodes"], threads, "tg") / f["nodes"].nodes
+    t_node = _node_token(m, threads) / f["nodes"].nodes
     if decode_only:
         return t_node, 0.0
     pre = {k: _per_token(t[k], threads, "pp") for k in PAIR}
@@ -245,8 +266,8 @@ def fit(m: dict, hw: HardwareProfile) -> CPUSpeed:
         if ty not in decode and like in decode:
             decode[ty], prefill[ty] = decode[like], prefill[like]
     busy = any(run["load"].get("busy") for t in [m["nodes"], *m["bytes"].values()] for run in t["runs"].values())
-    drift = round(_per_token(m[AGAIN], n, "tg") / _per_token(m["bytes"][TYPES[0]], n, "tg") - 1, 3) \
-        if AGAIN in m else None
+    moved = _drift(m, n)
+    drift = round(moved[0], 3) if moved else None
     rates = ", ".join(f"{ty} {r:.1f}" for ty, (r, _) in at_n.items())
     return CPUSpeed(threads=n, memory_gbps=round(mem, 2), kernel_scale=decode["Q4_K"], decode_type_scale=decode,
                     decode_node_us=round(nodes_n[0] * 1e6, 3), prefill_scale=prefill["Q4_K"],
@@ -258,7 +279,7 @@ def fit(m: dict, hw: HardwareProfile) -> CPUSpeed:
                            + (f" ({', '.join(bound)} at the memory's pace)" if bound else "")
                            + f"; {nodes_n[0] * 1e6:.2f} us per node"
                            + ("; other programs were busy meanwhile: it may read slow" if busy else "")
-                           + (f"; the machine's speed moved {abs(drift):.0%} while it was timed (the {TYPES[0]} twin "
+                           + (f"; the machine's speed moved {abs(drift):.0%} while it was timed ({moved[1]} "
                               f"{'slower' if drift > 0 else 'faster'} at the end): its figures carry that much"
                               if drift is not None and abs(drift) > UNSTEADY else ""))
 

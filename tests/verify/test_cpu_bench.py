@@ -21,6 +21,7 @@ def _timings(rate: dict[str, float], t_node: float, gflops: float, t_pp: float, 
         return {"pp": 64, "tg": 16, "runs": {str(cores): one, "1": one}}
     return {"cores": cores, "copy_gbps": 20.0, "nodes": run(cb.twin_spec("nodes"), "Q4_K", cached=True),
             "again": run(cb.twin_spec("bytes", "Q4_K"), "Q4_K"),
+            "nodes_again": run(cb.twin_spec("nodes"), "Q4_K", cached=True),
             "bytes": {ty: run(cb.twin_spec("bytes", ty), ty) for ty in rate}}
 
 
@@ -43,9 +44,15 @@ def test_a_machine_that_moves_while_timed_says_so():
     assert cb.fit(m, cb._box()).drift == pytest.approx(0.0, abs=1e-9)
     slow = _timings({**rate, "Q4_K": 18.0 / 1.3}, t_node=1.5e-6, gflops=150.0, t_pp=0.4e-6)["again"]
     s = cb.fit(m | {"again": slow}, cb._box())
-    assert s.drift > 0.2 and "moved" in s.source
+    assert s.drift > 0.2 and "moved" in s.source and "Q4_K twin" in s.source
     from planner.views import profile_text
     assert "speed moved" in profile_text(cb._box().model_copy(update={"cpu_speed": s}))
+    # the thread barriers move on their own: the nodes twin's second pass shows it, and its cost per node is the
+    # median over both passes
+    barriers = _timings(rate, t_node=3.0e-6, gflops=150.0, t_pp=0.4e-6)["nodes_again"]
+    s = cb.fit(m | {"nodes_again": barriers}, cb._box())
+    assert s.drift > 0.5 and "nodes twin" in s.source
+    assert 1.5 < s.decode_node_us < 3.0
 
 
 def test_off_switch_and_missing_llama_cpp_leave_the_copy_test(monkeypatch):
