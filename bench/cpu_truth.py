@@ -4,13 +4,13 @@ compared with the plan's prediction, before (the copy test and the reference ker
 self-benchmark). Goals: decode within 15%, prefill within 25% (exit 1 on a miss).
 
 The box can change speed between minutes (a VM's neighbours), and a case timed in another minute than the
-self-benchmark is then judged against a machine that is not the one measured. So two canaries, the
-self-benchmark's own Q4_K twin (the memory) and its nodes twin (the thread barriers, which move on their own), are
-decoded right before and right after every case: where either reads more than DRIFT off what the self-benchmark
-made of it, the case is reported as drifted and not judged (the figures are kept, with the canaries'). Beside
-that verdict each figure is also predicted "in the minute": the self-benchmark's constants moved to what the two
-canaries read around the case (the model of the box as it then was), a check of the formulas apart from the
-box's drift; it is printed and kept, and does not change the exit code.
+self-benchmark is then judged against a machine that is not the one measured. So three canaries, the
+self-benchmark's own Q4_K twin decoding (the memory) and prompting (the matrix kernels) and its nodes twin (the
+thread barriers, which move on their own), are timed right before and right after every case: where any reads
+more than DRIFT off what the self-benchmark made of it, the case is reported as drifted and not judged (the
+figures are kept, with the canaries'). Beside that verdict each figure is also predicted "in the minute": the
+self-benchmark's constants moved to what the canaries read around the case (the model of the box as it then
+was), a check of the formulas apart from the box's drift; it is printed and kept, and does not change the exit code.
 
 Usage: python -m bench.cpu_truth [--write]   (about 6 minutes on 2 cores)
 llama-bench comes from LLAMA_CPP_BIN, else PATH, else .ci/build-llama-tools.sh builds it.
@@ -108,33 +108,39 @@ def llama_bench(path: str, threads: int) -> dict[str, float]:
             "decode": next(x["avg_ts"] for x in rows if x["n_gen"])}
 
 
-CANARIES = ("bytes", "nodes")  # the self-benchmark's Q4_K twin (the memory) and nodes twin (the thread barriers)
+# the self-benchmark's Q4_K twin decoding (the memory), its nodes twin decoding (the thread barriers) and the Q4_K
+# twin's prompt (the matrix-matrix kernels): each moves on its own on this VM
+CANARIES = ("bytes", "nodes", "prompt")
+CANARY_PP = 128
 
 
-def canary_tps(path: str, threads: int) -> float:
-    """The canary's decode now: llama-bench tg64, REPS runs."""
-    return _run_bench(path, threads, 0, 64, timeout=600)[0]["avg_ts"]
+def canary_tps(path: str, threads: int, prompt: bool = False) -> float:
+    """The canary now: llama-bench tg64 (or pp128), REPS runs."""
+    return _run_bench(path, threads, CANARY_PP if prompt else 0, 0 if prompt else 64, timeout=600)[0]["avg_ts"]
 
 
 def canaries(paths: dict[str, str], threads: int) -> dict[str, float]:
-    return {k: canary_tps(p, threads) for k, p in paths.items()}
+    return {k: canary_tps(paths["bytes" if k == "prompt" else k], threads, prompt=k == "prompt") for k in CANARIES}
 
 
 def canary_refs(specs: dict, hw) -> dict[str, float]:
     """What the self-benchmark made of each canary: the Q4_K twin as the estimate has it, the nodes twin as the fit
     takes it (its 7 MB in the caches: nodes x the cost per node)."""
     nodes = cpu_facts(specs["nodes"], hw, RuntimeOptions(n_ctx=512, n_gpu_layers=0)).nodes
-    return {"bytes": predicted(specs["bytes"], hw)["decode"], "nodes": 1e6 / (nodes * hw.cpu_speed.decode_node_us)}
+    twin = predicted(specs["bytes"], hw)
+    return {"bytes": twin["decode"], "nodes": 1e6 / (nodes * hw.cpu_speed.decode_node_us), "prompt": twin["prefill"]}
 
 
 def in_the_minute(hw, specs: dict, c0: dict, c1: dict):
     """The profile with the self-benchmark's constants moved to what the canaries read around the case: the cost
-    per node from the nodes canary, and every read rate scaled by what is left of the Q4_K canary's time once its
-    nodes are taken off (the fit's own two terms). What the model says of the box as it was in that minute."""
+    per node from the nodes canary, every read rate scaled by what is left of the Q4_K canary's time once its
+    nodes are taken off (the fit's own two terms), and every prompt rate by the prompt canary's. What the model
+    says of the box as it was in that minute."""
     s = hw.cpu_speed
     opts = RuntimeOptions(n_ctx=512, n_gpu_layers=0)
     f = {k: cpu_facts(spec, hw, opts) for k, spec in specs.items()}
-    tps = {k: (c0[k] + c1[k]) / 2 for k in specs}
+    tps = {k: (c0[k] + c1[k]) / 2 for k in CANARIES}
+    kp = tps["prompt"] / predicted(specs["bytes"], hw)["prefill"]  # > 1: the prompt kernels run faster now
     node_us = 1e6 / (f["nodes"].nodes * tps["nodes"])
     ref_bytes = 1 / predicted(specs["bytes"], hw)["decode"] - f["bytes"].nodes * s.decode_node_us / 1e6
     now_bytes = 1 / tps["bytes"] - f["bytes"].nodes * node_us / 1e6
@@ -143,7 +149,11 @@ def in_the_minute(hw, specs: dict, c0: dict, c1: dict):
         "decode_node_us": node_us, "prefill_node_us": s.prefill_node_us * node_us / s.decode_node_us,
         "memory_gbps": s.memory_gbps * k, "kernel_scale": s.kernel_scale * k,
         "decode_type_scale": {t: v * k for t, v in s.decode_type_scale.items()},
-        "kv_read_gbps": s.kv_read_gbps * k if s.kv_read_gbps else None})
+        "kv_read_gbps": s.kv_read_gbps * k if s.kv_read_gbps else None,
+        "prefill_scale": s.prefill_scale * kp,
+        "prefill_type_scale": {t: v * kp for t, v in s.prefill_type_scale.items()},
+        "prefill_row_ns": {t: v / kp for t, v in s.prefill_row_ns.items()},
+        "attention_gflops": s.attention_gflops * kp if s.attention_gflops else None})
     return hw.model_copy(update={"cpu_speed": moved})
 
 
@@ -174,8 +184,8 @@ def main() -> int:
     drifted = []
     minute_miss = 0
     try:
-        specs = {k: twin_spec("bytes", "Q4_K") if k == "bytes" else twin_spec(k) for k in CANARIES}
-        paths = {k: os.path.join(tmp, f"canary-{k}.gguf") for k in CANARIES}
+        specs = {"bytes": twin_spec("bytes", "Q4_K"), "nodes": twin_spec("nodes")}  # the prompt canary: the Q4_K's
+        paths = {k: os.path.join(tmp, f"canary-{k}.gguf") for k in specs}
         for k, p in paths.items():
             write_twin(specs[k], p, fill="random", default_type="F32")
         ref = canary_refs(specs, hw)

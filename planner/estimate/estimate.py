@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from planner.estimate.memory import matmul_types, memory_breakdown
+from planner.estimate.memory import matmul_rows, matmul_types, memory_breakdown
 from planner.estimate.options import RuntimeOptions
 from planner.estimate.placement import CPU
 from planner.estimate.result import GPU_BUFFER_PREFIX, DeviceEstimate, Estimate, MemoryParts
@@ -48,7 +48,8 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
                                   buffers_mib={k: round(v, 2) for k, v in bufs.items() if v}))
     thr = throughput(model, hw, b.read_per_token, b.kv, b.layers, b.n_ctx,
                      depth if depth is not None else 0, opts.flash_attn, opts.n_ubatch, nodes=b.nodes,
-                     read_types=b.read_types, matmul_types=matmul_types(model), threads=opts.threads)
+                     read_types=b.read_types, matmul_types=matmul_types(model), threads=opts.threads,
+                     matmul_rows=matmul_rows(model))
     fits = all(d.memory.total_bytes <= d.capacity_bytes * (1 - margin) for d in devices)
     notes = list(model.notes)
     if any(lay.attn == "swa" for lay in model.layers) and opts.swa_full:
@@ -75,6 +76,7 @@ class CPUFacts(NamedTuple):
     matmul_types: dict[tuple[str, bool], int]  # weights a prompt token multiplies, by (type, expert matrix)
     nodes: float  # graph nodes of a token (graph.py)
     kv_per_cell: float  # KV cache bytes per token of context (read once per decoded token at that depth)
+    matmul_rows: dict[tuple[str, bool], int]  # the output rows of those products, by the same keys
 
 
 def cpu_facts(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> CPUFacts:
@@ -83,4 +85,4 @@ def cpu_facts(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> CP
     b = memory_breakdown(model, hw, opts.model_copy(update={"n_gpu_layers": 0}))
     typed = b.read_types.get(CPU, {})
     return CPUFacts(dict(typed), b.read_per_token.get(CPU, 0) - sum(typed.values()), matmul_types(model),
-                    sum(b.nodes.values()), b.kv.get(CPU, 0) / max(b.n_ctx, 1))
+                    sum(b.nodes.values()), b.kv.get(CPU, 0) / max(b.n_ctx, 1), matmul_rows(model))

@@ -32,7 +32,7 @@ from planner.profile.hardware import HardwareProfile
 # the speed formulas' revision: with the constants' digest it names the model a verify run's measured/predicted
 # ratios were taken against (planner/verify/calibration.py uses only ratios of the current one); bump it when a
 # formula changes
-FORMULAS = "2026-12-03b measured CPU constants, GPU families from llama.cpp's result threads, one build per backend"
+FORMULAS = "2026-12-04 measured CPU constants (a prompt cost per row), GPU families from llama.cpp result threads"
 
 
 @cache
@@ -210,22 +210,28 @@ def attention_flops(model: ModelSpec, ctx: float) -> float:
     return total
 
 
-def cpu_prefill_seconds(matmul_types: dict[tuple[str, bool], int], cores: int, scale: KernelScale) -> float:
+def cpu_prefill_seconds(matmul_types: dict[tuple[str, bool], int], cores: int, scale: KernelScale,
+                        rows: dict[tuple[str, bool], int] | None = None,
+                        row_ns: dict[str, float] | None = None) -> float:
     """Seconds of matrix products per prefill token on the CPU: 2 x weights of each type / that type's GFLOPS,
-    expert matrices (mul_mat_id, each expert on its share of the batch) at a fraction of it."""
+    expert matrices (mul_mat_id, each expert on its share of the batch) at a fraction of it; and, where the
+    self-benchmark measured it, each type's fixed cost per output row (a dot product each: the reference rates
+    fold it in at their twins' widths)."""
     k = cpu_kernels()
     expert_eff = backend("cpu").prefill_expert_efficiency
     rate = {ty: kern.prefill_gflops_per_core for ty, kern in k.types.items()}
+    per_row = row_ns or {}
     return sum(2 * n / (rate.get(ty, k.default_prefill_gflops_per_core) * 1e9 * cores * scale.of(ty)
                         * (expert_eff if expert else 1.0))
-               for (ty, expert), n in matmul_types.items())
+               for (ty, expert), n in matmul_types.items()) \
+        + sum(r * per_row.get(ty, 0.0) for (ty, _), r in (rows or {}).items()) / 1e9
 
 
 def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, int], kv: dict[int, int],
                layers: dict[int, int], n_ctx: int, depth: int, flash_attn: bool, n_ubatch: int = 512, *,
                nodes: dict[int, float], read_types: dict[int, dict[str, int]],
                matmul_types: dict[tuple[str, bool], int],
-               threads: int | None = None) -> Throughput:
+               threads: int | None = None, matmul_rows: dict[tuple[str, bool], int] | None = None) -> Throughput:
     """nodes: graph nodes per device (graph.layer_nodes summed over the layers each holds); read_types: the
     weight bytes of read_per_token by ggml type; matmul_types: the weights a prefill token multiplies, by type."""
     notes = []
@@ -267,7 +273,8 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             t_pp += host_bytes / (backends().op_offload_gbps * 1e9) / n_ubatch
             notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
-        t_pp = cpu_prefill_seconds(matmul_types, cores, _isa_scale(hw, prefill=True)) \
+        t_pp = cpu_prefill_seconds(matmul_types, cores, _isa_scale(hw, prefill=True), matmul_rows,
+                                   hw.cpu_speed.prefill_row_ns if hw.cpu_speed else None) \
             + sum(nodes.values()) * _node_us(hw)[1] / 1e6
         if hw.cpu_speed and hw.cpu_speed.attention_gflops:  # a prompt of n_ubatch tokens attends n_ubatch / 2
             t_pp += attention_flops(model, min(n_ubatch, n_ctx) / 2) / (hw.cpu_speed.attention_gflops * 1e9)

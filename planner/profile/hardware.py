@@ -79,6 +79,9 @@ class CPUSpeed(_Checked):
                                  description="a core's matrix-matrix speed against the reference box's (Q4_K's)")
     prefill_type_scale: dict[str, float] = Field(default_factory=dict, description="the same, per ggml type measured")
     prefill_node_us: float = Field(..., ge=0, le=1e5, description="cost per graph node and prompt token")
+    prefill_row_ns: dict[str, float] = Field(default_factory=dict,
+                                             description="fixed cost per output row and prompt token of a matrix "
+                                                         "product (one dot product each), per ggml type measured")
     kv_read_gbps: float | None = Field(None, gt=0, le=1e6, description="the KV cache read at depth, GB/s")
     attention_gflops: float | None = Field(None, gt=0, le=1e9,
                                            description="a prompt's attention over its context, GFLOPS on all cores")

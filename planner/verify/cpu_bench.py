@@ -1,4 +1,4 @@
-"""This CPU measured by llama.cpp: a self-benchmark (about 40 s on 2 cores) that fits the CPU speed constants
+"""This CPU measured by llama.cpp: a self-benchmark (about 50 s on 2 cores) that fits the CPU speed constants
 (profile.hardware.CPUSpeed) to this machine, kept per boot in the user's cache dir.
 
 Shape twins, written to a temporary folder and deleted after:
@@ -6,7 +6,9 @@ Shape twins, written to a temporary folder and deleted after:
   node; timed again after DEPTH tokens of context (its 64 MiB of KV past the caches): the KV read rate at depth
   and a prompt's attention rate;
 - one per type of TYPES: 4 layers of a 3B model (2048 wide, FFN 5632), 116-219 MB, past the caches: a token is
-  mostly reading its weights.
+  mostly reading its weights;
+- narrow, one per type of TYPES, its prompt only: 8 layers 512 wide (SmolLM2's width), 4.5x the output rows a
+  weight of the bytes twin.
 Each is timed like llama-bench (probe.py bench: llama_decode in a loop, random tokens, a warm-up, the median of
 REPS runs) on all physical cores (decode and prompt) and on one (decode), the first type's twin and the nodes twin
 once more at the end (the drift between the passes says whether the machine held still; the cost per node is the
@@ -17,8 +19,9 @@ twin (estimate.cpu_facts: bytes by type, nodes, KV per cell):
   fastest R_T (or the copy test, if higher); a type read at MEMORY_BOUND_AT of it on all cores is paced by the
   memory, and one core's rate tells its kernel; each type's scale is its per-core rate over the reference
   kernels' (cpu_kernels.yaml); untimed types take SCALE_LIKE's;
-- the prompt: the nodes and Q4_K twins' prompt times are two equations in the matrix-matrix rate and the cost
-  per node and prompt token; each type's prompt scale likewise;
+- the prompt (PP tokens): a token's time is FLOPs / rate + output rows x a cost per row (a dot product each, a
+  fixed cost beside its length: short rows multiply slower per weight) + nodes x a cost per node; the nodes, Q4_K
+  and narrow Q4_K twins give Q4_K's three, then each type's rate and row cost come from its two twins;
 - at depth: the decode time's growth over the KV bytes it reads, and the prompt's over its attention FLOPs.
 docs/speed.md has the formulas and the accuracy; bench/cpu_truth.py checks the fit against llama-bench.
 """
@@ -47,7 +50,6 @@ SCALE_LIKE = {"Q5_0": "Q4_1", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "MXFP4": "Q4_0",
               "Q2_K": "Q4_K", "Q3_K": "Q4_K", "Q5_K": "Q4_K", "IQ4_XS": "Q4_K", "IQ3_S": "Q4_K", "IQ3_XXS": "Q4_K",
               "IQ2_S": "Q4_K", "IQ2_XS": "Q4_K", "IQ2_XXS": "Q4_K", "IQ1_M": "Q4_K", "IQ1_S": "Q4_K"}
 REPS = 5  # timed runs per twin and thread count (the median counts): a shared box's noise comes in bursts
-PAIR = ("nodes", "bytes")  # the two twins the node costs are solved from
 DEPTH = 4096  # the nodes twin is timed again after this much context: its 64 MiB of KV is past the caches
 MEMORY_BOUND_AT = 0.9  # a type read at this share of the fastest type's rate on all cores is paced by the memory
 BUSY_KEEP_S = 600  # a result timed on a busy machine is kept this long, then measured again
@@ -60,7 +62,12 @@ TYPES = ("Q4_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1")  # one twin each: the types pub
 SHAPES = {  # twin -> (layers, width, FFN, heads, KV heads)
     "nodes": (32, 256, 512, 4, 2),  # 7 MB of Q4_K: a token is mostly llama.cpp's fixed cost per graph node
     "bytes": (4, 2048, 5632, 16, 4),  # 4 layers of a 3B model, 116-219 MB, past the caches: mostly reading weights
+    "narrow": (8, 512, 1536, 8, 2),  # 512 wide (SmolLM2's width): 4.5x the bytes twin's output rows a weight, so a
+    # prompt's fixed cost per dot product separates from its rate per weight
 }
+NARROW = "narrow"  # one narrow twin per type of TYPES, timed for its prompt only
+PP = 128  # prompt tokens the one-type twins are timed at: at 64 the Q4_K twin ran 380-423 tok/s, at 128 and 512
+# 496-540 (llama-bench, one call: bench/cpu_truth.py's docs), so 64 reads the matrix products slow
 
 
 # what the self-benchmark is doing, for a front end to show (the CLI prints it on stderr, the wizard as a notice)
@@ -139,7 +146,8 @@ def _time(paths: dict[str, str], threads: list[int]) -> dict:
     from planner.verify.child import run_probe
     jobs = [{"model": p, "pp": 128, "tg": 256, "depth": DEPTH, "tg_deep": 64} if k == "nodes"
             else {"model": p, "pp": 16, "tg": 256} if k == NODES_AGAIN
-            else {"model": p, "pp": 64, "tg": 48} for k, p in paths.items()]
+            else {"model": p, "pp": PP, "tg": 8} if k.startswith(NARROW)
+            else {"model": p, "pp": PP, "tg": 48} for k, p in paths.items()]
     r = run_probe({"mode": "bench", "models": jobs, "threads": threads, "pp_threads": threads[:1], "reps": REPS},
                   timeout_s=300)
     if not r.get("ok"):
@@ -157,12 +165,22 @@ def measure(hw: HardwareProfile) -> dict:
     from planner.verify.twin import write_twin
     n = hw.cpu.cores
     with tempfile.TemporaryDirectory(prefix="planner-cpu-bench-") as d:
-        paths = {k: os.path.join(d, f"{k}.gguf") for k in ("nodes", *TYPES)}
+        paths = {k: os.path.join(d, f"{k}.gguf") for k in ("nodes", *TYPES, *(f"{NARROW}-{ty}" for ty in TYPES))}
         for k, p in paths.items():
-            write_twin(twin_spec(k) if k in SHAPES else twin_spec("bytes", k), p, fill="random", default_type="F32")
+            write_twin(_twin_of(k), p, fill="random", default_type="F32")
         t = _time(paths | {AGAIN: paths[TYPES[0]], NODES_AGAIN: paths["nodes"]}, [n, 1] if n > 1 else [1])
+    narrow = {ty: t.pop(f"{NARROW}-{ty}") for ty in TYPES}
     return {"cores": n, "copy_gbps": hw.ram.bandwidth_gbps, "nodes": t.pop("nodes"), AGAIN: t.pop(AGAIN),
-            NODES_AGAIN: t.pop(NODES_AGAIN), "bytes": t}
+            NODES_AGAIN: t.pop(NODES_AGAIN), NARROW: narrow, "bytes": t}
+
+
+def _twin_of(key: str) -> ModelSpec:
+    """measure()'s file keys: "nodes", a type (its bytes twin), "narrow-<type>"."""
+    if key in SHAPES:
+        return twin_spec(key)
+    if key.startswith(NARROW):
+        return twin_spec(NARROW, key.split("-", 1)[1])
+    return twin_spec("bytes", key)
 
 
 def _solve(a: tuple[float, float], b: tuple[float, float], y: tuple[float, float]) -> tuple[float, float]:
@@ -191,19 +209,44 @@ def _drift(m: dict, threads: int) -> tuple[float, str] | None:
     return max(moves, key=lambda x: abs(x[0])) if moves else None
 
 
-def _node_costs(m: dict, threads: int, decode_only: bool = False) -> tuple[float, float]:
-    """(s per node of a decoded token, s per node and prompt token): the nodes twin's 7 MB stay in the caches, so
-    its decode time is its nodes' (its prompt's time less its products at the Q4_K twin's rate, solved with that
-    twin: two equations in 1 / rate and the cost per node)."""
-    f = {k: cpu_facts(twin_spec(k), _box(), OPTS) for k in PAIR}
-    t = {"nodes": m["nodes"], "bytes": m["bytes"]["Q4_K"]}
-    t_node = _node_token(m, threads) / f["nodes"].nodes
-    if decode_only:
-        return t_node, 0.0
-    pre = {k: _per_token(t[k], threads, "pp") for k in PAIR}
-    inv_p, t_pp = _solve(tuple(2 * f[k].matmul_types.get(("Q4_K", False), 0) for k in PAIR),
-                         tuple(f[k].nodes for k in PAIR), tuple(pre[k] for k in PAIR))
-    return t_node, max(t_pp, 0.0) if inv_p > 0 else 0.0
+def _prompt_terms(spec: ModelSpec, ty: str) -> tuple[float, float, float]:
+    """(FLOPs of ty's products, their output rows, graph nodes) of a prompt token of a twin."""
+    f = cpu_facts(spec, _box(), OPTS)
+    return 2 * f.matmul_types.get((ty, False), 0), f.matmul_rows.get((ty, False), 0), f.nodes
+
+
+def _prompt_costs(m: dict, threads: int, rows: bool = True) -> tuple[float, dict[str, tuple[float, float]]]:
+    """(s per node and prompt token, {type: (GFLOPS, s per output row)}). A prompt token's time is FLOPs / rate +
+    output rows x a cost per row + nodes x a cost per node: Q4_K's three from the nodes, Q4_K and narrow Q4_K
+    twins, then each other type's rate and row cost from its two twins. The row cost is a difference of two twins
+    timed seconds apart, so it is read only where `rows` (the machine held still: on this VM a moving run read
+    Q4_1's at 3.5 ns in one run and 27.5 in the next); else, where the noise makes a cost negative, or for an
+    earlier result without narrow twins, it is 0 and the rate is read from the wide twin alone."""
+    import numpy as np
+    narrow = m.get(NARROW, {}) if rows else {}
+    twins = {"nodes": (twin_spec("nodes"), m["nodes"]), "bytes": (twin_spec("bytes"), m["bytes"]["Q4_K"])}
+    if "Q4_K" in narrow:
+        twins[NARROW] = (twin_spec(NARROW), narrow["Q4_K"])
+    a = np.array([_prompt_terms(spec, "Q4_K") for spec, _ in twins.values()])
+    y = np.array([_per_token(t, threads, "pp") for _, t in twins.values()])
+    solved = np.linalg.solve(a, y) if len(twins) == 3 else None
+    if solved is not None and min(solved) > 0:
+        t_pp = float(solved[2])
+    else:  # two equations in 1 / rate and the cost per node, no cost per row
+        t_pp = max(_solve(tuple(a[:2, 0]), tuple(a[:2, 2]), tuple(y[:2]))[1], 0.0)
+    out = {}
+    for ty in m["bytes"]:
+        wide = _prompt_terms(twin_spec("bytes", ty), ty)
+        left_w = _per_token(m["bytes"][ty], threads, "pp") - wide[2] * t_pp
+        rate, row = wide[0] / max(left_w, 1e-9), 0.0
+        if ty in narrow:
+            thin = _prompt_terms(twin_spec(NARROW, ty), ty)
+            left_n = _per_token(narrow[ty], threads, "pp") - thin[2] * t_pp
+            inv, r = _solve((wide[0], thin[0]), (wide[1], thin[1]), (left_w, left_n))
+            if inv > 0 and r > 0:
+                rate, row = 1 / inv, r
+        out[ty] = (rate / 1e9, row)
+    return t_pp, out
 
 
 def _box() -> HardwareProfile:
@@ -212,16 +255,11 @@ def _box() -> HardwareProfile:
     return HardwareProfile(cpu=CPU(), ram=RAM(total_bytes=64 << 30, bandwidth_gbps=20.0))
 
 
-def _type_rates(m: dict, ty: str, threads: int, node_s: tuple[float, float], copy: float,
-                decode_only: bool = False) -> tuple[float, float]:
-    """(GB/s its weights are read at, its GFLOPS) at this thread count, the node costs taken off."""
+def _read_rate(m: dict, ty: str, threads: int, t_node: float, copy: float) -> float:
+    """GB/s its weights are read at in decode at this thread count, the node costs taken off."""
     f = cpu_facts(twin_spec("bytes", ty), _box(), OPTS)
-    t = m["bytes"][ty]
-    dec = _per_token(t, threads, "tg") - f.nodes * node_s[0] - f.other_bytes / (copy * 1e9)
-    if decode_only:
-        return f.read_types[ty] / max(dec, 1e-9) / 1e9, 0.0
-    pre = _per_token(t, threads, "pp") - f.nodes * node_s[1]
-    return f.read_types[ty] / max(dec, 1e-9) / 1e9, 2 * f.matmul_types[(ty, False)] / max(pre, 1e-9) / 1e9
+    dec = _per_token(m["bytes"][ty], threads, "tg") - f.nodes * t_node - f.other_bytes / (copy * 1e9)
+    return f.read_types[ty] / max(dec, 1e-9) / 1e9
 
 
 def _depth_rates(m: dict, threads: int) -> tuple[float | None, float | None]:
@@ -246,38 +284,43 @@ def _depth_rates(m: dict, threads: int) -> tuple[float | None, float | None]:
 def fit(m: dict, hw: HardwareProfile) -> CPUSpeed:
     """The CPU's constants from measure()'s times (see the module's docstring)."""
     n, copy = m["cores"], m["copy_gbps"]
-    nodes_n = _node_costs(m, n)
-    nodes_1 = _node_costs(m, 1, decode_only=True) if n > 1 else nodes_n
-    at_n = {ty: _type_rates(m, ty, n, nodes_n, copy) for ty in m["bytes"]}
-    at_1 = {ty: _type_rates(m, ty, 1, nodes_1, copy, decode_only=True) for ty in m["bytes"]} if n > 1 else at_n
-    mem = max([copy] + [r for r, _ in at_n.values()])
+    t_node = _node_token(m, n) / cpu_facts(twin_spec("nodes"), _box(), OPTS).nodes
+    t_node_1 = _node_token(m, 1) / cpu_facts(twin_spec("nodes"), _box(), OPTS).nodes if n > 1 else t_node
+    moved = _drift(m, n)
+    steady = moved is None or abs(moved[0]) <= UNSTEADY
+    t_pp, prompt = _prompt_costs(m, n, rows=steady)
+    at_n = {ty: _read_rate(m, ty, n, t_node, copy) for ty in m["bytes"]}
+    at_1 = {ty: _read_rate(m, ty, 1, t_node_1, copy) for ty in m["bytes"]} if n > 1 else at_n
+    mem = max([copy, *at_n.values()])
     ref = cpu_kernels().types
-    decode, prefill, bound = {}, {}, []
-    for ty, (r, p) in at_n.items():
+    decode, prefill, row_ns, bound = {}, {}, {}, []
+    for ty, r in at_n.items():
         if n > 1 and r >= MEMORY_BOUND_AT * mem:  # the memory paces it on all cores: one core tells its kernel
-            per_core = at_1[ty][0]
+            per_core = at_1[ty]
             bound.append(ty)
         else:
             per_core = r / n
         decode[ty] = round(per_core / ref[ty].decode_gbps_per_core, 3)
-        prefill[ty] = round(p / n / ref[ty].prefill_gflops_per_core, 3)
+        prefill[ty] = round(prompt[ty][0] / n / ref[ty].prefill_gflops_per_core, 3)
+        row_ns[ty] = round(prompt[ty][1] * 1e9, 3)
     kv_gbps, attn_gflops = _depth_rates(m, n)
     for ty, like in SCALE_LIKE.items():
         if ty not in decode and like in decode:
-            decode[ty], prefill[ty] = decode[like], prefill[like]
+            decode[ty], prefill[ty], row_ns[ty] = decode[like], prefill[like], row_ns[like]
     busy = any(run["load"].get("busy") for t in [m["nodes"], *m["bytes"].values()] for run in t["runs"].values())
-    moved = _drift(m, n)
     drift = round(moved[0], 3) if moved else None
-    rates = ", ".join(f"{ty} {r:.1f}" for ty, (r, _) in at_n.items())
+    rates = ", ".join(f"{ty} {r:.1f}" for ty, r in at_n.items())
     return CPUSpeed(threads=n, memory_gbps=round(mem, 2), kernel_scale=decode["Q4_K"], decode_type_scale=decode,
-                    decode_node_us=round(nodes_n[0] * 1e6, 3), prefill_scale=prefill["Q4_K"],
-                    prefill_type_scale=prefill, prefill_node_us=round(nodes_n[1] * 1e6, 3),
+                    decode_node_us=round(t_node * 1e6, 3), prefill_scale=prefill["Q4_K"],
+                    prefill_type_scale=prefill, prefill_node_us=round(t_pp * 1e6, 3), prefill_row_ns=row_ns,
                     kv_read_gbps=kv_gbps, attention_gflops=attn_gflops, busy=busy, drift=drift,
                     measured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     source=f"measured here: llama.cpp (llama-cpp-python {_version()}) "
                            f"self-benchmark on one-type twins at {n} threads, weights read at GB/s: {rates}"
                            + (f" ({', '.join(bound)} at the memory's pace)" if bound else "")
-                           + f"; {nodes_n[0] * 1e6:.2f} us per node"
+                           + f"; {t_node * 1e6:.2f} us per node"
+                           + "; prompt GFLOPS " + ", ".join(f"{ty} {g:.0f}" for ty, (g, _) in prompt.items())
+                           + ("" if steady else " (its cost per row not read: the machine moved)")
                            + ("; other programs were busy meanwhile: it may read slow" if busy else "")
                            + (f"; the machine's speed moved {abs(drift):.0%} while it was timed ({moved[1]} "
                               f"{'slower' if drift > 0 else 'faster'} at the end): its figures carry that much"

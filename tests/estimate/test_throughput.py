@@ -124,3 +124,21 @@ def test_partial_offload_follows_a_public_ngl_sweep():
         assert e.throughput.decode_tps == pytest.approx(r["tg_tps"], rel=0.15), r["ngl"]
     by = {r["ngl"]: e.throughput.decode_tps for r, e in runs}
     assert by[99] / by[40] > 3 and by[40] / by[32] > 1.4
+
+
+def test_a_measured_cost_per_row_slows_a_narrow_models_prompt():
+    """The self-benchmark's prompt cost per output row (per type): a prompt token pays its products' rows x it
+    (SmolLM2: 30 layers of 5,184 rows), and nothing of it where the type's cost was not measured."""
+    from planner.estimate.memory import matmul_rows
+    from planner.profile.hardware import CPUSpeed
+    m = typed(load_model("smollm2-135m"), "Q4_1")
+    hw = box(2, 20.0)
+    speed = CPUSpeed(threads=2, memory_gbps=25.0, kernel_scale=1.0, decode_node_us=1.0, prefill_scale=1.0,
+                     prefill_node_us=0.5)
+    assert matmul_rows(m) == {("Q4_1", False): 30 * (576 + 192 + 192 + 576 + 1536 + 1536 + 576)}
+
+    def t_pp(row_ns):
+        s = speed.model_copy(update={"prefill_row_ns": row_ns})
+        return 1 / estimate(m, hw.model_copy(update={"cpu_speed": s}), OPTS).throughput.prefill_tps
+    assert t_pp({"Q4_1": 10.0}) - t_pp({}) == pytest.approx(155520 * 10e-9, rel=0.02)
+    assert t_pp({"Q4_K": 10.0}) == pytest.approx(t_pp({}), rel=1e-3)

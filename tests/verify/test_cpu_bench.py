@@ -10,25 +10,34 @@ from planner.estimate.estimate import cpu_facts
 from planner.verify import cpu_bench as cb
 
 
-def _timings(rate: dict[str, float], t_node: float, gflops: float, t_pp: float, cores: int = 2) -> dict:
-    """What measure() would return on a CPU with these true constants (no noise)."""
+def _timings(rate: dict[str, float], t_node: float, gflops: float, t_pp: float, cores: int = 2,
+             row_s: float = 0.0) -> dict:
+    """What measure() would return on a CPU with these true constants (no noise); row_s: a prompt's cost per
+    output row of a matrix product."""
     def run(spec, ty: str, cached: bool = False) -> dict:
         f = cpu_facts(spec, cb._box(), cb.OPTS)
         # the nodes twin's 7 MB stay in the caches: its decode is its nodes (the fit's premise)
         tg = (0 if cached else f.read_types.get(ty, 0) / (rate[ty] * 1e9)) + f.nodes * t_node
-        pp = 2 * f.matmul_types.get((ty, False), 0) / (gflops * 1e9) + f.nodes * t_pp
+        pp = 2 * f.matmul_types.get((ty, False), 0) / (gflops * 1e9) + f.nodes * t_pp \
+            + f.matmul_rows.get((ty, False), 0) * row_s
         one = {"pp_s": [pp * 64] * 3, "tg_s": [tg * 16] * 3, "load": {"busy": False}}
         return {"pp": 64, "tg": 16, "runs": {str(cores): one, "1": one}}
     return {"cores": cores, "copy_gbps": 20.0, "nodes": run(cb.twin_spec("nodes"), "Q4_K", cached=True),
             "again": run(cb.twin_spec("bytes", "Q4_K"), "Q4_K"),
             "nodes_again": run(cb.twin_spec("nodes"), "Q4_K", cached=True),
+            "narrow": {ty: run(cb.twin_spec("narrow", ty), ty) for ty in rate},
             "bytes": {ty: run(cb.twin_spec("bytes", ty), ty) for ty in rate}}
 
 
-def test_fit_recovers_the_constants_it_was_timed_with():
+@pytest.mark.parametrize("row_s", [0.0, 6e-9])
+def test_fit_recovers_the_constants_it_was_timed_with(row_s):
+    """With and without a prompt's cost per output row: the narrow twins (4.5x the rows a weight) separate it from
+    the rate per weight, and a narrow model's prompt carries it."""
     rate = {"Q4_K": 18.0, "Q6_K": 24.0, "Q8_0": 25.0, "Q4_0": 16.0, "Q4_1": 11.0}
-    m = _timings(rate, t_node=1.5e-6, gflops=150.0, t_pp=0.4e-6)
+    m = _timings(rate, t_node=1.5e-6, gflops=150.0, t_pp=0.4e-6, row_s=row_s)
     s = cb.fit(m, cb._box())
+    assert s.prefill_node_us == pytest.approx(0.4, rel=0.02)
+    assert s.prefill_row_ns["Q4_1"] == pytest.approx(row_s * 1e9, abs=0.01)
     assert s.decode_node_us == pytest.approx(1.5, rel=0.1)
     assert s.memory_gbps == pytest.approx(25.0, rel=0.01)
     ref = cpu_kernels().types
@@ -53,6 +62,11 @@ def test_a_machine_that_moves_while_timed_says_so():
     s = cb.fit(m | {"nodes_again": barriers}, cb._box())
     assert s.drift > 0.5 and "nodes twin" in s.source
     assert 1.5 < s.decode_node_us < 3.0
+    # a prompt's cost per row is a difference of two twins: not read from a run that moved
+    rows = _timings(rate, t_node=1.5e-6, gflops=150.0, t_pp=0.4e-6, row_s=6e-9)
+    assert cb.fit(rows, cb._box()).prefill_row_ns["Q4_1"] > 5
+    s = cb.fit(rows | {"again": slow}, cb._box())
+    assert set(s.prefill_row_ns.values()) == {0.0} and "cost per row not read" in s.source
 
 
 def test_off_switch_and_missing_llama_cpp_leave_the_copy_test(monkeypatch):
