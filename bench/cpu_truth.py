@@ -12,7 +12,7 @@ figures are kept, with the canaries'). Beside that verdict each figure is also p
 self-benchmark's constants moved to what the canaries read around the case (the model of the box as it then
 was), a check of the formulas apart from the box's drift; it is printed and kept, and does not change the exit code.
 
-Usage: python -m bench.cpu_truth [--write]   (about 6 minutes on 2 cores)
+Usage: python -m bench.cpu_truth [--write]   (about 8 minutes on 2 cores)
 llama-bench comes from LLAMA_CPP_BIN, else PATH, else .ci/build-llama-tools.sh builds it.
 --write appends the rows to bench/data/cpu-truth.jsonl (docs/accuracy.md reads them).
 """
