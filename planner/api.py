@@ -160,7 +160,7 @@ def nearest_runnable(spec: ModelSpec, hw: HardwareProfile, req, files, poor=()) 
 def resolve_hardware(target: str = "auto", *, vram_gib: str | None = None, ram_gib: float | None = None,
                      gpus: str | None = None, calibrate: bool = True, remeasure: bool = False) -> HardwareProfile:
     """resolve_target, plus what was measured on this machine when the target is this machine as detected:
-    llama.cpp's self-benchmark of its CPU (planner/verify/cpu_bench.py: under a minute, once per boot) and the
+    llama.cpp's self-benchmark of its CPU (planner/verify/cpu_bench.py: a minute or two, once per boot) and the
     calibration of `plan verify` runs (unless calibrate=False). Overrides describe another box, so they get
     neither. remeasure: run the self-benchmark again rather than take this boot's result."""
     hw = resolve_target(target, vram_gib=vram_gib, ram_gib=ram_gib, gpus=gpus)

@@ -637,7 +637,7 @@ def _subcommand_parser(common: argparse.ArgumentParser, tgt: argparse.ArgumentPa
 def _sub_profile(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("profile", parents=[common, tgt], help="this machine (or a target) as the planner sees it")
     p.add_argument("--remeasure", action="store_true",
-                   help="run llama.cpp's CPU self-benchmark again (it runs once per boot; under a minute)")
+                   help="run llama.cpp's CPU self-benchmark again (it runs once per boot; a minute or two)")
     p.set_defaults(func=cmd_profile)
 
 

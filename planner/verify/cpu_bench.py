@@ -331,7 +331,7 @@ def self_benchmark(hw: HardwareProfile, *, force: bool = False) -> CPUSpeed:
     """This boot's measured constants: the cached ones, else measured now (and kept)."""
     if not force and (hit := cached(hw)):
         return hit
-    log.info("measuring this CPU with llama.cpp (under a minute, once per boot; PLANNER_SELF_BENCH=0 skips it)")
+    log.info("measuring this CPU with llama.cpp (a minute or two, once per boot; PLANNER_SELF_BENCH=0 skips it)")
     speed = fit(measure(hw), hw)
     d = _read()
     d[_key(hw)] = {"speed": speed.model_dump(), "time": datetime.datetime.now(datetime.UTC).timestamp(),
@@ -345,7 +345,7 @@ def measured(hw: HardwareProfile, *, force: bool = False) -> HardwareProfile:
     multi-thread copy test and the reference kernels), with a note saying so."""
     if not available():
         note = ("CPU speed: from the copy test and reference kernel rates; `pip install llama-cpp-python` lets "
-                "`plan profile` measure this CPU with llama.cpp itself (under a minute, once per boot)")
+                "`plan profile` measure this CPU with llama.cpp itself (a minute or two, once per boot)")
         return hw.model_copy(update={"notes": [*hw.notes, note]})
     try:
         speed = self_benchmark(hw, force=force)
