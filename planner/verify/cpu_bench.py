@@ -43,7 +43,7 @@ from planner.model.hf_config import spec_from_hf_config
 from planner.model.spec import ModelSpec
 from planner.profile.hardware import UNSTEADY, CPUSpeed, HardwareProfile
 
-BENCH_VERSION = 4  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
+BENCH_VERSION = 5  # bump when the twins, the loop or the fit change: cached results of another version are re-measured
 # types not timed take the scale of the timed type whose kernel family they share (an assumption, not measured):
 # legacy blocks without a repacked kernel like Q4_1, the other K and I types like Q4_K, F16/BF16 like Q8_0
 SCALE_LIKE = {"Q5_0": "Q4_1", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "MXFP4": "Q4_0", "F16": "Q8_0", "BF16": "Q8_0",
