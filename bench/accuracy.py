@@ -37,12 +37,19 @@ def h100_llama3_8b_types(m):
 def public_host(r: dict) -> HardwareProfile:
     """A public run's machine as a named profile would give it: the CPU and its spec-sheet RAM bandwidth, and the
     GPU (by its name in gpus.yaml) where the run had one."""
-    d = {"title": r["source"][:60], "cpu": {"model": r["cpu"], "cores": r["cores"], "threads": r["cores"], "flags": r["flags"]},
+    d = {"title": r["source"][:60],
+         "cpu": {"model": r["cpu"], "cores": r["cores"], "threads": r["cores"], "flags": r["flags"]},
          "ram": {"total_gib": r["ram_gib"], "bandwidth_gbps": r["ram_spec_gbps"], "source": r["ram_spec_source"]}}
     if r.get("gpu"):
         gen, width = r["pcie"].split(" x")
         d["gpus"] = [{"spec": r["gpu"], "pcie_gen": int(float(gen)), "pcie_width": int(width)}]
     return profile_from_dict(d, "public run")
+
+
+def _typed(model: str, quant: str):
+    """A catalog model with the tensor types llama-quantize gives it for `quant`."""
+    m = load_model(model)
+    return m.with_types(ftype_tensor_types(m, quant))
 
 
 def public_offload() -> list[tuple[dict, object]]:
@@ -51,9 +58,8 @@ def public_offload() -> list[tuple[dict, object]]:
     out = []
     for line in open(os.path.join(HERE, "public-offload.jsonl")):
         r = json.loads(line)
-        m = load_model(r["model"])
-        m = m.with_types(ftype_tensor_types(m, r["quant"]))
-        out.append((r, estimate(m, public_host(r), RuntimeOptions(n_ctx=r.get("ctx") or 4096, n_gpu_layers=r["ngl"]))))
+        opts = RuntimeOptions(n_ctx=r.get("ctx") or 4096, n_gpu_layers=r["ngl"])
+        out.append((r, estimate(_typed(r["model"], r["quant"]), public_host(r), opts)))
     return out
 
 
@@ -91,8 +97,7 @@ def rows() -> list[dict]:
             m = load_gguf(smol[0])
         else:
             base, ftype = name[: -len(".gguf")].rsplit("-", 1)
-            m = load_model(base)
-            m = m.with_types(ftype_tensor_types(m, ftype))
+            m = _typed(base, ftype)
         o = RuntimeOptions(n_ctx=c["ctx"], flash_attn=c["fa"], mmap=c.get("mmap", True), swa_full=True,
                            cache_type_k=KV[c.get("ctk")], cache_type_v=KV[c.get("ctv")])
         e = estimate(m, cpu_hw, o)
@@ -123,11 +128,11 @@ def rows() -> list[dict]:
     # public runs on named hardware (a spec-sheet bandwidth: what a named profile gives the estimator)
     for line in open(os.path.join(HERE, "public-cpu-decode.jsonl")):
         r = json.loads(line)
-        m = load_model(r["model"])
-        t = estimate(m.with_types(ftype_tensor_types(m, r["quant"])), public_host(r), RuntimeOptions(n_ctx=4096)).throughput
+        t = estimate(_typed(r["model"], r["quant"]), public_host(r), RuntimeOptions(n_ctx=4096)).throughput
         use = "held out" if r.get("held_out") else "used in the fit of the spec efficiency"
         out.append(dict(case=f"public: {r['cpu']} ({r['cores']} cores, {r['ram_spec_gbps']} GB/s spec) {r['model']} "
-                             f"{r['quant']} ({use})", part="decode tok/s", meas=r["tg_tps"], est=t.decode_tps, goal="15%"))
+                             f"{r['quant']} ({use})", part="decode tok/s", meas=r["tg_tps"], est=t.decode_tps,
+                        goal="15%"))
     for r, e in public_offload():
         out.append(dict(case=f"public offload: {r['gpu']} + {r['cpu']} ({r['ram_spec_gbps']} GB/s spec) {r['model']} "
                              f"{r['quant']} ngl={r['ngl']} (held out)", part="decode tok/s", meas=r["tg_tps"],

@@ -123,27 +123,30 @@ def canaries(paths: dict[str, str], threads: int) -> dict[str, float]:
     return {k: canary_tps(paths["bytes" if k == "prompt" else k], threads, prompt=k == "prompt") for k in CANARIES}
 
 
-def canary_refs(specs: dict, hw) -> dict[str, float]:
+def twin_nodes(specs: dict, hw) -> dict[str, float]:
+    """Each canary twin's graph nodes of a token."""
+    return {k: cpu_facts(spec, hw, RuntimeOptions(n_ctx=512, n_gpu_layers=0)).nodes for k, spec in specs.items()}
+
+
+def canary_refs(specs: dict, hw, nodes: dict[str, float]) -> dict[str, float]:
     """What the self-benchmark made of each canary: the Q4_K twin as the estimate has it, the nodes twin as the fit
     takes it (its 7 MB in the caches: nodes x the cost per node)."""
-    nodes = cpu_facts(specs["nodes"], hw, RuntimeOptions(n_ctx=512, n_gpu_layers=0)).nodes
     twin = predicted(specs["bytes"], hw)
-    return {"bytes": twin["decode"], "nodes": 1e6 / (nodes * hw.cpu_speed.decode_node_us), "prompt": twin["prefill"]}
+    return {"bytes": twin["decode"], "nodes": 1e6 / (nodes["nodes"] * hw.cpu_speed.decode_node_us),
+            "prompt": twin["prefill"]}
 
 
-def in_the_minute(hw, specs: dict, c0: dict, c1: dict):
-    """The profile with the self-benchmark's constants moved to what the canaries read around the case: the cost
-    per node from the nodes canary, every read rate scaled by what is left of the Q4_K canary's time once its
-    nodes are taken off (the fit's own two terms), and every prompt rate by the prompt canary's. What the model
-    says of the box as it was in that minute."""
+def in_the_minute(hw, nodes: dict[str, float], ref: dict[str, float], c0: dict, c1: dict):
+    """The profile with the self-benchmark's constants moved to what the canaries read around the case (ref: what
+    it made of them): the cost per node from the nodes canary, every read rate scaled by what is left of the Q4_K
+    canary's time once its nodes are taken off (the fit's own two terms), and every prompt rate by the prompt
+    canary's. What the model says of the box as it was in that minute."""
     s = hw.cpu_speed
-    opts = RuntimeOptions(n_ctx=512, n_gpu_layers=0)
-    f = {k: cpu_facts(spec, hw, opts) for k, spec in specs.items()}
     tps = {k: (c0[k] + c1[k]) / 2 for k in CANARIES}
-    kp = tps["prompt"] / predicted(specs["bytes"], hw)["prefill"]  # > 1: the prompt kernels run faster now
-    node_us = 1e6 / (f["nodes"].nodes * tps["nodes"])
-    ref_bytes = 1 / predicted(specs["bytes"], hw)["decode"] - f["bytes"].nodes * s.decode_node_us / 1e6
-    now_bytes = 1 / tps["bytes"] - f["bytes"].nodes * node_us / 1e6
+    kp = tps["prompt"] / ref["prompt"]  # > 1: the prompt kernels run faster now
+    node_us = 1e6 / (nodes["nodes"] * tps["nodes"])
+    ref_bytes = 1 / ref["bytes"] - nodes["bytes"] * s.decode_node_us / 1e6
+    now_bytes = 1 / tps["bytes"] - nodes["bytes"] * node_us / 1e6
     k = ref_bytes / now_bytes if now_bytes > 0 else 1.0  # > 1: the memory reads faster now
     moved = s.model_copy(update={
         "decode_node_us": node_us, "prefill_node_us": s.prefill_node_us * node_us / s.decode_node_us,
@@ -188,14 +191,15 @@ def main() -> int:
         paths = {k: os.path.join(tmp, f"canary-{k}.gguf") for k in specs}
         for k, p in paths.items():
             write_twin(specs[k], p, fill="random", default_type="F32")
-        ref = canary_refs(specs, hw)
+        nodes = twin_nodes(specs, hw)
+        ref = canary_refs(specs, hw, nodes)
         for name, path, spec in cases(tmp):
             c0 = canaries(paths, hw.cpu.cores)
             got = llama_bench(path, hw.cpu.cores)
             c1 = canaries(paths, hw.cpu.cores)
             steady, drift = _steady(c0, c1, ref)
             before, after = predicted(spec, base), predicted(spec, hw)
-            minute = predicted(spec, in_the_minute(hw, specs, c0, c1))
+            minute = predicted(spec, in_the_minute(hw, nodes, ref, c0, c1))
             row = {"case": name, "time": when, "cpu": hw.cpu.model, "cores": hw.cpu.cores,
                    "copy_gbps": base.ram.bandwidth_gbps, "cpu_speed": hw.cpu_speed.model_dump(), "measured": got,
                    "before": before, "after": after, "in_the_minute": minute,

@@ -48,8 +48,7 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
                                   buffers_mib={k: round(v, 2) for k, v in bufs.items() if v}))
     thr = throughput(model, hw, b.read_per_token, b.kv, b.layers, b.n_ctx,
                      depth if depth is not None else 0, opts.flash_attn, opts.n_ubatch, nodes=b.nodes,
-                     read_types=b.read_types, matmul_types=matmul_types(model), threads=opts.threads,
-                     matmul_rows=matmul_rows(model))
+                     read_types=b.read_types, matmul_types=matmul_types(model), threads=opts.threads)
     fits = all(d.memory.total_bytes <= d.capacity_bytes * (1 - margin) for d in devices)
     notes = list(model.notes)
     if any(lay.attn == "swa" for lay in model.layers) and opts.swa_full:

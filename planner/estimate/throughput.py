@@ -24,6 +24,7 @@ from functools import cache
 
 from planner.data import data_digest
 from planner.estimate.constants import backend, backends, cpu_kernels, gpu_constants
+from planner.estimate.memory import matmul_rows
 from planner.estimate.placement import CPU
 from planner.estimate.result import Throughput
 from planner.model.spec import ModelSpec
@@ -231,7 +232,7 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
                layers: dict[int, int], n_ctx: int, depth: int, flash_attn: bool, n_ubatch: int = 512, *,
                nodes: dict[int, float], read_types: dict[int, dict[str, int]],
                matmul_types: dict[tuple[str, bool], int],
-               threads: int | None = None, matmul_rows: dict[tuple[str, bool], int] | None = None) -> Throughput:
+               threads: int | None = None) -> Throughput:
     """nodes: graph nodes per device (graph.layer_nodes summed over the layers each holds); read_types: the
     weight bytes of read_per_token by ggml type; matmul_types: the weights a prefill token multiplies, by type."""
     notes = []
@@ -273,8 +274,9 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             t_pp += host_bytes / (backends().op_offload_gbps * 1e9) / n_ubatch
             notes.append("prefill streams host-resident weights to the GPU for each batch")
     else:
-        t_pp = cpu_prefill_seconds(matmul_types, cores, _isa_scale(hw, prefill=True), matmul_rows,
-                                   hw.cpu_speed.prefill_row_ns if hw.cpu_speed else None) \
+        row_ns = hw.cpu_speed.prefill_row_ns if hw.cpu_speed else None  # measured only: rows are counted then
+        t_pp = cpu_prefill_seconds(matmul_types, cores, _isa_scale(hw, prefill=True),
+                                   matmul_rows(model) if row_ns else None, row_ns) \
             + sum(nodes.values()) * _node_us(hw)[1] / 1e6
         if hw.cpu_speed and hw.cpu_speed.attention_gflops:  # a prompt of n_ubatch tokens attends n_ubatch / 2
             t_pp += attention_flops(model, min(n_ubatch, n_ctx) / 2) / (hw.cpu_speed.attention_gflops * 1e9)

@@ -1,4 +1,4 @@
-"""This CPU measured by llama.cpp: a self-benchmark (about 50 s on 2 cores) that fits the CPU speed constants
+"""This CPU measured by llama.cpp: a self-benchmark (60-90 s on 2 cores) that fits the CPU speed constants
 (profile.hardware.CPUSpeed) to this machine, kept per boot in the user's cache dir.
 
 Shape twins, written to a temporary folder and deleted after:
@@ -284,8 +284,9 @@ def _depth_rates(m: dict, threads: int) -> tuple[float | None, float | None]:
 def fit(m: dict, hw: HardwareProfile) -> CPUSpeed:
     """The CPU's constants from measure()'s times (see the module's docstring)."""
     n, copy = m["cores"], m["copy_gbps"]
-    t_node = _node_token(m, n) / cpu_facts(twin_spec("nodes"), _box(), OPTS).nodes
-    t_node_1 = _node_token(m, 1) / cpu_facts(twin_spec("nodes"), _box(), OPTS).nodes if n > 1 else t_node
+    nodes = cpu_facts(twin_spec("nodes"), _box(), OPTS).nodes
+    t_node = _node_token(m, n) / nodes
+    t_node_1 = _node_token(m, 1) / nodes if n > 1 else t_node
     moved = _drift(m, n)
     steady = moved is None or abs(moved[0]) <= UNSTEADY
     t_pp, prompt = _prompt_costs(m, n, rows=steady)
