@@ -25,7 +25,12 @@ HF_TO_GGUF_ARCH = {
     "Qwen3NextForCausalLM": "qwen3next", "Qwen3_5ForConditionalGeneration": "qwen35",
     "Qwen3_5ForCausalLM": "qwen35", "Qwen3_5MoeForConditionalGeneration": "qwen35moe",
     "Qwen3_5MoeForCausalLM": "qwen35moe", "KimiLinearForCausalLM": "kimi-linear",
+    "SmolLM3ForCausalLM": "smollm3", "Mistral3ForConditionalGeneration": "mistral3", "Ministral3ForCausalLM": "mistral3",
+    # Kimi K2.5's language model is DeepSeek-V3's layout (conversion/deepseek.py converts it with DeepseekV2Model)
+    "KimiK25ForConditionalGeneration": "deepseek2",
 }
+# the ConditionalGeneration configs that nest their language model under text_config
+NESTS_TEXT = frozenset({"gemma3", "mistral3"})
 
 
 def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
@@ -59,7 +64,7 @@ def spec_from_hf_config(config: dict[str, Any], name: str, source: str) -> Model
             f"(supported: {', '.join(sorted(set(HF_TO_GGUF_ARCH)))}); a GGUF of it can still be read")
     if arch in HYBRID_READERS:
         return _hybrid(arch, config, name, source)
-    cfg = config.get("text_config", config) if arch == "gemma3" and "text_config" in config else config
+    cfg = config.get("text_config", config) if arch in NESTS_TEXT and "text_config" in config else config
     s = _shape(arch, cfg, config)
     att = READERS.get(arch, _plain)(s, cfg, hf_arch)
     tensors = _origins(build_tensors(s), config)

@@ -81,7 +81,8 @@ def _moe_ffn(s: Shape, i: int, out: list[TensorSpec]) -> None:
 
 
 def llama_like(s: Shape) -> list[TensorSpec]:
-    """llama (incl. Mistral, Mixtral, SmolLM), qwen2, qwen3, qwen3moe, gemma2, gemma3."""
+    """llama (incl. Mistral, Mixtral, SmolLM), smollm3, mistral3 (models/smollm3.cpp, mistral3.cpp: Llama's tensors),
+    qwen2, qwen3, qwen3moe, gemma2, gemma3."""
     out: list[TensorSpec] = []
     _head(s, out)
     if s.rope_freqs:
@@ -220,7 +221,7 @@ def minimax_m2(s: Shape) -> list[TensorSpec]:
 
 BUILDERS = {
     "llama": llama_like, "qwen2": llama_like, "qwen3": llama_like, "qwen3moe": llama_like,
-    "gemma2": llama_like, "gemma3": llama_like, "mistral3": llama_like,
+    "gemma2": llama_like, "gemma3": llama_like, "mistral3": llama_like, "smollm3": llama_like,
     "phi3": phi3, "deepseek2": deepseek2, "gpt-oss": gpt_oss, "glm4moe": glm4moe,
     "minimax-m2": minimax_m2,
 }
