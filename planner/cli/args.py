@@ -131,3 +131,30 @@ def on_off(v: str) -> bool:
     if v in ("off", "0", "false", "no"):
         return False
     _fail(f"expected on or off, got '{v}'")
+
+
+def size_range(text: str) -> tuple[float | None, float | None]:
+    """--size in billions of parameters: '7-14', '-8' (at most 8B), '30-' (at least 30B) or '8' (up to 8B)."""
+    t = text.strip().lower().replace("b", "")
+    lo_s, sep, hi_s = t.partition("-")
+    try:
+        lo = float(lo_s) if lo_s else None
+        hi = float(hi_s) if hi_s else None
+    except ValueError:
+        _fail(f"expected billions of parameters as MIN-MAX, -MAX, MIN- or MAX (e.g. 7-14), got '{text}'")
+    if not sep:
+        lo, hi = None, lo
+    if lo is None and hi is None:
+        _fail(f"expected a bound, e.g. 7-14 or -8, got '{text}'")
+    if any(v is not None and not (math.isfinite(v) and v >= 0) for v in (lo, hi)) or (
+            lo is not None and hi is not None and lo > hi):
+        _fail(f"expected 0 <= MIN <= MAX billions, got '{text}'")
+    return lo, hi
+
+
+def month(text: str) -> str:
+    """--released-after YYYY-MM (or YYYY): a month that exists."""
+    m = re.fullmatch(r"(\d{4})(?:-(\d{1,2}))?", text.strip())
+    if not m or not 1 <= int(m.group(2) or 1) <= 12:
+        _fail(f"expected a month as YYYY-MM (or a year YYYY), got '{text}'")
+    return f"{m.group(1)}-{int(m.group(2) or 1):02d}"

@@ -45,16 +45,41 @@ def cmd_targets(a: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _catalog_filter(a: argparse.Namespace):
+    from planner.model.catalog import Filter
+    lo, hi = a.size or (None, None)
+    return Filter(query=" ".join(a.query) if getattr(a, "query", None) else None, use=a.use, family=a.family,
+                  license=a.license, min_b=lo, max_b=hi, released_after=a.released_after)
+
+
+def _model_row(e) -> dict:
+    from planner.model.catalog import not_modeled, spec_for
+    why_not = not_modeled(e.id)
+    s = None if why_not else spec_for(e.id)
+    arch = (e.config.get("architectures") or ["?"])[0]
+    return {"id": e.id, "repo": e.repo, "family": e.family, "aliases": e.aliases, "use": e.use,
+            "released": e.released, "license": e.license,
+            "architecture": s.architecture if s else None, "hf_architecture": arch,
+            "n_params": s.n_params if s else None, "n_active_params": s.n_active_params if s else None,
+            "n_ctx_train": s.n_ctx_train if s else None, "modeled": why_not is None, "not_modeled_why": why_not,
+            "config_checked": e.checked.where if e.checked else None,
+            "quality": e.quality.model_dump() if e.quality else None}
+
+
+def _model_line(r: dict) -> str:
+    mark = " " if r["config_checked"] else "?"
+    if r["modeled"]:
+        act = f" ({r['n_active_params'] / 1e9:.1f}B active)" if r["n_active_params"] != r["n_params"] else ""
+        size = f"{r['n_params'] / 1e9:7.2f}B{act:16s} {r['architecture']:10s} ctx {r['n_ctx_train']:>7d}"
+    else:
+        size = f"{'':8s}{'':16s} {'not modeled: ' + r['hf_architecture']:<26.26s}"
+    return f"{mark} {r['id']:30s} {size}  {r['released']}  {', '.join(r['use'][:3]):22.22s} {r['aliases'][0] if r['aliases'] else ''}"
+
+
 def cmd_models(a: argparse.Namespace) -> int:
-    from planner.model.catalog import search, spec_for
-    rows = search(" ".join(a.query) if a.query else None)
-    out = []
-    for e in rows:
-        s = spec_for(e.id)
-        out.append({"id": e.id, "repo": e.repo, "family": e.family, "aliases": e.aliases, "use": e.use,
-                    "architecture": s.architecture, "n_params": s.n_params, "n_active_params": s.n_active_params,
-                    "n_ctx_train": s.n_ctx_train,
-                    "config_checked": e.checked.where if e.checked else None})
+    from collections import Counter
+    from planner.model.catalog import select
+    out = [_model_row(e) for e in select(_catalog_filter(a))]
     if a.json:
         _json(out)
         return Exit.OK
@@ -62,14 +87,18 @@ def cmd_models(a: argparse.Namespace) -> int:
         print("no catalog model matches; try 'plan models' for all of them")
         return Exit.OK
     for r in out:
-        act = f" ({r['n_active_params'] / 1e9:.1f}B active)" if r["n_active_params"] != r["n_params"] else ""
-        mark = " " if r["config_checked"] else "?"
-        print(f"{mark} {r['id']:30s} {r['n_params'] / 1e9:7.2f}B{act:16s} {r['architecture']:9s} "
-              f"ctx {r['n_ctx_train']:>7d}  {', '.join(r['aliases'][:2])}")
+        print(_model_line(r))
     unchecked = sum(not r["config_checked"] for r in out)
+    unmodeled = sum(not r["modeled"] for r in out)
+    print(f"{len(out)} models; {len(out) - unchecked} with every config field compared with a public copy of their "
+          f"config.json or GGUF header (`plan show MODEL` gives the fields used)")
     if unchecked:
-        print(f"? {unchecked} of {len(out)}: config not yet compared with a public copy of the model's config.json "
-              "(`plan show MODEL` gives the fields used)")
+        print(f"? {unchecked} of {len(out)}: config not yet compared with a public copy of the model's config.json")
+    if unmodeled:
+        print(f"{unmodeled} listed but not modeled yet (their architecture is not built from config.json; a GGUF of "
+              f"one can still be planned with --model FILE.gguf)")
+    fams = Counter(r["family"] for r in out)
+    print("by family: " + ", ".join(f"{f} {n}" for f, n in fams.most_common()))
     return Exit.OK
 
 
@@ -497,17 +526,29 @@ def cmd_wizard(a: argparse.Namespace) -> int:
 def cmd_recommend(a: argparse.Namespace) -> int:
     from planner.api import recommend, resolve_hardware
     hw = resolve_hardware(a.target, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus)
-    rows = recommend(hw, use=a.use, min_ctx=a.min_ctx, min_tps=a.min_tps)
+    rec = recommend(hw, use=a.use, min_ctx=a.min_ctx, min_tps=a.min_tps, top=a.top, catalog_filter=_catalog_filter(a))
     if a.json:
-        _json([r.model_dump() for r in rows[: a.top]])
+        _json(rec.model_dump())
         return Exit.OK
-    if not rows:
-        print(f"nothing in the catalog fits {hw.name} with these constraints")
+    if not rec.rows:
+        print(f"nothing in the catalog runs on {hw.name} at {rec.floor_tps:g} tok/s or more with these constraints "
+              "(lower --min-tps, or see 'plan models')")
+        for s in rec.needs_more:
+            print(f"  {s.model}: {s.why}")
         return Exit.DOES_NOT_FIT
-    print(f"what runs well on {hw.name} (balanced plans, best first):")
-    for r in rows[: a.top]:
-        print(f"  {r.model:30s} {r.n_params / 1e9:6.1f}B  {r.bits_per_weight:5.2f} bpw  KLD {r.kld:.4f}  "
+    print(f"best models on {hw.name} at {rec.floor_tps:g} tok/s or more (balanced plans; ranked by the cited score "
+          "at each plan):")
+    for i, r in enumerate(rec.rows, 1):
+        score = f"{r.score_at_plan:5.1f}" if r.score_at_plan is not None else "   - "
+        print(f"{i:3d}. {r.model:30s} {score}  {r.n_params / 1e9:6.1f}B  {r.bits_per_weight:5.2f} bpw  "
               f"{r.decode_tps:7.1f} tok/s  ctx {r.n_ctx}")
+        print(f"       {r.rank_why}")
+    if rec.needs_more:
+        print("better-scored models this box cannot run at that speed:")
+        for s in rec.needs_more:
+            print(f"  {s.model} ({s.score:g}): {s.why}")
+    print("scores: the maker's reported figures, each with its source in `plan models --json`; the score at a plan "
+          "is the score times the next-token agreement its predicted KLD keeps (docs/model.md)")
     return Exit.OK
 
 
@@ -646,18 +687,28 @@ def _sub_targets(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentPars
     p.set_defaults(func=cmd_targets)
 
 
+def _catalog_args(p: argparse.ArgumentParser) -> None:
+    from planner.model.catalog import USES
+    p.add_argument("--use", choices=USES, help="only models for this use")
+    p.add_argument("--family", help="only this family (llama, qwen, gemma, mistral, deepseek, ...)")
+    p.add_argument("--license", help="only licenses containing this (apache, mit, llama, gemma, ...)")
+    p.add_argument("--size", type=arg.size_range, help="total parameters in billions: 7-14, -8 (at most 8B), 30-")
+    p.add_argument("--released-after", type=arg.month, help="released in or after this month (YYYY-MM)")
+
+
 def _sub_models(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("models", parents=[common], help="search the bundled catalog")
     p.add_argument("query", nargs="*")
+    _catalog_args(p)
     p.set_defaults(func=cmd_models)
 
 
 def _sub_recommend(sp, common: argparse.ArgumentParser, tgt: argparse.ArgumentParser) -> None:
     p = sp.add_parser("recommend", parents=[common, tgt], help="what can I run? catalog models ranked for a box")
-    p.add_argument("--use", choices=["chat", "code", "reasoning", "long-context", "vision"],
-                   help="only models for this use")
+    _catalog_args(p)
     p.add_argument("--min-ctx", type=arg.count(1, arg.MAX_TOKENS, " tokens"))
-    p.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s", open_low=True))
+    p.add_argument("--min-tps", type=arg.number(0, 1e7, " tok/s"),
+                   help="speed floor (default: 10 tok/s with a GPU, 5 on a CPU: readable)")
     p.add_argument("--top", type=arg.count(1, 100_000, " models"), default=10)
     p.set_defaults(func=cmd_recommend)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from planner.errors import ModelNotFoundError
 from planner.model.hf_config import spec_from_hf_config
 from planner.model.spec import ModelSpec
 
@@ -24,15 +25,31 @@ class ConfigCopy(BaseModel):
     note: str = ""
 
 
+class QualityScore(BaseModel):
+    """A cited score of the full-precision model on one public benchmark: its maker's reported figure or a
+    leaderboard's, with where it was read."""
+    score: float  # percent correct
+    metric: str  # the benchmark and its setting, e.g. "MMLU-Pro (5-shot CoT)"
+    where: str  # "github:owner/name/path@commit" or an https URL
+    note: str = ""
+
+
+# what an entry's `use` may say; `plan models --use` and `plan recommend --use` take these
+USES = ("chat", "code", "reasoning", "math", "vision", "long-context", "base")
+
+
 class CatalogEntry(BaseModel):
     id: str
     repo: str
     family: str
     aliases: list[str]
     use: list[str]
+    released: str  # "YYYY-MM": the month the maker published the weights
+    license: str  # the model card's license tag (SPDX id where there is one)
     source: str  # the maker's config.json (not reachable offline: `checked` says where it was compared)
     config: dict[str, Any]
     checked: ConfigCopy | None = None  # None: not yet compared with a copy ("plan models" marks it)
+    quality: QualityScore | None = None  # None: no cited score yet (recommend ranks it after the scored ones)
 
 
 def normalize(name: str) -> str:
@@ -91,3 +108,71 @@ def search(query: str | None = None) -> list[CatalogEntry]:
 def spec_for(entry_id: str) -> ModelSpec:
     e = next(x for x in catalog() if x.id == entry_id)
     return spec_from_hf_config(e.config, name=e.id, source=f"catalog ({e.repo})")
+
+
+@cache
+def not_modeled(entry_id: str) -> str | None:
+    """None when the estimator builds the entry from its config.json; else the one line saying why not
+    (an architecture or layout it does not model yet: listed, not guessed)."""
+    try:
+        spec_for(entry_id)
+    except ModelNotFoundError as exc:
+        return str(exc)
+    return None
+
+
+class Filter(BaseModel):
+    """What `plan models`, `plan recommend` and the wizard's picker narrow the catalog by (None: any)."""
+    query: str | None = None
+    use: str | None = None
+    family: str | None = None
+    license: str | None = None
+    min_b: float | None = None  # total parameters, billions
+    max_b: float | None = None
+    released_after: str | None = None  # "YYYY-MM" (or "YYYY"): released in or after that month
+
+
+_KEYS = {"use": "use", "family": "family", "license": "license", "after": "released_after",
+         "released": "released_after", "size": "size"}
+
+
+def parse_filter(text: str) -> Filter:
+    """The wizard's picker query: words to search for, and key:value filters as `plan models` takes them
+    (use:code family:qwen license:apache size:7-14 after:2025-06). A malformed value is kept as a search word."""
+    words, fields = [], {}
+    for tok in text.split():
+        key, sep, val = tok.partition(":")
+        if sep and key.lower() in _KEYS and val:
+            name = _KEYS[key.lower()]
+            if name == "size":
+                lo, _, hi = val.lower().rstrip("b").partition("-")
+                try:
+                    fields["min_b"], fields["max_b"] = (float(lo) if lo else None), (float(hi) if hi else None)
+                    if "-" not in val:
+                        fields["min_b"], fields["max_b"] = None, float(lo)
+                    continue
+                except ValueError:
+                    pass
+            else:
+                fields[name] = val
+                continue
+        words.append(tok)
+    return Filter(query=" ".join(words) or None, **fields)
+
+
+def _size_ok(e: CatalogEntry, f: Filter) -> bool:
+    if f.min_b is None and f.max_b is None:
+        return True
+    if not_modeled(e.id):
+        return False  # no parameter count to compare
+    b = spec_for(e.id).n_params / 1e9
+    return (f.min_b is None or b >= f.min_b) and (f.max_b is None or b <= f.max_b)
+
+
+def select(f: Filter) -> list[CatalogEntry]:
+    """The entries that pass every filter given, in catalog order."""
+    after = f.released_after
+    return [e for e in search(f.query)
+            if (not f.use or f.use in e.use) and (not f.family or f.family.lower() == e.family.lower())
+            and (not f.license or f.license.lower() in e.license.lower())
+            and (not after or e.released >= after) and _size_ok(e, f)]

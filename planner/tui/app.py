@@ -60,7 +60,7 @@ class PlannerApp(App):
     def on_mount(self) -> None:
         self._progress_as_notices()
         t = self.query_one("#models", DataTable)
-        t.add_columns("model", "params", "arch", "context", "use")
+        t.add_columns("", "model", "params", "arch", "context", "released", "score", "use")
         self._fill_models("")
         self.query_one("#target").focus()  # the first tab's first field takes keys at once
         self.load_hardware()
@@ -120,13 +120,19 @@ class PlannerApp(App):
         self.notify(escape(self._here(msg)), severity="error", timeout=8)
 
     def _fill_models(self, q: str) -> None:
-        from planner.model.catalog import search, spec_for
+        """The catalog as `plan models` filters it: words, and use:/family:/license:/size:/after: filters."""
+        from planner.model.catalog import not_modeled, parse_filter, select, spec_for
         t = self.query_one("#models", DataTable)
         t.clear()
-        for e in search(q or None)[:40]:
+        for e in select(parse_filter(q))[:60]:
+            mark = "" if e.checked else "?"
+            score = f"{e.quality.score:g}" if e.quality else ""
+            if not_modeled(e.id):
+                t.add_row(mark, e.id, "", "not modeled", "", e.released, score, ", ".join(e.use[:2]), key=e.id)
+                continue
             s = spec_for(e.id)
-            t.add_row(e.id, f"{s.n_params / 1e9:.1f}B", s.architecture, f"{s.n_ctx_train:,}", ", ".join(e.use[:2]),
-                      key=e.id)
+            t.add_row(mark, e.id, f"{s.n_params / 1e9:.1f}B", s.architecture, f"{s.n_ctx_train:,}", e.released, score,
+                      ", ".join(e.use[:2]), key=e.id)
 
     # ---- hardware ----
     def load_hardware(self) -> None:

@@ -29,8 +29,8 @@ def hardware(app: Any) -> Pane:
 
 
 def model(app: Any) -> Pane:
-    yield Input(placeholder="search the catalog (llama 70b, qwen coder...) or a .gguf path, "
-                            "HF repo, Ollama name + Enter", id="model-q")
+    yield Input(placeholder="search the catalog (qwen coder, use:code size:7-14 after:2025-06 license:apache) "
+                            "or a .gguf path, HF repo, Ollama name + Enter", id="model-q")
     yield DataTable(id="models", cursor_type="row")
     yield Static(id="model-info", markup=False)
 

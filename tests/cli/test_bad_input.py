@@ -49,6 +49,10 @@ OPTIONS = {
     "ctx-zero": (M + ["--ctx", "0"], "--ctx: expected 1 to"),
     "parallel-too-many": (M + ["--parallel", "1000"], "LLAMA_MAX_SEQ"),
     "min-tps-nan": (M + ["--min-tps", "nan"], "--min-tps: expected a finite number"),
+    "models-size-word": (["models", "--size", "big"], "--size: expected billions of parameters"),
+    "models-size-reversed": (["models", "--size", "14-7"], "--size: expected 0 <= MIN <= MAX"),
+    "models-month-13": (["models", "--released-after", "2025-13"], "--released-after: expected a month"),
+    "recommend-use-unknown": (["recommend", "--target", "rtx4090", "--use", "poetry"], "--use: invalid choice"),
 }
 
 

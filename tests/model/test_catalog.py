@@ -191,3 +191,77 @@ def test_big_moe_catalog_entries_at_full_size_load_in_llama_cpp_with_the_compute
     assert abs(m.n_params / (params_b * 1e9) - 1) < 0.01 and abs(m.n_active_params / (active_b * 1e9) - 1) < 0.01
     ours, theirs = _full_size_dry_run(m, tmp_path)
     assert abs(ours["CPU compute"] / theirs["CPU compute"] - 1) <= 0.05
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("name,params_b", [("smollm3-3b", 3.075), ("ministral3-3b", 3.429)])
+def test_llama_layout_families_from_config_load_in_llama_cpp_with_the_buffers_we_predict(tmp_path, name, params_b):
+    """SmolLM3 (smollm3) and Ministral 3 (mistral3, its language model nested under text_config) keep Llama's
+    tensors under their own architecture names: their full-size twins (sparse, mapped, never read) load in
+    llama.cpp, which maps the weights and allocates the KV cache and compute buffer we predict."""
+    from planner.estimate import RuntimeOptions, estimate
+    from planner.profile.targets import resolve_target
+    from planner.verify.child import run_probe
+    from planner.verify.twin import write_twin
+    m = load_model(name)
+    assert abs(m.n_params / (params_b * 1e9) - 1) < 0.001
+    path = str(tmp_path / "twin.gguf")
+    write_twin(m, path)
+    r = run_probe(dict(model=path, ctx=4096, fa=True, mmap=True), timeout_s=300)
+    assert r["ok"], r.get("error")
+    got = estimate(m, resolve_target("auto"), RuntimeOptions(n_ctx=4096, flash_attn=True)).devices[-1].buffers_mib
+    for part in ("CPU KV", "CPU_Mapped model", "CPU compute"):
+        assert abs(got[part] - r["bufs_mib"][part]) <= 0.011, (part, got, r["bufs_mib"])
+
+
+def test_every_entry_has_a_release_month_a_license_and_known_uses():
+    from planner.model.catalog import USES
+    assert len(catalog()) >= 200
+    for e in catalog():
+        assert re.fullmatch(r"20[12]\d-(0[1-9]|1[0-2])", e.released), e.id
+        assert e.license and set(e.use) <= set(USES), e.id
+
+
+def test_a_cited_score_names_a_copy_that_can_be_opened():
+    scored = [e for e in catalog() if e.quality]
+    assert len(scored) >= 30
+    for e in scored:
+        assert WHERE.match(e.quality.where) or e.quality.where.startswith("https://"), e.id
+        assert 0 < e.quality.score < 100 and e.quality.metric, e.id
+
+
+def test_entries_the_estimator_does_not_model_are_listed_as_such_not_guessed(capsys):
+    from planner.cli.main import main
+    from planner.model.catalog import not_modeled
+    unmodeled = [e.id for e in catalog() if not_modeled(e.id)]
+    assert unmodeled and "not supported yet" in not_modeled(unmodeled[0])
+    with pytest.raises(ModelNotFoundError, match="not supported yet"):
+        load_model(unmodeled[0])
+    assert main(["models", "--json"]) == 0
+    import json
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert all(not rows[i]["modeled"] and rows[i]["n_params"] is None for i in unmodeled)
+
+
+@pytest.mark.parametrize("args,check", [
+    (["--use", "code"], lambda r: "code" in r["use"]),
+    (["--family", "qwen"], lambda r: r["family"] == "qwen"),
+    (["--license", "apache"], lambda r: "apache" in r["license"]),
+    (["--size", "7-14"], lambda r: r["n_params"] and 7e9 <= r["n_params"] <= 14e9),
+    (["--size", "-3"], lambda r: r["n_params"] and r["n_params"] <= 3e9),
+    (["--released-after", "2025-06"], lambda r: r["released"] >= "2025-06"),
+])
+def test_plan_models_filters_by_use_family_license_size_and_release(capsys, args, check):
+    import json
+    from planner.cli.main import main
+    assert main(["models", "--json", *args]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(check(r) for r in rows), args
+
+
+def test_the_wizard_picker_takes_the_same_filters_as_plan_models():
+    from planner.model.catalog import Filter, parse_filter, select
+    f = parse_filter("qwen use:code size:7-35 after:2025-01 license:apache")
+    assert f == Filter(query="qwen", use="code", min_b=7, max_b=35, released_after="2025-01", license="apache")
+    assert select(f) and all("code" in e.use and e.released >= "2025-01" for e in select(f))
+    assert parse_filter("size:big llama").query == "size:big llama"
