@@ -143,7 +143,9 @@ def nearest_runnable(spec: ModelSpec, hw: HardwareProfile, req, files, poor=()) 
         out.append(f"the smallest published file, {f.label}, needs about {need / GiB:.1f} GiB of memory in all at "
                    f"{req.n_ctx or 2048} context; this box has {have / GiB:.1f} GiB usable")
     me = catalog_entry(spec)
-    smaller = sorted((e for e in catalog() if spec_for(e.id).n_params < spec.n_params and published_files(e.id)),
+    from planner.model.catalog import not_modeled
+    smaller = sorted((e for e in catalog() if not not_modeled(e.id) and spec_for(e.id).n_params < spec.n_params
+                      and published_files(e.id)),
                      key=lambda e: (me is None or e.family != me.family, -spec_for(e.id).n_params))
     for e in smaller:
         other = spec_for(e.id)
@@ -186,28 +188,103 @@ class Recommendation(BaseModel):
     bits_per_weight: float
     decode_tps: float
     n_ctx: int
+    why: str  # the plan: its placement, bits, context, speed
+    score: float | None = None  # the cited score of the full model (catalog `quality`), None when there is none
+    metric: str | None = None
+    score_source: str | None = None
+    agreement: float = 1.0  # predicted share of next-token choices the plan keeps (optimize/rank.py)
+    score_at_plan: float | None = None  # score x agreement: what ranks it
+    rank_why: str = ""
+
+
+class Shortfall(BaseModel):
+    """A catalog model ranked above the last recommendation that this box cannot run at the floor."""
+    model: str
+    score: float | None
     why: str
 
 
+class Recommendations(BaseModel):
+    target: str
+    floor_tps: float
+    rows: list[Recommendation]
+    needs_more: list[Shortfall]
+    considered: int  # catalog entries planned (the rest were ranked out before planning, or filtered)
+
+
+def _ranked_entries(f):
+    """Catalog entries the estimator models, passing the filter: those with a cited score first, best first,
+    then the rest, biggest first (the order recommend plans them in)."""
+    from planner.model.catalog import not_modeled, select, spec_for
+    entries = [e for e in select(f) if not not_modeled(e.id)]
+    scored = sorted((e for e in entries if e.quality), key=lambda e: -e.quality.score)
+    rest = sorted((e for e in entries if not e.quality), key=lambda e: -spec_for(e.id).n_params)
+    return scored, rest
+
+
+def _too_big(spec: ModelSpec, hw: HardwareProfile) -> str | None:
+    """Weights alone over all the box's memory even at 2 bits per weight: why, without planning."""
+    from planner.units import GiB
+    have = sum(g.vram_total_bytes for g in hw.gpus) + (0 if hw.unified else hw.ram.total_bytes)
+    need = spec.n_params * 2 / 8
+    if need > have:
+        return f"needs over {need / GiB:.0f} GiB even at 2 bits per weight; this box has {have / GiB:.0f} GiB"
+    return None
+
+
 def recommend(hw: HardwareProfile, *, use: str | None = None, min_ctx: int | None = None,
-              min_tps: float | None = None) -> list[Recommendation]:
-    """Every catalog model (for a use, when given) with a balanced plan that fits hw, best first: bigger models
-    at the same predicted KLD are better models, so by params, then KLD (those above 0.1 after the rest)."""
-    from planner.model.catalog import search, spec_for
+              min_tps: float | None = None, top: int = 10, catalog_filter=None) -> Recommendations:
+    """The best catalog models a box runs at a readable speed, best first: each model's balanced plan at the
+    speed floor (min_tps, default optimize.rank.readable_floor), ranked by its cited score at that plan
+    (score x the next-token agreement its predicted KLD keeps); models without a cited score after, biggest
+    first. Plans models in rank order and stops once no unplanned model can reach the top `top`; the better
+    models the box cannot run are returned as needs_more with why."""
+    from planner.model.catalog import Filter, spec_for
     from planner.optimize import PlanRequest
-    req = PlanRequest(goal="balanced", min_ctx=min_ctx, min_tps=min_tps)
-    rows = []
-    for entry in search(use):
-        if use and use not in entry.use:
+    from planner.optimize.rank import agreement, readable_floor, score_at_plan
+    floor = readable_floor(hw) if min_tps is None else min_tps
+    f = (catalog_filter or Filter()).model_copy(update={"use": use} if use else {})
+    req = PlanRequest(goal="balanced", min_ctx=min_ctx, min_tps=floor or None)
+    scored, rest = _ranked_entries(f)
+    rows: list[Recommendation] = []
+    short: list[Shortfall] = []
+    planned = 0
+    for e in scored + rest:
+        q = e.quality
+        if len(rows) >= top and (q is None or q.score <= rows[top - 1].score_at_plan):
+            break  # nothing after this can rank above the top `top`
+        spec = spec_for(e.id)
+        why_not = _too_big(spec, hw)
+        res = None if why_not else plan(spec, hw, req)
+        planned += res is not None
+        best = res.best if res else None
+        if best is None:
+            if q is not None:
+                short.append((why_not is not None, Shortfall(model=e.id, score=q.score,
+                                                            why=why_not or res.nearest or "no plan fits")))
             continue
-        spec = spec_for(entry.id)
-        best = plan(spec, hw, req).best
-        if best:
-            rows.append(Recommendation(model=entry.id, n_params=spec.n_params, kld=best.predicted_kld,
-                                       bits_per_weight=best.bits_per_weight,
-                                       decode_tps=best.estimate.throughput.decode_tps, n_ctx=best.options.n_ctx,
-                                       why=best.why))
-    return sorted(rows, key=lambda r: (r.kld > 0.1, -r.n_params, r.kld))
+        kld = best.predicted_kld
+        rows.append(Recommendation(
+            model=e.id, n_params=spec.n_params, kld=kld, bits_per_weight=best.bits_per_weight,
+            decode_tps=best.estimate.throughput.decode_tps, n_ctx=best.options.n_ctx, why=best.why,
+            score=q.score if q else None, metric=q.metric if q else None, score_source=q.where if q else None,
+            agreement=round(agreement(kld), 4), score_at_plan=round(score_at_plan(q.score, kld), 2) if q else None))
+        rows.sort(key=lambda r: (r.score_at_plan is None, -(r.score_at_plan or 0), -r.n_params, r.kld))
+    rows = [_with_rank_why(r) for r in rows[:top]]
+    last = rows[-1].score_at_plan if rows and rows[-1].score_at_plan is not None else 0.0
+    # the better models that fit but miss the floor first (what a faster box or a lower floor would run), then
+    # those too big for the box at any type
+    needs = [s for _, s in sorted(short, key=lambda x: (x[0], -x[1].score)) if s.score > last][:3]
+    return Recommendations(target=hw.name, floor_tps=floor, rows=rows, needs_more=needs, considered=planned)
+
+
+def _with_rank_why(r: Recommendation) -> Recommendation:
+    if r.score is None:
+        why = "no cited score: ranked after the scored models, by size"
+    else:
+        why = (f"{r.metric} {r.score:.1f} x {r.agreement:.3f} next-token agreement at KLD {r.kld:.4f} = "
+               f"{r.score_at_plan:.1f}")
+    return r.model_copy(update={"rank_why": why})
 
 
 def verify(model: ModelSpec, types: dict[str, str], opts: RuntimeOptions, hw: HardwareProfile, **kw):

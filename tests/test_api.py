@@ -38,11 +38,44 @@ def test_plan_and_plan_model_agree():
     assert api.plan(spec, hw, PlanRequest(goal="speed")).model_dump_json() == res.model_dump_json()
 
 
-def test_recommend_ranks_what_fits_bigger_models_first_at_low_kld():
-    rows = api.recommend(load_target("rtx4090"), use="long-context")
-    assert rows and all(r.n_params > 0 and r.decode_tps > 0 for r in rows)
-    good = [r for r in rows if r.kld <= 0.1]
-    assert [r.n_params for r in good] == sorted((r.n_params for r in good), reverse=True)
+def test_recommend_ranks_by_the_cited_score_at_each_plan_above_the_readable_floor():
+    from planner.optimize.rank import READABLE_TPS_GPU, score_at_plan
+    rec = api.recommend(load_target("rtx4090"), top=8)
+    assert rec.floor_tps == READABLE_TPS_GPU and len(rec.rows) == 8
+    assert all(r.decode_tps >= rec.floor_tps for r in rec.rows)
+    scored = [r for r in rec.rows if r.score is not None]
+    assert scored == rec.rows[:len(scored)]  # models without a cited score come after
+    assert [r.score_at_plan for r in scored] == sorted((r.score_at_plan for r in scored), reverse=True)
+    assert all(abs(r.score_at_plan - score_at_plan(r.score, r.kld)) < 0.01 and r.metric and r.score_source
+               for r in scored)
+    assert scored[0].rank_why.startswith(scored[0].metric)
+
+
+def test_recommend_stops_planning_early_and_gets_the_same_top_as_planning_every_model():
+    """Models are planned in score order and planning stops once no unplanned model can enter the top: the top
+    is what ranking every model's plan gives."""
+    from planner.model.catalog import Filter, catalog, not_modeled, spec_for
+    from planner.optimize import PlanRequest
+    from planner.optimize.rank import score_at_plan
+    hw, f = load_target("rtx4060"), Filter(family="gemma")
+    rec = api.recommend(hw, top=3, catalog_filter=f)
+    every = []
+    for e in catalog():
+        if e.family == "gemma" and e.quality and not not_modeled(e.id):
+            best = api.plan(spec_for(e.id), hw, PlanRequest(goal="balanced", min_tps=rec.floor_tps)).best
+            if best:
+                every.append((score_at_plan(e.quality.score, best.predicted_kld), e.id))
+    assert [r.model for r in rec.rows] == [m for _, m in sorted(every, reverse=True)[:3]]
+    assert rec.considered < sum(e.family == "gemma" and not not_modeled(e.id) for e in catalog())
+
+
+def test_recommend_says_which_better_models_need_more_than_the_box_has():
+    rec = api.recommend(load_target("laptop-16gb"), top=3)
+    assert rec.floor_tps == 5.0 and rec.rows
+    assert rec.needs_more and all(s.score > rec.rows[-1].score_at_plan for s in rec.needs_more)
+    assert all("tok/s" in s.why or "GiB" in s.why for s in rec.needs_more)
+    slow = api.recommend(load_target("laptop-16gb"), top=3, min_tps=500)
+    assert not slow.rows and slow.needs_more[0].why.startswith("no plan that fits reaches 500 tok/s")
 
 
 def test_an_unknown_model_is_one_planner_error():
