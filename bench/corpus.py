@@ -5,6 +5,7 @@ Usage: python -m bench.corpus              compare with tests/fixtures/corpus.js
        python -m bench.corpus --write      record the digests (after a change that is meant to move them)
        python -m bench.corpus --dump DIR   also write each case's full text under DIR (diff two dumps)
        python -m bench.corpus --every N    only every Nth case (tests/test_corpus.py runs a sample)
+       python -m bench.corpus --catalog    every modeled catalog entry (default: the models the kept file covers)
 
 Cases: every catalog model x every bundled target x every goal (make_plan's JSON, and each export of
 the best option), every model x target evaluated as `plan --quant Q4_K_M` would (the estimate and the
@@ -71,10 +72,19 @@ def comparison_cases() -> dict[str, str]:
     return out
 
 
-def grid(every: int = 1) -> Iterator[tuple[str, str]]:
-    from planner.model.catalog import catalog
+def kept_models() -> set[str]:
+    """The catalog models the kept digests cover (the corpus pins the models it was recorded over; entries added
+    to the catalog since join it with --write --catalog)."""
+    with open(DIGESTS) as f:
+        return {k.split("/")[1] for k in json.load(f) if k.startswith("pair/")}
+
+
+def grid(every: int = 1, whole_catalog: bool = False) -> Iterator[tuple[str, str]]:
+    from planner.model.catalog import catalog, not_modeled
     from planner.profile.targets import list_targets
-    pairs = [(m.id, t) for m in catalog() for t, _ in list_targets()]
+    keep = None if whole_catalog else kept_models()
+    pairs = [(m.id, t) for m in catalog() if (keep is None or m.id in keep) and not not_modeled(m.id)
+             for t, _ in list_targets()]
     return iter(pairs[::every])
 
 
@@ -82,10 +92,10 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run(every: int = 1, dump: str | None = None, workers: int = 2) -> dict[str, str]:
+def run(every: int = 1, dump: str | None = None, workers: int = 2, whole_catalog: bool = False) -> dict[str, str]:
     texts: dict[str, str] = {}
     with ProcessPoolExecutor(workers) as pool:
-        for part in pool.map(plan_case, *zip(*grid(every), strict=True), chunksize=4):
+        for part in pool.map(plan_case, *zip(*grid(every, whole_catalog), strict=True), chunksize=4):
             texts.update(part)
     texts.update(comparison_cases())
     if dump:
@@ -122,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump")
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--catalog", action="store_true", help="every modeled catalog entry, not only the kept ones")
     a = ap.parse_args(argv)
-    got = groups(run(a.every, a.dump, a.workers))
+    got = groups(run(a.every, a.dump, a.workers, a.catalog))
     if a.write:
         with open(DIGESTS, "w") as f:
             json.dump(got, f, indent=0, sort_keys=True)

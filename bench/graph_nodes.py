@@ -17,7 +17,7 @@ import tempfile
 
 from planner.estimate.graph import TERMS, layer_nodes, layer_terms
 from planner.estimate.quant_mix import ftype_tensor_types
-from planner.model.catalog import catalog, spec_for
+from planner.model.catalog import catalog, not_modeled, spec_for
 
 OUT = os.path.join(os.path.dirname(__file__), "data", "graph-nodes.jsonl")
 
@@ -26,7 +26,7 @@ def measure() -> None:
     from planner.verify.child import run_probe
     from planner.verify.twin import write_twin
     with tempfile.TemporaryDirectory() as d, open(OUT + ".part", "w") as out:
-        for e in catalog():
+        for e in (e for e in catalog() if not not_modeled(e.id)):
             m = spec_for(e.id)
             p = os.path.join(d, "twin.gguf")
             write_twin(m.with_types(ftype_tensor_types(m, "Q4_K_M")), p)
