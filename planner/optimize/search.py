@@ -53,8 +53,14 @@ def run_options(req: PlanRequest, **kw) -> RuntimeOptions:
     return for_program(RuntimeOptions(**base), program(req.program))
 
 
-def _avail(e, margin: float) -> list[int]:
-    return [int(d.capacity_bytes * (1 - margin)) - (d.memory.total_bytes - d.memory.weights_bytes) for d in e.devices]
+def _avail(e, margin: float, unified: bool = False) -> list[int]:
+    """Bytes each device of estimate e has for weights. With unified memory the host has what the GPUs leave
+    (estimate.py): budget it as if each GPU held its own budget, not the reference mix that overflows it."""
+    out = [int(d.capacity_bytes * (1 - margin)) - (d.memory.total_bytes - d.memory.weights_bytes) for d in e.devices]
+    if unified:
+        over = sum(max(0, d.memory.total_bytes - int(d.capacity_bytes * (1 - margin))) for d in e.devices[:-1])
+        out[-1] += int(over * (1 - margin))
+    return out
 
 
 def ctx_list(model: ModelSpec, req: PlanRequest) -> list[int]:
@@ -274,9 +280,9 @@ def _budget(s: _Search, placement: str, o: RuntimeOptions) -> list[int] | None:
     e0 = s.estimate(s.ref, o)
     if placement in ("partial", "moe-partial"):
         e_full = s.estimate(s.ref, o.model_copy(update={"n_gpu_layers": -1}))
-        avail = _avail(e_full, s.req.margin)[:-1] + [_avail(e0, s.req.margin)[-1]]
+        avail = _avail(e_full, s.req.margin)[:-1] + [_avail(e0, s.req.margin, s.hw.unified)[-1]]
     else:
-        avail = _avail(e0, s.req.margin)
+        avail = _avail(e0, s.req.margin, s.hw.unified)
     if min(avail[-1:] + (avail[:-1] if placement in ("gpu", "moe-cpu") else [])) <= 0:
         return None
     return avail

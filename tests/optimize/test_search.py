@@ -35,6 +35,16 @@ def test_llama_70b_on_m3_max_uses_high_precision_within_the_gpu_share():
     assert gpu.memory.total_bytes <= gpu.capacity_bytes * 0.95
 
 
+def test_a_model_whose_4_bit_reference_overflows_unified_memory_still_plans_within_the_gpu_share():
+    """Qwen3-235B-A22B on a 128 GB M3 Max: Q4_K_M (133 GiB) is over the 96 GiB the GPU may wire, which left
+    the host a negative share of unified memory when the budget was taken from that reference; the plan
+    is all on the GPU near 3 bpw, inside its share."""
+    b = make_plan(load_model("qwen3-235b-a22b-2507"), load_target("m3-max-128gb"), PlanRequest()).best
+    assert b is not None and b.placement == "gpu" and 2.5 < b.bits_per_weight < 4
+    gpu, host = b.estimate.devices
+    assert gpu.memory.total_bytes <= gpu.capacity_bytes * 0.95 and host.capacity_bytes > 0
+
+
 def test_balanced_takes_a_big_speed_up_over_a_quality_gain_below_q5_k_m_level():
     """Qwen3-30B-A3B on a 4090: all on the GPU at ~6 bpw (141 tok/s) beats 8.5 bpw with experts
     in RAM (28 tok/s); the quality goal still takes the latter."""
