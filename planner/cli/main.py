@@ -73,7 +73,9 @@ def _model_line(r: dict) -> str:
         size = f"{r['n_params'] / 1e9:7.2f}B{act:16s} {r['architecture']:10s} ctx {r['n_ctx_train']:>7d}"
     else:
         size = f"{'':8s}{'':16s} {'not modeled: ' + r['hf_architecture']:<26.26s}"
-    return f"{mark} {r['id']:30s} {size}  {r['released']}  {', '.join(r['use'][:3]):22.22s} {r['aliases'][0] if r['aliases'] else ''}"
+    uses = ",".join(r["use"])
+    uses = uses if len(uses) <= 30 else uses[:29] + "~"
+    return f"{mark} {r['id']:30s} {size}  {r['released']}  {uses:30s} {r['aliases'][0] if r['aliases'] else ''}"
 
 
 def cmd_models(a: argparse.Namespace) -> int:
