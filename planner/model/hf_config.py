@@ -25,7 +25,8 @@ HF_TO_GGUF_ARCH = {
     "Qwen3NextForCausalLM": "qwen3next", "Qwen3_5ForConditionalGeneration": "qwen35",
     "Qwen3_5ForCausalLM": "qwen35", "Qwen3_5MoeForConditionalGeneration": "qwen35moe",
     "Qwen3_5MoeForCausalLM": "qwen35moe", "KimiLinearForCausalLM": "kimi-linear",
-    "SmolLM3ForCausalLM": "smollm3", "Mistral3ForConditionalGeneration": "mistral3", "Ministral3ForCausalLM": "mistral3",
+    "SmolLM3ForCausalLM": "smollm3", "Mistral3ForConditionalGeneration": "mistral3",
+    "Ministral3ForCausalLM": "mistral3",
     # Kimi K2.5's language model is DeepSeek-V3's layout (conversion/deepseek.py converts it with DeepseekV2Model)
     "KimiK25ForConditionalGeneration": "deepseek2",
 }
