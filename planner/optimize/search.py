@@ -88,6 +88,12 @@ def _placements(model: ModelSpec, hw: HardwareProfile, req: PlanRequest, gpu_onl
     return out
 
 
+def _all_on_gpus(req: PlanRequest, model: ModelSpec) -> bool:
+    """A pinned -ngl that offloads every layer (and no --n-cpu-moe): sized as the all-on-GPU placement is."""
+    n = req.n_gpu_layers
+    return n is not None and (n < 0 or n > model.n_layers) and not req.n_cpu_moe and not req.override_tensor
+
+
 def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes: int | None,
                   req: PlanRequest, pools: dict[str, Allocator], gpu_backend: str = "cpu",
                   time_cost: dict[str, float] | None = None) -> dict[str, str] | None:
@@ -126,7 +132,8 @@ def _allocate_for(model: ModelSpec, placement: str, avail: list[int], cap_bytes:
             cap = int(cap_bytes * n_host / model.n_params)
         b = alloc("experts", min(host_avail, cap or host_avail))
         return None if a is None or b is None else {**a, **b}
-    if placement == "gpu":
+    if placement == "gpu" or (placement == "pinned" and _all_on_gpus(req, model)):
+        # every layer on the GPUs (a pinned -ngl all too): the layers' types within the VRAM alone
         a = alloc("rest", min(gpu_avail, cap_bytes or gpu_avail))
         if a is None:
             return None
@@ -332,7 +339,7 @@ def _sized(s: _Search, placement: str, o: RuntimeOptions, avail: list[int], cap:
             sized.found = _fit_ncmoe(sized.model, s.hw, o, req.margin)
             if sized.found and sized.found[0] < model.n_layers:
                 break  # else: fewer bytes, so that some experts fit on the GPU
-        elif placement in ("partial", "pinned"):
+        elif placement == "partial" or (placement == "pinned" and not _all_on_gpus(req, model)):
             break
         else:
             sized.estimate = s.estimate(sized.model, o)
