@@ -24,11 +24,11 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
     for g, gpu in enumerate(hw.gpus):
         mem = MemoryParts(weights_bytes=b.weights.get(g, 0), kv_bytes=b.kv.get(g, 0) + b.rs.get(g, 0),
                           compute_bytes=b.compute.get(g, 0), overhead_bytes=b.overhead.get(g, 0))
-        prefix = GPU_BUFFER_PREFIX[gpu.backend]
-        bufs = {f"{prefix}{g} model": mem.weights_bytes / MiB, f"{prefix}{g} KV": b.kv.get(g, 0) / MiB,
-                f"{prefix}{g} compute": mem.compute_bytes / MiB}
+        dev = _buffer_name(gpu, sum(1 for x in hw.gpus[:g] if x.rpc is None))
+        bufs = {f"{dev} model": mem.weights_bytes / MiB, f"{dev} KV": b.kv.get(g, 0) / MiB,
+                f"{dev} compute": mem.compute_bytes / MiB}
         if b.rs.get(g):
-            bufs[f"{prefix}{g} RS"] = b.rs[g] / MiB
+            bufs[f"{dev} RS"] = b.rs[g] / MiB
         devices.append(DeviceEstimate(name=gpu.name, kind="gpu", index=g, capacity_bytes=gpu.usable_bytes,
                                       memory=mem, n_layers=b.layers.get(g, 0),
                                       buffers_mib={k: round(v, 2) for k, v in bufs.items()}))
@@ -37,7 +37,7 @@ def estimate(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions, *, mar
                        output_bytes=b.output, repack_bytes=b.repack, amx_bytes=b.amx, mapped_bytes=b.mapped)
     cap = hw.ram.available_bytes or hw.ram.total_bytes
     if hw.unified:
-        cap -= sum(d.memory.total_bytes for d in devices)
+        cap -= sum(d.memory.total_bytes for d, g in zip(devices, hw.gpus, strict=True) if g.rpc is None)
     mapped_name = "CPU_Mapped model" if opts.mmap else "CPU model"
     mapped = host.mapped_bytes if opts.mmap else host.weights_bytes - host.repack_bytes - host.amx_bytes
     bufs = {mapped_name: mapped / MiB, "AMX model": host.amx_bytes / MiB, "CPU_REPACK model": host.repack_bytes / MiB,
@@ -85,3 +85,12 @@ def cpu_facts(model: ModelSpec, hw: HardwareProfile, opts: RuntimeOptions) -> CP
     typed = b.read_types.get(CPU, {})
     return CPUFacts(dict(typed), b.read_per_token.get(CPU, 0) - sum(typed.values()), matmul_types(model),
                     sum(b.nodes.values()), b.kv.get(CPU, 0) / max(b.n_ctx, 1), matmul_rows(model))
+
+
+def _buffer_name(gpu, local: int) -> str:
+    """llama.cpp's name for a device's buffers: CUDA0, MTL0, ... (local: its place among this machine's own
+    GPUs); a device behind RPC is RPC<i>[host:port], i its place among that server's devices (ggml-rpc.cpp's
+    buffer type name)."""
+    if gpu.rpc:
+        return f"RPC{gpu.rpc.server_index}[{gpu.rpc.endpoint}]"
+    return f"{GPU_BUFFER_PREFIX[gpu.backend]}{local}"

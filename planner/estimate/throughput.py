@@ -253,12 +253,23 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             slow = slow_kernels(typed, mem, cores, scale)
             if slow:
                 notes.append(f"on {cores} CPU core(s) the kernel, not the memory, paces {', '.join(slow)}")
+        elif hw.gpus[d].backend == "cpu":  # another machine's CPU, served by ggml-rpc-server
+            g = hw.gpus[d]
+            typed = read_types.get(d, {})
+            t_decode += cpu_decode_seconds(typed, nbytes - sum(typed.values()), g.bandwidth_gbps,
+                                           g.cpu_cores or 1, scale) + nodes.get(d, 0) * _node_us(hw)[0] / 1e6
         else:
             g = hw.gpus[d]
             k = _gpu_speed(g)
             kv_read = kv.get(d, 0) * frac * (1.0 if flash_attn else k.kv_factor)
             t_decode += (read_per_token.get(d, 0) + kv_read) / (g.bandwidth_gbps * k.bw_efficiency * 1e9) \
                 + layers.get(d, 0) * k.layer_ms / 1e3
+    if any(g.rpc for g in hw.gpus):
+        net_tg, net_pp = rpc_seconds(model, hw, layers, min(depth, n_ctx), n_ubatch)
+        t_decode += net_tg
+        notes.append(f"the network adds {net_tg * 1e3:.2f} ms per token ({_servers(hw, layers)}; docs/model.md)")
+        t_pp = split_prefill_seconds(model, hw, layers, matmul_types, n_ubatch, n_ctx, nodes, threads) + net_pp
+        return _finish(hw, t_decode, t_pp, depth, flash_attn, read_per_token, kv, notes)
     gpu_layers = sum(v for d, v in layers.items() if d != CPU)
     if hw.gpus and (gpu_layers or n_ubatch >= 32):  # op offload: big batches run on the GPU
         g = hw.gpus[0]
@@ -280,6 +291,12 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
             + sum(nodes.values()) * _node_us(hw)[1] / 1e6
         if hw.cpu_speed and hw.cpu_speed.attention_gflops:  # a prompt of n_ubatch tokens attends n_ubatch / 2
             t_pp += attention_flops(model, min(n_ubatch, n_ctx) / 2) / (hw.cpu_speed.attention_gflops * 1e9)
+    return _finish(hw, t_decode, t_pp, depth, flash_attn, read_per_token, kv, notes)
+
+
+def _finish(hw: HardwareProfile, t_decode: float, t_pp: float, depth: int, flash_attn: bool,
+            read_per_token: dict[int, int], kv: dict[int, int], notes: list[str]) -> Throughput:
+    """Seconds per decoded and per prompt token -> Throughput, with the notes and this machine's calibration."""
     if not flash_attn:
         notes.append("flash attention off: long prompts are slower than shown")
     notes.append("speed rests on: " + "; ".join(_basis(hw, set(read_per_token) | set(kv))))
@@ -291,3 +308,70 @@ def throughput(model: ModelSpec, hw: HardwareProfile, read_per_token: dict[int, 
                      f"prefill x{cal.prefill_factor:.2f}")
     return Throughput(decode_tps=round(1.0 / t_decode, 2) if t_decode > 0 else 0.0,
                       prefill_tps=round(1.0 / t_pp, 1), decode_depth=depth, notes=notes)
+
+
+# Round trips a decoded token makes to each RPC server that holds layers (ggml-rpc.cpp): the inputs go with
+# set_tensor and the graph with graph_recompute, both sent without waiting; the result comes back with
+# get_tensor, which waits. Measured on loopback servers with a delay added to every packet
+# (bench/rpc_cluster.py, bench/data/rpc-cluster.jsonl).
+RPC_ROUND_TRIPS_PER_TOKEN = 1.0
+
+
+def _servers(hw: HardwareProfile, layers: dict[int, int]) -> str:
+    eps = _rpc_servers(hw, layers)
+    return ", ".join(f"{ep}: {link.rtt_ms:g} ms, {link.gbit_s:g} Gbit/s" for ep, link in eps.items())
+
+
+def _rpc_servers(hw: HardwareProfile, layers: dict[int, int]) -> dict:
+    """The RPC servers that hold layers, each with its link (endpoint -> RPCLink), in device order."""
+    out = {}
+    for d, g in enumerate(hw.gpus):
+        if g.rpc and layers.get(d, 0):
+            out.setdefault(g.rpc.endpoint, g.rpc)
+    return out
+
+
+def rpc_seconds(model: ModelSpec, hw: HardwareProfile, layers: dict[int, int], kv_len: int,
+                n_ubatch: int) -> tuple[float, float]:
+    """(per decoded token, per prompt token) seconds the links add. Layers run in device order and RPC copies a
+    hidden state between servers through the main host, so each server that holds layers costs its round trips
+    and its bytes once per token: the hidden state in and out (f32, 4 x n_embd bytes each way) and the attention
+    mask (f16, one row per token over the cache). A prompt goes n_ubatch tokens per round trip."""
+    tg = pp = 0.0
+    for link in _rpc_servers(hw, layers).values():
+        rtt = link.rtt_ms / 1e3 * RPC_ROUND_TRIPS_PER_TOKEN
+        per_token = 8 * model.n_embd + 2 * max(kv_len, 1)
+        bps = link.gbit_s * 1e9 / 8
+        tg += rtt + per_token / bps
+        pp += rtt / max(n_ubatch, 1) + (8 * model.n_embd + 2 * n_ubatch) / bps
+    return tg, pp
+
+
+def split_prefill_seconds(model: ModelSpec, hw: HardwareProfile, layers: dict[int, int],
+                          matmul_types: dict[tuple[str, bool], int], n_ubatch: int, n_ctx: int,
+                          nodes: dict[int, float], threads: int | None) -> float:
+    """Prompt seconds per token when the layers are split over machines: each device's share of the layers at
+    its own rate (a GPU's fit, a CPU's kernels with its cores); the host runs what it holds on its CPU (RPC
+    does no op offload)."""
+    total = sum(layers.values()) or 1
+    cpu_pp = {}
+    out = 0.0
+    for d, n in layers.items():
+        if not n:
+            continue
+        share = n / total
+        g = None if d == CPU else hw.gpus[d]
+        if g is None or g.backend == "cpu":
+            cores = _cpu_cores(hw, threads) if g is None else (g.cpu_cores or 1)
+            if cores not in cpu_pp:
+                cpu_pp[cores] = cpu_prefill_seconds(matmul_types, cores, _isa_scale(hw, prefill=True), None, None) \
+                    + sum(nodes.values()) * _node_us(hw)[1] / 1e6
+            out += share * cpu_pp[cores]
+            continue
+        k = _gpu_speed(g)
+        f16 = 2 * sum(c for (ty, _), c in matmul_types.items() if ty in F16_TYPES)
+        flops_tok = 2 * model.n_matmul_params - f16 + f16 / k.f16_factor
+        if k.attention:
+            flops_tok += attention_flops(model, min(n_ubatch, n_ctx) / 2)
+        out += share * flops_tok / ((g.fp16_tflops or 20.0) * k.prefill_efficiency * 1e12)
+    return out

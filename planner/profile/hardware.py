@@ -37,6 +37,21 @@ class RAM(_Checked):
     bandwidth_source: str = "spec"
 
 
+class RPCLink(_Checked):
+    """Where a device of another machine is reached: its ggml-rpc-server and the link to it from the main host."""
+    node: str
+    host: str
+    port: int = Field(50052, ge=1, le=65535)
+    device: str = Field("CUDA0", description="the server's name for the device (ggml-rpc-server -d)")
+    server_index: int = Field(0, ge=0, description="the device's place among that server's devices (RPC<i>[...])")
+    gbit_s: float = Field(..., gt=0, le=1e5, description="sustained TCP throughput of the link, Gbit/s")
+    rtt_ms: float = Field(..., ge=0, le=1e4, description="round-trip time of the link, ms")
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 class GPU(_Checked):
     index: int = Field(0, ge=0)
     vendor: Literal["nvidia", "amd", "apple", "intel", "other"] = "nvidia"
@@ -49,7 +64,10 @@ class GPU(_Checked):
     pcie_gen: int | None = None
     pcie_width: int | None = None
     unified_memory: bool = False
-    backend: Literal["cuda", "rocm", "metal", "vulkan", "sycl"] = "cuda"
+    # "cpu": another machine's CPU, which ggml-rpc-server serves as a device when that machine has no GPU
+    backend: Literal["cuda", "rocm", "metal", "vulkan", "sycl", "cpu"] = "cuda"
+    rpc: RPCLink | None = Field(None, description="a device of another machine, reached over llama.cpp's RPC")
+    cpu_cores: int | None = Field(None, ge=1, le=1 << 14, description="a CPU device's physical cores")
     overhead_bytes: int | None = Field(
         None, ge=0, le=MAX_BYTES, description="measured runtime overhead (context, libraries); None = backend default"
     )
@@ -122,7 +140,8 @@ class HardwareProfile(BaseModel):
 
     @property
     def unified(self) -> bool:
-        return any(g.unified_memory for g in self.gpus)
+        """The host's RAM is its GPU's memory too (a device of another machine shares that machine's RAM)."""
+        return any(g.unified_memory and g.rpc is None for g in self.gpus)
 
     def summary(self) -> str:
         parts = [f"{self.cpu.model} ({self.cpu.cores}C/{self.cpu.threads}T)",
