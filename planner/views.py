@@ -16,6 +16,18 @@ def fmt_params(n: int) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.0f} M"
 
 
+def cluster_text(c) -> str:
+    """A cluster as the wizard shows it: each node's box, its role and its link to the main host."""
+    lines = [f"cluster {c.name}  ({c.source})" + (f": {c.title}" if c.title else "")]
+    for n in c.nodes:
+        role = "main host (llama-server)" if n.main else \
+            f"worker {n.host}:{n.port}, {c.link_to(n).gbit_s:g} Gbit/s, {c.link_to(n).rtt_ms:g} ms round trip"
+        gpus = ", ".join(f"{g.name} {gib(g.vram_total_bytes)}" for g in n.profile.gpus) or \
+            f"CPU only ({n.profile.cpu.model}, {gib(n.profile.ram.total_bytes)} RAM)"
+        lines.append(f"  {n.name:16s} {role}: {gpus}")
+    return "\n".join(lines)
+
+
 def profile_text(p: HardwareProfile) -> str:
     lines = [f"{p.name}  ({p.source}, {p.os})",
              f"  CPU   {p.cpu.model}: {p.cpu.cores} cores / {p.cpu.threads} threads, {p.cpu.arch}"

@@ -9,7 +9,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "planner"
 # lower first; a module may import its own layer's modules and any lower layer's
-LAYERS = [{"errors", "units", "data", "fileio"}, {"profile", "hardware_profiles"}, {"model"}, {"estimate"},
+LAYERS = [{"errors", "units", "data", "fileio"}, {"profile", "hardware_profiles", "clusters"}, {"model"}, {"estimate"},
           {"optimize"}, {"export"}, {"verify"}, {"api", "views"}, {"tui"}, {"cli"}, {"__init__"}]
 
 

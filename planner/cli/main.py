@@ -35,12 +35,18 @@ def cmd_profile(a: argparse.Namespace) -> int:
 
 
 def cmd_targets(a: argparse.Namespace) -> int:
+    from planner.profile.cluster import list_clusters
     from planner.profile.targets import list_targets
     rows = list_targets()
+    clusters = list_clusters()
     if a.json:
-        _json([{"name": n, "title": t} for n, t in rows])
+        _json([{"name": n, "title": t, "kind": "box"} for n, t in rows]
+              + [{"name": n, "title": t, "kind": "cluster"} for n, t in clusters])
     else:
         for n, t in rows:
+            print(f"  {n:24s} {t}")
+        print("  clusters (llama.cpp RPC over several machines; your own: a YAML file as docs/model.md shows):")
+        for n, t in clusters:
             print(f"  {n:24s} {t}")
     return Exit.OK
 
@@ -199,6 +205,12 @@ def cmd_plan(a: argparse.Namespace) -> int:
         a.imatrix = True  # the quantizer will have it: IQ2 types become candidates
     errors, partial = _tensor_errors(a, spec)
     req = _request(a).model_copy(update={"tensor_errors": errors})
+    from planner.profile.cluster import is_cluster
+    if is_cluster(a.target):
+        return _plan_cluster(a, spec, req, _basis(req, a, partial))
+    if a.emit == "rpc-server":
+        raise PlannerError("--emit rpc-server prints the workers' lines of a cluster plan: give --target a cluster "
+                           "(plan targets lists the examples; the file format is in docs/model.md)")
     spec, hw, res = plan_model(spec, a.target, req, vram_gib=a.vram, ram_gib=a.ram, gpus=a.gpus,
                                calibrate=not a.no_calibration)
     run = plan_runnable(spec, hw, req, res) if not (a.own_mix or a.verify or a.emit == "llama-quantize") else None
@@ -215,6 +227,71 @@ def cmd_plan(a: argparse.Namespace) -> int:
     if a.json:
         return _plan_json(spec, hw, res, basis, run)
     return _plan_text(a, spec, hw, res, basis, run)
+
+
+def _plan_cluster(a: argparse.Namespace, spec, req, basis: str) -> int:
+    """plan --target CLUSTER: the nodes, split and types over llama.cpp RPC, with each node's line."""
+    from planner.export import cluster as cx
+    from planner.export import planned_file
+    from planner.optimize.cluster import plan_cluster
+    from planner.profile.cluster import load_cluster
+    from planner.views import estimate_text
+    if a.vram or a.ram or a.gpus or a.verify:
+        raise PlannerError("--vram, --ram, --gpus and --verify describe one machine: with a cluster, change its "
+                           "nodes' profiles in the cluster file")
+    c = load_cluster(a.target)
+    cp = plan_cluster(spec, c, req)
+    best = cp.result.best
+    threads = a.threads or c.main.profile.cpu.cores
+    path = a.model_path or (planned_file(spec, best)[0] if best else "")
+    if best is None:
+        if a.json:
+            _json(cx.cluster_dict(cp, spec, path, threads, basis))
+        else:
+            print(f"{spec.name} does not fit the cluster {c.name} with these constraints: {cp.result.nearest}")
+            for t in cp.tried:
+                print(f"  tried {t}")
+        return Exit.DOES_NOT_FIT
+    if a.emit in ("rpc-server", "llama-server", "llama-cli"):
+        ls = cx.lines(cp, spec, path, threads, binary="llama-server" if a.emit == "rpc-server" else a.emit,
+                      legacy=a.legacy_flags)
+        ls = ls[:-1] if a.emit == "rpc-server" else ls[-1:]
+        text = "".join(f"# on {node}\n{line}\n" for node, line in ls)
+        if a.emit != "rpc-server":
+            text = f"# {needs(a.legacy_flags)}; built with -DGGML_RPC=ON\n" + text
+        return _write_or_print(a, text)
+    if a.emit in ("json", "yaml") or a.json:
+        d = cx.cluster_dict(cp, spec, path, threads, basis)
+        if a.emit == "yaml":
+            import yaml
+            return _write_or_print(a, yaml.safe_dump(d, sort_keys=False))
+        if a.emit:
+            return _write_or_print(a, json.dumps(d, indent=1) + "\n")
+        _json(d)
+        return Exit.OK
+    if a.emit:
+        raise PlannerError(f"--emit {a.emit} is for one machine; a cluster plan emits rpc-server, llama-server, "
+                           "llama-cli, json or yaml")
+    print(estimate_text(best.estimate, f"{spec.name} on the cluster {c.name}, goal {req.goal}: {best.why}"))
+    print(f"  the network adds {cp.network_ms_per_token:.2f} ms per token; weights {_type_mix(best, spec)}")
+    print("\n  run, workers first:")
+    for node, line in cx.lines(cp, spec, path, threads, legacy=a.legacy_flags):
+        print(f"    on {node}:\n      {line}")
+    for note in cx.copy_notes(cp):
+        print(f"  {note}")
+    print("  node sets tried:")
+    for t in cp.tried:
+        print(f"    {t}")
+    return Exit.OK
+
+
+def _write_or_print(a: argparse.Namespace, text: str) -> int:
+    if a.output:
+        write_text(a.output, text, a.force)
+        print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return Exit.OK
 
 
 def _does_not_fit(a: argparse.Namespace, spec, hw, res, run) -> int:
@@ -265,12 +342,7 @@ def _emit(a: argparse.Namespace, spec, hw, best, basis: str, run=None) -> int:
                   basis=basis, imatrix=a.imatrix_file, legacy=a.legacy_flags)
     if a.emit in ("llama-server", "llama-cli"):
         text = f"# {needs(a.legacy_flags)}\n" + text
-    if a.output:
-        write_text(a.output, text, a.force)
-        print(f"wrote {a.output} ({a.emit})", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return Exit.OK
+    return _write_or_print(a, text)
 
 
 def _plan_json(spec, hw, res, basis: str, run=None) -> int:
@@ -647,7 +719,8 @@ def _goal_args(p: argparse.ArgumentParser) -> None:
 
 def _output_args(p: argparse.ArgumentParser) -> None:
     """What comes out: an export, where it goes, and what it names."""
-    p.add_argument("--emit", choices=KINDS, help="print (or -o write) a launch config or plan file")
+    p.add_argument("--emit", choices=(*KINDS, "rpc-server"),
+                   help="print (or -o write) a launch config or plan file (rpc-server: a cluster's workers' lines)")
     p.add_argument("-o", "--output", help="write --emit to this file (atomic; never overwrites without --force)")
     p.add_argument("--force", action="store_true", help="overwrite --output")
     p.add_argument("--model-path", help="path of the planned GGUF in the emitted configs")

@@ -47,6 +47,8 @@ class PlannerApp(App):
         self.choice = None  # the PlanOption shown
         self.choice_ref = None  # its published file (hf.co/ORG/REPO:QUANT or an Ollama tag), None for the own mix
         self.last_kind = "llama-server"
+        self.cluster = None  # a cluster target (planner/profile/cluster.py); self.hw is then its main host
+        self.cluster_plan = None
 
     # ---- layout: one pane per tab (planner/tui/panes.py), styles in app.tcss ----
     def compose(self) -> ComposeResult:
@@ -144,16 +146,21 @@ class PlannerApp(App):
     @work(thread=True, exclusive=True, group="hw")
     def _hardware_worker(self, target: str, vram: str | None, ram: str) -> None:
         from planner.api import resolve_hardware
-        from planner.views import profile_text
+        from planner.profile.cluster import is_cluster, load_cluster
+        from planner.views import cluster_text, profile_text
         try:
+            if is_cluster(target):
+                c = load_cluster(target)
+                self.call_from_thread(self._show_hardware, c.main.profile, cluster_text(c), c)
+                return
             hw = resolve_hardware(target, vram_gib=vram, ram_gib=float(ram) if ram else None)
         except (PlannerError, ValueError) as exc:
             self.call_from_thread(self._error, exc)
             return
         self.call_from_thread(self._show_hardware, hw, profile_text(hw))
 
-    def _show_hardware(self, hw, text: str) -> None:
-        self.hw = hw
+    def _show_hardware(self, hw, text: str, cluster=None) -> None:
+        self.hw, self.cluster = hw, cluster
         self.query_one("#hw-text", Static).update(text)
         self.replan()
 
@@ -230,7 +237,12 @@ class PlannerApp(App):
     @work(thread=True, exclusive=True, group="plan")
     def _plan_worker(self, req) -> None:
         from planner.api import plan, plan_runnable
+        from planner.optimize.cluster import plan_cluster
         try:
+            if self.cluster is not None:  # own mixes over the nodes (published files are planned for one box)
+                cp = plan_cluster(self.spec, self.cluster, req)
+                self.call_from_thread(self._show_plan, cp.result, None, cp)
+                return
             res = plan(self.spec, self.hw, req)
             run = plan_runnable(self.spec, self.hw, req, res)
         except Exception as exc:  # noqa: BLE001 - shown in the app
@@ -242,11 +254,12 @@ class PlannerApp(App):
         """(option, published file ref or None, where it comes from): the published files first, then the own mix."""
         rows = [(p.option, p.file.ref, "published") for p in self.run_plan.published] if self.run_plan else []
         if self.result and self.result.best:
-            rows += [(o, None, "own mix") for o in [self.result.best, *self.result.alternatives]]
+            alts = [] if self.cluster_plan else self.result.alternatives  # a cluster plan: the chosen split only
+            rows += [(o, None, "own mix") for o in [self.result.best, *alts]]
         return rows
 
-    def _show_plan(self, res, run=None) -> None:
-        self.result, self.run_plan = res, run
+    def _show_plan(self, res, run=None, cluster_plan=None) -> None:
+        self.result, self.run_plan, self.cluster_plan = res, run, cluster_plan
         body = self.query_one("#plan-body", Static)
         alts = self.query_one("#alts", DataTable)
         alts.clear(columns=True)
@@ -298,11 +311,31 @@ class PlannerApp(App):
             return ("# a published file is downloaded as it is, nothing to quantize: pick your own mix in the plan's "
                     "list (F4) for its llama-quantize line\n")
         path = path or self.choice_ref or planned_file(self.spec, self.choice)[0]
+        if self.cluster_plan is not None:
+            return self._cluster_export(kind, path)
+        if kind == "rpc-server":
+            return "# rpc-server lines are a cluster's (pick a cluster in F1)\n"
         try:
             legacy = self.query_one("#legacy", Checkbox).value  # -ngl 999, --no-mmap/--mlock: builds before b10114
             return render(kind, self.choice, self.spec, path, threads=self.hw.cpu.cores, src=src, legacy=legacy)
         except PlannerError as exc:
             return f"# {self._here(str(exc))}\n"
+
+    def _cluster_export(self, kind: str, path: str) -> str:
+        import json
+
+        import yaml
+
+        from planner.export import cluster as cx
+        cp, threads = self.cluster_plan, self.hw.cpu.cores
+        if kind in ("json", "yaml"):
+            d = cx.cluster_dict(cp, self.spec, path, threads)
+            return json.dumps(d, indent=1) + "\n" if kind == "json" else yaml.safe_dump(d, sort_keys=False)
+        if kind not in ("llama-server", "llama-cli", "rpc-server"):
+            return f"# {kind} is for one machine: a cluster plan exports rpc-server, llama-server, llama-cli, json, yaml\n"
+        ls = cx.lines(cp, self.spec, path, threads, binary="llama-server" if kind == "rpc-server" else kind)
+        ls = ls[:-1] if kind == "rpc-server" else ls
+        return "".join(f"# on {node}\n{line}\n" for node, line in ls) + "".join(f"# {n}\n" for n in cx.copy_notes(cp))
 
     @on(Select.Changed, "#kind")
     def _kind(self) -> None:

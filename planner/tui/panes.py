@@ -20,9 +20,13 @@ def _row(label: str, field: Widget) -> Widget:
 
 
 def hardware(app: Any) -> Pane:
+    from planner.profile.cluster import list_clusters
     from planner.profile.targets import list_targets
-    yield Select([("this machine (detected)", "auto")] + [(f"{n}: {t}", n) for n, t in list_targets()],
-                 value=app.target, allow_blank=False, id="target")
+    options = [("this machine (detected)", "auto")] + [(f"{n}: {t}", n) for n, t in list_targets()]
+    options += [(f"cluster {n}: {t}", n) for n, t in list_clusters()]
+    if app.target not in {v for _, v in options}:  # a profile or cluster file given with --target
+        options.append((app.target, app.target))
+    yield Select(options, value=app.target, allow_blank=False, id="target")
     yield _row("VRAM GiB per GPU", Input(placeholder="as detected / as in the profile (e.g. 24 or 24,12)", id="vram"))
     yield _row("RAM GiB", Input(placeholder="as detected / as in the profile", id="ram"))
     yield Static(id="hw-text", markup=False)
@@ -51,7 +55,7 @@ def plan(app: Any) -> Pane:
 
 
 def export(app: Any) -> Pane:
-    yield Select([(k, k) for k in KINDS], value="llama-server", allow_blank=False, id="kind")
+    yield Select([(k, k) for k in (*KINDS, "rpc-server")], value="llama-server", allow_blank=False, id="kind")
     yield _row("model file", Input(placeholder="the GGUF the lines name (default: the published file or "
                                                "<model>-plan.gguf)", id="model-path"))
     yield _row("source file", Input(placeholder="the F16/BF16 GGUF llama-quantize reads", id="source-path"))

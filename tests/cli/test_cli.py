@@ -133,3 +133,30 @@ def test_threads_pin_the_cpu_speed_and_the_launch_line(capsys):
     assert one["throughput"]["decode_tps"] < four["throughput"]["decode_tps"]  # one core's IQ2 kernel < the memory
     code, line, _ = run(pins + ["--threads", "1", "--emit", "llama-server"], capsys)
     assert code == 0 and " -t 1" in line
+
+
+def test_plan_on_a_cluster_prints_each_nodes_line_and_the_json_carries_them(capsys):
+    assert main(["--model", "llama3.1-70b", "--target", "two-3090-10gbe"]) == 0
+    out = capsys.readouterr().out
+    assert "on den:" in out and "ggml-rpc-server -H 192.168.1.11 -p 50052 -d CUDA0 -c" in out
+    assert "--rpc 192.168.1.11:50052" in out and "RTX 3090" in out and "over the link" in out
+    assert main(["--model", "llama3.1-70b", "--target", "two-3090-10gbe", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["fits"] and [n["node"] for n in d["nodes"]] == ["desk", "den"]
+    assert d["nodes"][1]["run"].startswith("ggml-rpc-server") and "--rpc" in d["nodes"][0]["run"]
+    assert sum(d["tensor_split"]) == 81 and d["plan"]["tensors"]
+
+
+def test_emit_rpc_server_gives_the_workers_lines_and_only_with_a_cluster(capsys):
+    assert main(["--model", "qwen3-235b-a22b-2507", "--target", "three-boxes-1gbe", "--emit", "rpc-server"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ggml-rpc-server") == 2 and "# on laptop" in out
+    assert main(["--model", "llama3.1-8b", "--target", "rtx4090", "--emit", "rpc-server"]) == 2
+    assert "cluster" in capsys.readouterr().err
+    assert main(["--model", "llama3.1-70b", "--target", "two-3090-10gbe", "--emit", "ollama"]) == 2
+
+
+def test_plan_targets_lists_the_example_clusters(capsys):
+    assert main(["targets", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows if r["kind"] == "cluster"} >= {"two-3090-10gbe", "three-boxes-1gbe"}

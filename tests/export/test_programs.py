@@ -19,6 +19,7 @@ import pytest
 
 from planner.cli.main import main
 from planner.verify.child import parse_buffers
+from tests.llama_bin import llama_bin
 
 pytestmark = pytest.mark.llama
 MiB = 1 << 20
@@ -27,16 +28,7 @@ PROGRAMS = ("llama-server", "llama-cli", "llama-fit-params", "llama-quantize")
 
 @pytest.fixture(scope="module")
 def bin_dir():
-    """The folder of llama.cpp's programs: LLAMA_CPP_BIN, PATH, else built once from the vendored source by
-    .ci/build-llama-tools.sh (into .llama-tools in the checkout, ~12 minutes on 2 cores; cached)."""
-    for d in (os.environ.get("LLAMA_CPP_BIN"), *os.environ.get("PATH", "").split(os.pathsep)):
-        if d and all(os.access(os.path.join(d, p), os.X_OK) for p in PROGRAMS):
-            return d
-    script = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, ".ci", "build-llama-tools.sh")
-    r = subprocess.run(["bash", script], capture_output=True, text=True, timeout=3600)
-    if r.returncode != 0:
-        pytest.fail(f"could not build llama.cpp's programs ({script}): {r.stderr[-800:]}")
-    return r.stdout.strip().splitlines()[-1]
+    return llama_bin(PROGRAMS)
 
 
 def _plan(capsys, *args) -> str:

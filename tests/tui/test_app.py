@@ -130,3 +130,20 @@ async def test_verify_without_llama_cpp_python_says_how_to_install_it(monkeypatc
         await _settle(app, pilot)
         out = _text(app, "#verify-out")
         assert 'pip install ".[verify]"' in out and "Traceback" not in out
+
+
+@pytest.mark.asyncio
+async def test_a_cluster_target_plans_over_its_nodes_and_exports_each_nodes_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = PlannerApp(model="llama3.1-70b", target="two-3090-10gbe")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _settle(app, pilot)
+        assert "cluster two-3090-10gbe" in _text(app, "#hw-text") and "worker 192.168.1.11:50052" in _text(
+            app, "#hw-text")
+        await _settle(app, pilot)
+        body = _text(app, "#plan-body")
+        assert "on den: RTX 3090" in body and "FITS" in body, body
+        await pilot.press("f5")
+        await _settle(app, pilot)
+        text = _text(app, "#export-text")
+        assert "# on den\nggml-rpc-server -H 192.168.1.11" in text and "--rpc 192.168.1.11:50052" in text, text
