@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build llama.cpp's programs the export tests and bench.cpu_truth run (llama-server, llama-cli, llama-fit-params,
-# llama-quantize, llama-bench) from
+# llama-quantize, llama-bench) and ggml-rpc-server, with the RPC backend on (plans over several machines: the
+# cluster tests start real RPC servers and run llama-server --rpc against them), from
 # the llama.cpp that llama-cpp-python 0.3.36 vendors, and print their folder. Cached by source: a second run on
 # the same machine reuses the build (LLAMA_TOOLS_CACHE, default .llama-tools in the checkout; .ci/run keeps it
 # in ~/.cache/planner-ci between CI runs).
@@ -9,7 +10,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${LLAMA_TOOLS_CACHE:-$here/.llama-tools}/llama-cpp-python-0.3.36"
-targets=(llama-server llama-cli llama-fit-params llama-quantize llama-bench)
+targets=(llama-server llama-cli llama-fit-params llama-quantize llama-bench ggml-rpc-server)
 bin="$cache/build/bin"
 built() { for t in "${targets[@]}"; do [ -x "$bin/$t" ] || return 1; done; }
 if built; then
@@ -49,6 +50,6 @@ C
   printf 'add_library(llama-ui STATIC ui.cpp)\ntarget_include_directories(llama-ui PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})\nset_target_properties(llama-ui PROPERTIES POSITION_INDEPENDENT_CODE ON)\nadd_custom_target(llama-ui-assets)\n' > "$ui/CMakeLists.txt"
 fi
 cmake -S "$src" -B "$cache/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF >&2
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DGGML_RPC=ON >&2
 cmake --build "$cache/build" -j"$(nproc)" --target "${targets[@]}" >&2
 echo "$bin"
